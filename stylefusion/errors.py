@@ -1,0 +1,37 @@
+"""Error types the CLIs turn into one line on stderr and a non-zero exit."""
+
+
+class StyleFusionError(Exception):
+    """Base class: the message is a complete, one-line explanation for the user."""
+
+
+class InputImageError(StyleFusionError):
+    """An image file is missing, unreadable or not an image."""
+
+
+class ConfigError(StyleFusionError):
+    """An option has a value the library cannot use (unknown layer, negative weight, ...)."""
+
+
+class WeightsError(StyleFusionError):
+    """VGG-19 weights could not be found, downloaded or understood."""
+
+
+class ModelError(StyleFusionError):
+    """A transformer model file is missing, corrupt or of another architecture."""
+
+
+class DeviceError(StyleFusionError):
+    """The requested device or precision is not available here."""
+
+
+class OutputError(StyleFusionError):
+    """An output path cannot be written (unwritable, or it would overwrite an input)."""
+
+
+class VideoError(StyleFusionError):
+    """A video cannot be decoded or encoded."""
+
+
+class DatasetError(StyleFusionError):
+    """A training dataset is empty or has no readable image."""

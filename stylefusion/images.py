@@ -1,0 +1,169 @@
+"""Images: load any file as RGB float [0,1], resize by the longest side, save atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputImageError, OutputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# Pillow's format names for the extensions we write.
+_SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
+                 ".tiff": "TIFF", ".webp": "WEBP", ".ppm": "PPM"}
+
+
+def is_image_file(path: Path) -> bool:
+    """True when the file name has an image extension (the content is checked on load)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit / 32-bit greyscale: scale to 8 bits instead of clipping (Pillow's convert clips at 255).
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            peak = max(float(arr.max()), 1.0) if arr.max() > 1.0 else 1.0
+        arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_pil(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as an upright 8-bit RGB Pillow image, or raise InputImageError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputImageError(f"image not found: {path}")
+    if path.is_dir():
+        raise InputImageError(f"expected an image file but got a directory: {path}")
+    if path.stat().st_size == 0:
+        raise InputImageError(f"image file is empty (0 bytes): {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Palette images with transparency" warnings
+            with Image.open(path) as img:
+                img.load()  # decode now so truncated files fail here, not later
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except UnidentifiedImageError:
+        raise InputImageError(f"not an image file (unrecognised format): {path}") from None
+    except Image.DecompressionBombError:
+        raise InputImageError(f"image is too large to open safely: {path}") from None
+    except PermissionError:
+        raise InputImageError(f"permission denied reading image: {path}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputImageError(f"cannot read image {path}: {str(exc).splitlines()[0] or 'corrupt or truncated'}") from None
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB Pillow image -> float tensor (3, H, W) in [0, 1]."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """Float tensor (3, H, W) or (1, 3, H, W) in [0, 1] -> RGB Pillow image (clamped, rounded)."""
+    if image.dim() == 4:
+        image = image[0]
+    arr = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, mode="RGB")
+
+
+def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor:
+    """Load an image as (3, H, W) float [0, 1], optionally resized so its longest side is `size`."""
+    image = pil_to_tensor(load_pil(path))
+    return resize_longest(image, size) if size else image
+
+
+def scaled_size(height: int, width: int, longest: int) -> tuple[int, int]:
+    """(h, w) scaled so that max(h, w) == longest, keeping the aspect ratio."""
+    scale = longest / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a (3, H, W) or (B, 3, H, W) tensor to (h, w) with antialiased bicubic."""
+    batched = image.dim() == 4
+    x = image if batched else image.unsqueeze(0)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    return x if batched else x[0]
+
+
+def resize_longest(image: torch.Tensor, longest: int) -> torch.Tensor:
+    """Resize so the longest side equals `longest`, keeping the aspect ratio."""
+    h, w = image.shape[-2:]
+    return resize_to(image, scaled_size(h, w, longest))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, quality: int = 95) -> Path:
+    """Save atomically (temporary name, then rename) so a crash never leaves a half-written image."""
+    path = Path(path)
+    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"unsupported output image extension '{path.suffix}' for {path}")
+    img = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    try:
+        with atomic_path(path) as tmp:
+            options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+            img.save(tmp, format=fmt, **options)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output directory if needed and check it is writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output directory is a file: {path}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {path}: {exc.strerror or exc}") from None
+    try:  # a real write probe: os.access() says yes to root even on read-only mounts
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError:
+        raise OutputError(f"output directory is not writable: {path}") from None
+    return path
+
+
+def ensure_not_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
+    """Refuse an output path that is one of the inputs (never overwrite an input)."""
+    out = Path(output).resolve()
+    for item in inputs:
+        if Path(item).resolve() == out:
+            raise OutputError(f"refusing to overwrite an input file: {output}")

@@ -1,0 +1,158 @@
+"""Losses of Gatys et al.: content (feature MSE), style (Gram MSE), total variation; blended style targets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .vgg import VGG19Features, check_layers
+
+_EPS = 1e-8
+
+
+def check_weight(name: str, value: float) -> float:
+    """A loss or blend weight must be a finite number >= 0."""
+    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def parse_layer_weights(spec: str | Iterable[str] | Mapping[str, float], what: str) -> dict[str, float]:
+    """Parse 'relu1_1,relu2_1:0.5' (or a list of such items, or a dict) into {layer: weight}; weight 1 by default."""
+    if isinstance(spec, Mapping):
+        items = [(k, v) for k, v in spec.items()]
+    else:
+        parts = spec.split(",") if isinstance(spec, str) else [p for s in spec for p in s.split(",")]
+        items = []
+        for part in (p.strip() for p in parts):
+            if not part:
+                continue
+            name, _, weight = part.partition(":")
+            try:
+                items.append((name.strip(), float(weight) if weight else 1.0))
+            except ValueError:
+                raise ConfigError(f"bad weight in {what} item '{part}' (expected layer or layer:weight)") from None
+    if not items:
+        raise ConfigError(f"{what} is empty")
+    check_layers(name for name, _ in items)
+    result = {}
+    for name, weight in items:
+        result[name] = check_weight(f"{what} weight for {name}", weight)
+    return result
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix (B, C, C) of (B, C, H, W) features, divided by C*H*W, computed in fp32.
+
+    The C*H*W normalisation differs from Gatys et al. (1/(4 N^2 M^2) in the loss), as in Johnson et al.
+    """
+    b, c, h, w = features.shape
+    f = features.float().reshape(b, c, h * w)
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def _relative_mse(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Dividing by the target's mean square differs from Gatys et al.: it makes one set of weights work
+    # across layers, image sizes and weight sources (Caffe features are ~100x larger than torchvision's).
+    value, target = value.float(), target.float()
+    return F.mse_loss(value, target.expand_as(value)) / (target.pow(2).mean() + _EPS)
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Feature-map MSE between the image's and the content image's activations (relative, see above)."""
+    return _relative_mse(features, target)
+
+
+def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """MSE between the image's Gram matrix and the (blended) style Gram matrix (relative, see above)."""
+    return _relative_mse(gram_matrix(features), target_gram)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Total variation: mean squared difference of neighbouring pixels (smoothness prior)."""
+    image = image.float()
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+@torch.no_grad()
+def style_grams(vgg: VGG19Features, style_images: Sequence[torch.Tensor], blend_weights: Sequence[float] | None,
+                layers: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Gram targets (1, C, C) per layer: a weighted average over several (1, 3, H, W) style images."""
+    layers = list(layers)
+    if blend_weights is None:
+        blend_weights = [1.0] * len(style_images)
+    if len(blend_weights) != len(style_images):
+        raise ConfigError(f"{len(style_images)} style images but {len(blend_weights)} blend weights")
+    weights = [check_weight("style blend weight", w) for w in blend_weights]
+    total = sum(weights)
+    if total <= 0:
+        raise ConfigError("style blend weights must not all be zero")
+    grams: dict[str, torch.Tensor] = {}
+    for image, weight in zip(style_images, weights):
+        if weight == 0:
+            continue
+        feats = vgg(image, layers)
+        for name in layers:
+            g = gram_matrix(feats[name]).mean(0, keepdim=True) * (weight / total)
+            grams[name] = grams[name] + g if name in grams else g
+    return grams
+
+
+class LossTerms(NamedTuple):
+    """Weighted loss terms of one evaluation (each a scalar tensor)."""
+    content: torch.Tensor
+    style: torch.Tensor
+    tv: torch.Tensor
+    total: torch.Tensor
+
+
+@dataclass
+class PerceptualLoss:
+    """Content + style + TV loss on one VGG pass; used by the iterative optimiser and by training."""
+    vgg: VGG19Features
+    content_layers: dict[str, float]
+    style_layers: dict[str, float]
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            check_weight(name, getattr(self, name))
+        check_layers(self.content_layers)
+        check_layers(self.style_layers)
+
+    @property
+    def layers(self) -> list[str]:
+        """All layers any term uses (the VGG pass stops at the deepest)."""
+        return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+    @torch.no_grad()
+    def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Content activations, computed once without gradients and only as deep as the content layers."""
+        if not self.content_layers or self.content_weight == 0:
+            return {}
+        return {k: v.detach() for k, v in self.vgg(content, self.content_layers).items()}
+
+    def __call__(self, image: torch.Tensor, content_targets: Mapping[str, torch.Tensor],
+                 grams: Mapping[str, torch.Tensor]) -> LossTerms:
+        """Loss of `image` (B, 3, H, W, RGB [0,1]) against content activations and style Gram targets."""
+        wanted = [n for n in self.style_layers if self.style_weight > 0]
+        wanted += [n for n in self.content_layers if n in content_targets]
+        zero = image.new_zeros((), dtype=torch.float32)
+        feats = self.vgg(image, dict.fromkeys(wanted)) if wanted else {}
+        content = sum((w * content_loss(feats[n], content_targets[n])
+                       for n, w in self.content_layers.items() if n in content_targets), zero)
+        style = sum((w * style_loss(feats[n], grams[n])
+                     for n, w in self.style_layers.items() if self.style_weight > 0), zero)
+        tv = tv_loss(image) if self.tv_weight > 0 else zero
+        content, style, tv = content * self.content_weight, style * self.style_weight, tv * self.tv_weight
+        return LossTerms(content, style, tv, content + style + tv)
