@@ -1,0 +1,150 @@
+"""Johnson et al. 2016 transformer network, as in pytorch/examples fast_neural_style, and its model files.
+
+Deviations from the paper, as in pytorch/examples: instance norm instead of batch norm (Ulyanov et al.),
+reflection padding, and nearest-neighbour upsampling + conv instead of transposed conv (Odena et al.).
+State-dict keys match pytorch/examples' released models (candy, mosaic, rain_princess, udnie).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+# Format of the files this project writes: {"format": MODEL_FORMAT, "state_dict": ..., "settings": {...}}.
+MODEL_FORMAT = "stylefusion-transformer-v1"
+# A network of three stride-1/2/2 convs and two 2x upsamples needs at least this many pixels per side.
+MIN_INPUT_SIDE = 4
+
+
+class ConvLayer(nn.Module):
+    """Reflection-padded convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2d(self.reflection_pad(x))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with instance norm and a skip connection (He et al. 2016)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = ConvLayer(channels, channels, 3, 1)
+        self.in1 = nn.InstanceNorm2d(channels, affine=True)
+        self.conv2 = ConvLayer(channels, channels, 3, 1)
+        self.in2 = nn.InstanceNorm2d(channels, affine=True)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.in1(self.conv1(x)))
+        return self.in2(self.conv2(out)) + x
+
+
+class UpsampleConvLayer(nn.Module):
+    """Nearest-neighbour upsample then conv: avoids the checkerboard artefacts of transposed conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 upsample: int | None = None) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            x = nn.functional.interpolate(x, scale_factor=self.upsample, mode="nearest")
+        return self.conv2d(self.reflection_pad(x))
+
+
+class TransformerNet(nn.Module):
+    """Image transformation network. Input and output: RGB in the 0-255 range, as in pytorch/examples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = ConvLayer(3, 32, 9, 1)
+        self.in1 = nn.InstanceNorm2d(32, affine=True)
+        self.conv2 = ConvLayer(32, 64, 3, 2)
+        self.in2 = nn.InstanceNorm2d(64, affine=True)
+        self.conv3 = ConvLayer(64, 128, 3, 2)
+        self.in3 = nn.InstanceNorm2d(128, affine=True)
+        self.res1 = ResidualBlock(128)
+        self.res2 = ResidualBlock(128)
+        self.res3 = ResidualBlock(128)
+        self.res4 = ResidualBlock(128)
+        self.res5 = ResidualBlock(128)
+        self.deconv1 = UpsampleConvLayer(128, 64, 3, 1, upsample=2)
+        self.in4 = nn.InstanceNorm2d(64, affine=True)
+        self.deconv2 = UpsampleConvLayer(64, 32, 3, 1, upsample=2)
+        self.in5 = nn.InstanceNorm2d(32, affine=True)
+        self.deconv3 = ConvLayer(32, 3, 9, 1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.in1(self.conv1(x)))
+        y = self.relu(self.in2(self.conv2(y)))
+        y = self.relu(self.in3(self.conv3(y)))
+        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
+        y = self.relu(self.in4(self.deconv1(y)))
+        y = self.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
+
+
+_STALE_KEY = re.compile(r"in\d+\.running_(mean|var)$|\.num_batches_tracked$")
+
+
+def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Drop the stale InstanceNorm running stats that pytorch/examples' released models carry."""
+    return {k: v for k, v in state.items() if not _STALE_KEY.search(k)}
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+               ) -> tuple[TransformerNet, dict[str, Any]]:
+    """Load a model file (ours, or a pytorch/examples released model) as (network in eval mode, settings)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file is empty (0 bytes): {path}")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ModelError(f"{path} is not a plain weights file (refused by weights_only loading)") from None
+        raise ModelError(f"cannot read model file {path} (corrupt or truncated?): {first[:160]}") from None
+    settings: dict[str, Any] = {}
+    if isinstance(data, dict) and data.get("format") == MODEL_FORMAT:
+        state, settings = data.get("state_dict"), dict(data.get("settings") or {})
+    else:
+        state = data
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} does not hold a transformer-network state dict")
+    network = TransformerNet()
+    try:
+        network.load_state_dict(clean_state_dict(state))
+    except RuntimeError:
+        raise ModelError(f"{path} is a model of another architecture, not a fast style transfer network") from None
+    return network.eval().requires_grad_(False), settings
+
+
+def save_model(network: nn.Module, path: str | os.PathLike, settings: dict[str, Any] | None = None) -> None:
+    """Write weights plus the settings they were trained with, atomically (temporary name, then rename)."""
+    from .images import atomic_path  # local import: images pulls in Pillow, not needed to run the network
+
+    module = getattr(network, "module", network)  # unwrap DistributedDataParallel
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "state_dict": state, "settings": dict(settings or {})}, tmp)
