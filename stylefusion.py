@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Iterative neural style transfer (Gatys et al. 2016): optimise an image so its VGG-19 features match a
+content image and its Gram matrices match one or more style images. Saves an image after each epoch.
+
+    python stylefusion.py                      # demo on the sample images in data/
+    python stylefusion.py --content_image data/city.jpg --style_image data/udnie.jpg \
+        --output_dir output/iterative_style_transfer --epochs 20 --steps_per_epoch 100
+
+This script only parses arguments, shows progress and reports errors; the work is in stylefusion/iterative.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli_common import (OneLineParser, info, non_negative_float, positive_float, positive_int, run_cli)
+
+HERE = Path(__file__).resolve().parent
+DEMO_CONTENT = HERE / "data" / "city.jpg"
+DEMO_STYLE = HERE / "data" / "udnie.jpg"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
+
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    io = p.add_argument_group("images")
+    io.add_argument("--content_image", default=None,
+                    help=f"content photo (default: the demo image {DEMO_CONTENT.relative_to(HERE)})")
+    io.add_argument("--style_image", nargs="+", default=None, metavar="IMAGE",
+                    help=f"one or more style images (default: the demo image {DEMO_STYLE.relative_to(HERE)})")
+    io.add_argument("--style_blend_weights", nargs="+", type=non_negative_float, default=None, metavar="W",
+                    help="one weight per style image (default: equal)")
+    io.add_argument("--output_dir", default="output/demo", help="where epoch images, final image and loss log go")
+    io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"))
+    io.add_argument("--image_size", type=positive_int, default=C.image_size,
+                    help="longest side of the result in pixels")
+    io.add_argument("--style_scale", type=positive_float, default=C.style_scale,
+                    help="style image size relative to the working image (smaller = larger brush strokes)")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=positive_int, default=C.epochs, help="an image is saved after each epoch")
+    opt.add_argument("--steps_per_epoch", type=positive_int, default=C.steps_per_epoch)
+    opt.add_argument("--optimizer", default=C.optimizer, help="lbfgs or adam")
+    opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
+    opt.add_argument("--init", default=C.init, help="start image: content, noise, style or an image PATH")
+    opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
+    opt.add_argument("--multiscale", default="on", choices=("on", "off"),
+                     help="coarse-to-fine: optimise small, upsample, continue (faster to a good result)")
+    opt.add_argument("--num_scales", type=positive_int, default=None,
+                     help="number of scales, each twice the previous (default: start near 128 px)")
+
+    loss = p.add_argument_group("losses")
+    loss.add_argument("--content_weight", type=non_negative_float, default=C.content_weight)
+    loss.add_argument("--style_weight", type=non_negative_float, default=C.style_weight)
+    loss.add_argument("--tv_weight", type=non_negative_float, default=C.tv_weight,
+                      help="total-variation smoothing weight")
+    loss.add_argument("--content_layers", default=C.content_layers,
+                      help="comma-separated VGG-19 layers, optional :weight each (e.g. relu4_2 or relu3_1:0.5,relu4_2)")
+    loss.add_argument("--style_layers", default=C.style_layers,
+                      help="comma-separated VGG-19 layers, optional :weight each (e.g. relu1_1:2,relu2_1)")
+    loss.add_argument("--preserve_color", default=C.preserve_color,
+                      help="none, luminance (style on luminance only, keep the content's colours) or histogram "
+                           "(recolour the style image to the content's colour statistics) - Gatys et al. 2017")
+
+    net = p.add_argument_group("network and hardware")
+    net.add_argument("--vgg_weights", default=C.vgg_weights,
+                     help="caffe (bundled original VGG-19, offline), torchvision (downloads IMAGENET1K_V1) "
+                          "or a path to a VGG-19 state-dict file")
+    net.add_argument("--pooling", default=C.pooling, choices=("max", "avg"))
+    net.add_argument("--device", default=C.device, help="auto, cpu, cuda, cuda:N or mps")
+    net.add_argument("--precision", default=C.precision, help="fp32, bf16 or fp16 (autocast)")
+    net.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize
+
+    demo = args.content_image is None and args.style_image is None
+    config = IterativeConfig(
+        content_image=args.content_image or DEMO_CONTENT,
+        style_images=args.style_image or [DEMO_STYLE],
+        output_dir=args.output_dir,
+        style_blend_weights=args.style_blend_weights,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
+        style_scale=args.style_scale, content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
+        optimizer=args.optimizer, lr=args.lr, init=args.init, seed=args.seed,
+        multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
+        pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
+        output_format=args.output_format)
+    if demo:
+        info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
+
+    bar = tqdm(total=config.epochs * config.steps_per_epoch, unit="step", disable=args.quiet, dynamic_ncols=True)
+
+    def on_progress(p: IterativeProgress) -> None:
+        if p.saved is not None:
+            bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}")
+            return
+        bar.update(p.step - bar.n)
+        bar.set_postfix(content=f"{p.content_loss:.3g}", style=f"{p.style_loss:.3g}", total=f"{p.total_loss:.3g}",
+                        size=f"{p.size[1]}x{p.size[0]}", refresh=False)
+
+    try:
+        result = stylize(config, on_progress)
+    finally:
+        bar.close()
+    info(f"final image: {result.final_path} (loss log: {result.loss_log})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

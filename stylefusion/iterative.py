@@ -1,0 +1,293 @@
+"""Iterative style transfer (Gatys et al. 2016): optimise an image's pixels against VGG-19 feature targets.
+
+Coarse-to-fine: the image is first optimised at a small size, then upsampled and refined at the next
+size, as in neural-style's multires recipe; the coarse steps are cheap and fix the large-scale layout.
+Progress is reported through a callback with an IterativeProgress; the CLI turns it into a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import color
+from .device import autocast, check_precision, resolve_device
+from .errors import ConfigError
+from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
+from .losses import LossTerms, PerceptualLoss, check_weight, parse_layer_weights, style_grams
+from .vgg import load_vgg19
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+# The network sees at least this many pixels on the short side: below it relu5_1 is smaller than 2x2.
+MIN_WORKING_SIDE = 32
+# The coarsest scale of the multi-scale schedule (longest side, px).
+MIN_SCALE = 128
+
+
+@dataclass
+class IterativeConfig:
+    """Everything the optimisation needs; the CLI fills it from argparse, library users directly."""
+    content_image: str | os.PathLike
+    style_images: Sequence[str | os.PathLike]
+    output_dir: str | os.PathLike
+    style_blend_weights: Sequence[float] | None = None
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    image_size: int = 512          # longest side of the result
+    style_scale: float = 1.0       # style image size relative to the working image
+    # Relative losses (see losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. Measured (bench
+    # notes in bench/RESULTS.md): style_weight 1 keeps fine content detail, 20 nearly erases it; 3 gives a
+    # clearly styled image whose layout stays readable.
+    content_weight: float = 1.0
+    style_weight: float = 3.0
+    tv_weight: float = 0.0
+    # Gatys et al.: content conv4_2, style conv1_1..conv5_1; we take the ReLU outputs as neural-style does.
+    content_layers: str = "relu4_2"
+    style_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+    optimizer: str = "lbfgs"
+    lr: float | None = None        # None: 1.0 for L-BFGS, 0.02 for Adam
+    init: str = "content"
+    seed: int = 0
+    multiscale: bool = True
+    num_scales: int | None = None  # None: as many factor-2 steps as fit above MIN_SCALE
+    preserve_color: str = "none"
+    pooling: str = "max"
+    vgg_weights: str = "caffe"
+    device: str = "auto"
+    precision: str = "fp32"
+    output_format: str = "jpg"
+
+
+@dataclass
+class IterativeProgress:
+    """Reported after every optimisation step (and with `saved` set after each epoch's image)."""
+    step: int
+    total_steps: int
+    epoch: int
+    epochs: int
+    size: tuple[int, int]
+    content_loss: float
+    style_loss: float
+    tv_loss: float
+    total_loss: float
+    elapsed: float
+    saved: Path | None = None
+
+
+@dataclass
+class IterativeResult:
+    """What a run produced."""
+    image: torch.Tensor            # (3, H, W) in [0, 1], on the CPU
+    final_path: Path
+    epoch_paths: list[Path] = field(default_factory=list)
+    loss_log: Path | None = None
+    final_loss: float = math.nan
+
+
+def scale_schedule(image_size: int, multiscale: bool, num_scales: int | None) -> list[int]:
+    """Longest sides to optimise at, coarse to fine, each twice the previous, ending at image_size."""
+    if not multiscale:
+        return [image_size]
+    if num_scales is None:
+        num_scales = max(1, int(math.floor(math.log2(image_size / MIN_SCALE))) + 1)
+    return [max(1, round(image_size / 2 ** k)) for k in reversed(range(num_scales))]
+
+
+def epoch_scales(epochs: int, scales: list[int]) -> list[int]:
+    """Which scale each epoch runs at: the finest scale gets at least half the epochs, coarser ones the rest.
+
+    A coarse step costs a quarter of the next finer one, so the cheap coarse epochs settle the layout and
+    most of the time is still spent at full resolution.
+    """
+    coarse_scales = scales[:-1][-(epochs // 2):] if epochs >= 2 else []
+    coarse = epochs // 2 if coarse_scales else 0
+    plan: list[int] = []
+    for i, size in enumerate(coarse_scales):  # split the coarse epochs evenly, coarsest first
+        plan += [size] * (coarse // len(coarse_scales) + (1 if i < coarse % len(coarse_scales) else 0))
+    return plan + [scales[-1]] * (epochs - coarse)
+
+
+def validate(config: IterativeConfig) -> None:
+    """Check options before any heavy work, raising ConfigError with a one-line message."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
+    if config.epochs < 1 or config.steps_per_epoch < 1:
+        raise ConfigError("epochs and steps_per_epoch must be >= 1")
+    if config.image_size < MIN_WORKING_SIDE:
+        raise ConfigError(f"image_size must be at least {MIN_WORKING_SIDE} px")
+    if config.output_format not in ("jpg", "png"):
+        raise ConfigError(f"unknown output format '{config.output_format}' (choose jpg or png)")
+    for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
+        check_weight(name, getattr(config, name))
+    if config.content_weight == config.style_weight == config.tv_weight == 0:
+        raise ConfigError("content_weight, style_weight and tv_weight are all 0: nothing to optimise")
+    if config.style_scale <= 0:
+        raise ConfigError("style_scale must be > 0")
+    if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
+        raise ConfigError(f"lr must be a finite number > 0, got {config.lr}")
+    if not config.style_images:
+        raise ConfigError("at least one style image is needed")
+    if config.style_blend_weights is not None:
+        if len(config.style_blend_weights) != len(config.style_images):
+            raise ConfigError(f"{len(config.style_images)} style images but "
+                              f"{len(config.style_blend_weights)} style blend weights")
+        weights = [check_weight("style blend weight", w) for w in config.style_blend_weights]
+        if sum(weights) <= 0:
+            raise ConfigError("style blend weights must not all be zero")
+    color.check_mode(config.preserve_color)
+    parse_layer_weights(config.content_layers, "content_layers")
+    parse_layer_weights(config.style_layers, "style_layers")
+    if config.num_scales is not None and config.num_scales < 1:
+        raise ConfigError("num_scales must be >= 1")
+    if config.init not in INITS and not Path(config.init).is_file():
+        raise ConfigError(f"--init must be content, noise, style or an existing image file, got '{config.init}'")
+
+
+def _initial_image(config: IterativeConfig, content: torch.Tensor, style: torch.Tensor,
+                   init_image: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    size = tuple(content.shape[-2:])
+    if config.init == "content":
+        return content.clone()
+    if config.init == "noise":
+        # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
+        return torch.rand(content.shape, generator=generator)
+    if config.init == "style":
+        return resize_to(style, size)
+    return resize_to(init_image, size)
+
+
+def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:
+    h, w = scaled_size(*content_hw, longest)
+    if min(h, w) < MIN_WORKING_SIDE:  # tiny or very thin images: upscale the short side for the network
+        factor = MIN_WORKING_SIDE / min(h, w)
+        h, w = max(MIN_WORKING_SIDE, round(h * factor)), max(MIN_WORKING_SIDE, round(w * factor))
+    return h, w
+
+
+def _make_optimizer(config: IterativeConfig, image: torch.Tensor) -> torch.optim.Optimizer:
+    if config.optimizer == "lbfgs":
+        # One L-BFGS iteration per step (history kept across steps), no line search, as neural-style does.
+        return torch.optim.LBFGS([image], lr=config.lr or 1.0, max_iter=1, history_size=100,
+                                 tolerance_grad=-1, tolerance_change=-1)
+    return torch.optim.Adam([image], lr=config.lr or 0.02)
+
+
+def stylize(config: IterativeConfig,
+            callback: Callable[[IterativeProgress], None] | None = None) -> IterativeResult:
+    """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
+    validate(config)
+    device = resolve_device(config.device)
+    check_precision(config.precision, device)
+    content_layers = parse_layer_weights(config.content_layers, "content_layers")
+    style_layers = parse_layer_weights(config.style_layers, "style_layers")
+
+    content_full = load_image(config.content_image)
+    styles_full = [load_image(p) for p in config.style_images]
+    init_image = load_image(config.init) if config.init not in INITS else None
+    output_dir = prepare_output_dir(config.output_dir)
+    inputs = [config.content_image, *config.style_images]
+
+    if config.preserve_color == "histogram":  # Gatys et al. 2017: recolour the style to the content's palette
+        styles_full = [color.match_color(s, content_full) for s in styles_full]
+    elif config.preserve_color == "luminance":  # Gatys et al. 2017: transfer on luminance only
+        styles_full = [color.match_luminance(s, content_full) for s in styles_full]
+
+    vgg = load_vgg19(list(dict.fromkeys([*content_layers, *style_layers])), config.vgg_weights,
+                     config.pooling).to(device)
+    loss_fn = PerceptualLoss(vgg, content_layers, style_layers, config.content_weight, config.style_weight,
+                             config.tv_weight)
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    scales = scale_schedule(config.image_size, config.multiscale, config.num_scales)
+    plan = epoch_scales(config.epochs, scales)
+    total_steps = config.epochs * config.steps_per_epoch
+    ext = config.output_format
+    log_path = output_dir / "loss_log.csv"
+    ensure_not_input(log_path, inputs)
+    result_paths: list[Path] = []
+    start = time.perf_counter()
+    step = 0
+    image: torch.Tensor | None = None
+    current_size: tuple[int, int] | None = None
+    final_loss = math.nan
+
+    with log_path.open("w", newline="") as log_file:
+        log = csv.writer(log_file)
+        log.writerow(["step", "epoch", "height", "width", "content", "style", "tv", "total", "seconds"])
+        for epoch, longest in enumerate(plan, start=1):
+            size = _working_size(tuple(content_full.shape[-2:]), longest)
+            if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
+                content = resize_to(content_full, size)
+                target_content = color.luminance(content) if config.preserve_color == "luminance" else content
+                style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
+                styles = [resize_to(s, _working_size(tuple(s.shape[-2:]), style_long)) for s in styles_full]
+                with autocast(device, config.precision):
+                    targets = loss_fn.content_targets(target_content.unsqueeze(0).to(device))
+                    grams = style_grams(vgg, [s.unsqueeze(0).to(device) for s in styles],
+                                        config.style_blend_weights, style_layers)
+                if image is None:
+                    start_image = _initial_image(config, target_content, styles[0], init_image, generator)
+                else:
+                    start_image = F.interpolate(image.detach(), size=size, mode="bicubic", align_corners=False)[0]
+                image = start_image.unsqueeze(0).to(device).contiguous().requires_grad_(True)
+                optimizer = _make_optimizer(config, image)
+                current_size = size
+
+            for _ in range(config.steps_per_epoch):
+                terms: list[LossTerms] = []
+
+                def closure() -> torch.Tensor:
+                    optimizer.zero_grad(set_to_none=True)
+                    with autocast(device, config.precision):
+                        t = loss_fn(image, targets, grams)
+                    t.total.backward()
+                    terms.append(t)
+                    return t.total
+
+                optimizer.step(closure)
+                if config.optimizer == "adam":
+                    with torch.no_grad():
+                        image.clamp_(0, 1)
+                step += 1
+                t = terms[-1]
+                values = [float(v.detach()) for v in t]
+                if not all(math.isfinite(v) for v in values):
+                    raise ConfigError("the loss became NaN/inf: lower --lr or the weights, or use --precision fp32")
+                final_loss = values[3]
+                elapsed = time.perf_counter() - start
+                log.writerow([step, epoch, size[0], size[1], *(f"{v:.6g}" for v in values), f"{elapsed:.3f}"])
+                if callback:
+                    callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values, elapsed))
+            log_file.flush()
+
+            path = output_dir / f"epoch_{epoch:03d}.{ext}"
+            ensure_not_input(path, inputs)
+            save_image(_finish(image, content, config.preserve_color), path)
+            result_paths.append(path)
+            if callback:
+                callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
+                                           time.perf_counter() - start, saved=path))
+
+    final = _finish(image, content, config.preserve_color)
+    final_path = output_dir / f"final.{ext}"
+    ensure_not_input(final_path, inputs)
+    save_image(final, final_path)
+    return IterativeResult(final.cpu(), final_path, result_paths, log_path, final_loss)
+
+
+def _finish(image: torch.Tensor, content: torch.Tensor, preserve: str) -> torch.Tensor:
+    """The image as saved: clamped to [0, 1], with the content's chroma in luminance mode."""
+    out = image.detach().float().cpu()[0].clamp(0, 1)
+    if preserve == "luminance":
+        out = color.transfer_luminance(out, content)
+    return out

@@ -1,0 +1,148 @@
+"""Iterative style transfer with the real bundled VGG-19 at <= 64 px."""
+
+import csv
+
+import pytest
+import torch
+
+from stylefusion.color import rgb_to_yuv
+from stylefusion.images import load_image, resize_to, scaled_size
+from stylefusion.iterative import IterativeConfig, epoch_scales, scale_schedule, stylize
+
+from helpers import scene, stripes
+
+
+@pytest.fixture()
+def images(tmp_path):
+    content, style, style2 = tmp_path / "content.png", tmp_path / "style.png", tmp_path / "style2.png"
+    scene((64, 48)).save(content)
+    stripes((64, 64)).save(style)
+    stripes((48, 64), seed=7).save(style2)
+    return content, style, style2
+
+
+def config(tmp_path, content, style, **kw):
+    base = dict(content_image=content, style_images=[style], output_dir=tmp_path / "out", epochs=1,
+                steps_per_epoch=10, image_size=64, multiscale=False, output_format="png", device="cpu")
+    base.update(kw)
+    return IterativeConfig(**base)
+
+
+def read_log(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_style_loss_falls_by_90_percent_within_100_steps(tmp_path, images):
+    content, style, _ = images
+    progress = []
+    result = stylize(config(tmp_path, content, style, epochs=2, steps_per_epoch=50), progress.append)
+    rows = read_log(result.loss_log)
+    assert len(rows) == 100
+    first, last = float(rows[0]["style"]), float(rows[-1]["style"])
+    assert last <= 0.1 * first, (first, last)
+    # an image per epoch plus the final one, at the requested size
+    assert [p.name for p in result.epoch_paths] == ["epoch_001.png", "epoch_002.png"]
+    assert result.final_path.exists() and load_image(result.final_path).shape == (3, 48, 64)
+    assert [p.step for p in progress if p.saved is None] == list(range(1, 101))
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_adam_also_lowers_the_loss(tmp_path, images):
+    content, style, _ = images
+    rows = read_log(stylize(config(tmp_path, content, style, optimizer="adam", steps_per_epoch=30)).loss_log)
+    assert float(rows[-1]["total"]) < 0.5 * float(rows[0]["total"])
+
+
+def test_content_init_with_zero_style_weight_keeps_content(tmp_path, images):
+    content, style, _ = images
+    result = stylize(config(tmp_path, content, style, style_weight=0.0, steps_per_epoch=5))
+    expected = resize_to(load_image(content), (48, 64))
+    assert (result.image - expected).abs().max() <= 1.5 / 255
+
+
+def test_style_changes_the_image_towards_the_style(tmp_path, images):
+    content, style, _ = images
+    result = stylize(config(tmp_path, content, style, steps_per_epoch=20))
+    expected = resize_to(load_image(content), (48, 64))
+    assert (result.image - expected).abs().mean() > 0.02
+
+
+def test_preserve_color_luminance_keeps_content_chroma(tmp_path, images):
+    content, style, _ = images
+    c = rgb_to_yuv(resize_to(load_image(content), (48, 64)))[1:]
+    plain = rgb_to_yuv(stylize(config(tmp_path, content, style, steps_per_epoch=15)).image)[1:]
+    kept = rgb_to_yuv(stylize(config(tmp_path, content, style, steps_per_epoch=15,
+                                     preserve_color="luminance")).image)[1:]
+    for ch in range(2):
+        assert abs(kept[ch].mean() - c[ch].mean()) < 0.01
+        assert abs(kept[ch].std() - c[ch].std()) < 0.01
+    # without preservation the chroma moves much further (so this test can fail)
+    assert (plain - c).abs().mean() > 5 * (kept - c).abs().mean()
+
+
+def test_preserve_color_histogram_runs_and_differs(tmp_path, images):
+    content, style, _ = images
+    a = stylize(config(tmp_path, content, style, steps_per_epoch=5, preserve_color="histogram")).image
+    b = stylize(config(tmp_path, content, style, steps_per_epoch=5)).image
+    assert not torch.allclose(a, b)
+
+
+def test_blend_weights_one_zero_equal_single_style(tmp_path, images):
+    content, style, style2 = images
+    single = stylize(config(tmp_path, content, style, init="noise", seed=3))
+    blended = stylize(config(tmp_path, content, style, init="noise", seed=3, style_images=[style, style2],
+                             style_blend_weights=[1.0, 0.0]))
+    assert torch.equal(single.image, blended.image)
+    mixed = stylize(config(tmp_path, content, style, init="noise", seed=3, style_images=[style, style2],
+                           style_blend_weights=[1.0, 1.0]))
+    assert not torch.equal(single.image, mixed.image)
+
+
+def test_same_seed_same_output_on_cpu(tmp_path, images):
+    content, style, _ = images
+    a = stylize(config(tmp_path, content, style, init="noise", seed=5, steps_per_epoch=5)).image
+    b = stylize(config(tmp_path, content, style, init="noise", seed=5, steps_per_epoch=5)).image
+    c = stylize(config(tmp_path, content, style, init="noise", seed=6, steps_per_epoch=5)).image
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_init_from_style_and_from_path(tmp_path, images):
+    content, style, style2 = images
+    # one tiny Adam step: the result is the start image
+    a = stylize(config(tmp_path, content, style, init="style", optimizer="adam", lr=1e-6, steps_per_epoch=1)).image
+    assert (a - resize_to(load_image(style), (48, 64))).abs().max() <= 1.5 / 255
+    b = stylize(config(tmp_path, content, style, init=str(style2), optimizer="adam", lr=1e-6,
+                       steps_per_epoch=1)).image
+    assert (b - resize_to(load_image(style2), (48, 64))).abs().max() <= 1.5 / 255
+
+
+def test_multiscale_runs_coarse_then_fine(tmp_path, images):
+    content, style, _ = images
+    progress = []
+    stylize(config(tmp_path, content, style, image_size=128, multiscale=True, num_scales=2, epochs=2,
+                   steps_per_epoch=3),
+            progress.append)
+    sizes = [p.size for p in progress if p.saved is not None]
+    assert sizes == [(48, 64), (96, 128)]
+
+
+def test_schedules():
+    assert scale_schedule(512, True, None) == [128, 256, 512]
+    assert scale_schedule(512, False, None) == [512]
+    assert scale_schedule(600, True, 2) == [300, 600]
+    assert epoch_scales(4, [128, 256, 512]) == [128, 256, 512, 512]
+    assert epoch_scales(1, [128, 256, 512]) == [512]
+    plan = epoch_scales(20, [128, 256, 512])
+    assert plan.count(512) == 10 and plan == sorted(plan)
+
+
+def test_tiny_image_is_upscaled_for_the_network(tmp_path):
+    from PIL import Image
+    tiny, style = tmp_path / "tiny.png", tmp_path / "s.png"
+    scene((8, 8)).save(tiny)
+    stripes((8, 8)).save(style)
+    result = stylize(config(tmp_path, tiny, style, image_size=32, steps_per_epoch=2))
+    assert Image.open(result.final_path).size == (32, 32)
+    assert scaled_size(8, 200, 64)[0] >= 1
