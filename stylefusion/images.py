@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,19 +29,37 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _has_transparency(img: Image.Image) -> bool:
+    """True for an alpha band, palette alpha, or a PNG colour key (tRNS) on an L/RGB/16-bit image."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return True
+    if img.info.get("transparency") is not None:
+        return True
+    return img.mode == "P" and img.palette is not None and img.palette.mode.endswith("A")
+
+
+def _wide_to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit / float greyscale -> 8-bit L (LA when a tRNS colour key marks a value transparent)."""
+    # Scale to 8 bits instead of clipping (Pillow's convert clips at 255).
+    raw = np.asarray(img)
+    arr = raw.astype(np.float64)
+    peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    if img.mode == "F":
+        peak = max(float(arr.max()), 1.0) if arr.max() > 1.0 else 1.0
+    grey = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    key = img.info.get("transparency")
+    if isinstance(key, int):
+        alpha = np.where(raw == key, 0, 255).astype(np.uint8)
+        return Image.merge("LA", (grey, Image.fromarray(alpha, mode="L")))
+    return grey
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit / 32-bit greyscale: scale to 8 bits instead of clipping (Pillow's convert clips at 255).
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        if img.mode == "F":
-            peak = max(float(arr.max()), 1.0) if arr.max() > 1.0 else 1.0
-        arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = _wide_to_8bit(img)
+    if _has_transparency(img):
+        # Pillow's convert applies a palette alpha or a tRNS colour key on the way to RGBA.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
@@ -113,15 +133,31 @@ def resize_longest(image: torch.Tensor, longest: int) -> torch.Tensor:
     return resize_to(image, scaled_size(h, w, longest))
 
 
+def _create_temp_file(path: Path) -> Path:
+    """Create an empty, hidden, uniquely named file next to `path` with the permissions open() would give."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+        try:
+            # Mode 0o666 minus the umask, like a plain open(); tempfile.mkstemp would make it 0o600, and the
+            # rename would then leave every output readable by its owner only.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"cannot find a free temporary name next to {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp_file(path)
     try:
         yield tmp_path
+        if path.is_file():  # replacing a file: keep its permission bits (set after writing: may be read-only)
+            with contextlib.suppress(OSError):
+                os.chmod(tmp_path, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

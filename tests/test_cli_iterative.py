@@ -1,0 +1,107 @@
+"""stylefusion.py as a user runs it: a real run, then the bad-input matrix (one line, non-zero, no traceback)."""
+
+import os
+
+import pytest
+from PIL import Image
+
+from helpers import assert_one_line_error, run_script, scene, stripes
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    scene((48, 40)).save(d / "content.jpg")
+    stripes((48, 48)).save(d / "style.png")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.jpg").write_text("this is not an image\n")
+    full = (d / "content.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (d / "adir.jpg").mkdir()
+    (d / "afile").write_text("x")
+    return d
+
+
+def args(files, out, *extra):
+    return ["--content_image", files / "content.jpg", "--style_image", files / "style.png", "--output_dir", out,
+            "--image_size", "48", "--epochs", "2", "--steps_per_epoch", "2", "--quiet", "--device", "cpu", *extra]
+
+
+def test_real_run_writes_epoch_images_final_and_log(files, tmp_path):
+    out = tmp_path / "out"
+    r = run_script("stylefusion.py", *args(files, out, "--output_format", "png"))
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["epoch_001.png", "epoch_002.png", "final.png", "loss_log.csv"]
+    assert Image.open(out / "final.png").size == (48, 40)
+    assert len((out / "loss_log.csv").read_text().splitlines()) == 1 + 4
+    assert (files / "content.jpg").exists() and (files / "style.png").exists()
+
+
+def test_help_lists_every_option():
+    r = run_script("stylefusion.py", "--help")
+    assert r.returncode == 0
+    for opt in ("--optimizer", "--lr", "--init", "--seed", "--content_weight", "--style_weight", "--tv_weight",
+                "--content_layers", "--style_layers", "--style_blend_weights", "--style_scale", "--image_size",
+                "--preserve_color", "--pooling", "--device", "--precision", "--vgg_weights", "--multiscale"):
+        assert opt in r.stdout
+
+
+BAD = {
+    "missing content": (["--content_image", "{d}/nope.jpg"], "not found"),
+    "directory": (["--content_image", "{d}/adir.jpg"], "directory"),
+    "zero-byte": (["--content_image", "{d}/empty.jpg"], "empty"),
+    "text as jpg": (["--style_image", "{d}/text.jpg"], "not an image"),
+    "truncated jpeg": (["--content_image", "{d}/truncated.jpg"], "truncated"),
+    "unknown layer": (["--style_layers", "relu1_1,relu9_9"], "relu9_9"),
+    "negative weight": (["--style_weight", "-1"], "style_weight"),
+    "nan weight": (["--content_weight", "nan"], "content_weight"),
+    "negative layer weight": (["--style_layers", "relu1_1:-2"], "style_layers"),
+    "blend count": (["--style_blend_weights", "1", "2"], "blend"),
+    "unknown optimizer": (["--optimizer", "sgd"], "optimizer"),
+    "unknown init": (["--init", "banana"], "init"),
+    "unknown device": (["--device", "tpu"], "device"),
+    "cuda without cuda": (["--device", "cuda"], "cuda"),
+    "unknown precision": (["--precision", "fp8"], "precision"),
+    "fp16 on cpu": (["--precision", "fp16"], "fp16"),
+    "unwritable output": (["--output_dir", "/proc/stylefusion-out"], "output directory"),
+    "output under a file": (["--output_dir", "{d}/afile/sub"], "output directory"),
+    "missing vgg file": (["--vgg_weights", "{d}/nope.pth"], "not found"),
+    "unknown preserve_color": (["--preserve_color", "sepia"], "preserve_color"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_one_line_error(files, tmp_path, case):
+    extra, needle = BAD[case]
+    extra = [a.replace("{d}", str(files)) for a in extra]
+    r = run_script("stylefusion.py", *args(files, tmp_path / "out", *extra), timeout=120)
+    assert_one_line_error(r, needle)
+    out = tmp_path / "out"
+    assert not out.exists() or not any(p.suffix in (".jpg", ".png") for p in out.iterdir())
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "1", "I;16"])
+def test_unusual_image_modes_are_converted(files, tmp_path, mode):
+    src = scene((40, 32))
+    path = tmp_path / f"content.{'jpg' if mode == 'CMYK' else 'png'}"
+    if mode == "I;16":
+        Image.fromarray((__import__("numpy").asarray(src.convert("L")).astype("uint16") * 257)).save(path)
+    else:
+        src.convert(mode).save(path)
+    out = tmp_path / "out"
+    r = run_script("stylefusion.py", "--content_image", path, "--style_image", files / "style.png", "--output_dir",
+                   out, "--image_size", "40", "--epochs", "1", "--steps_per_epoch", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out / "final.jpg").size == (40, 32)
+
+
+def test_output_dir_is_created_and_inputs_never_overwritten(files, tmp_path):
+    # content image lives in the output dir under the name of the final image: refused, input kept intact
+    out = tmp_path / "out"
+    out.mkdir()
+    scene((40, 32)).save(out / "final.jpg")
+    before = (out / "final.jpg").read_bytes()
+    r = run_script("stylefusion.py", *args(files, out, "--content_image", out / "final.jpg", "--epochs", "1"))
+    assert_one_line_error(r, "overwrite")
+    assert (out / "final.jpg").read_bytes() == before
