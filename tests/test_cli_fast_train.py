@@ -1,0 +1,113 @@
+"""fast_style_transfer.py --mode train as a user runs it: bad input gives one line and a non-zero exit; a short
+run writes the model; SIGINT to the whole process group (Ctrl-C) stops with a checkpoint that --resume continues."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fast_train_data import IMAGE_SIZE, make_dataset, make_style
+from stylefusion.transformer import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "fast_style_transfer.py", "--mode", "train", *args], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli_train")
+    (root / "empty").mkdir()
+    (root / "junk").mkdir()
+    (root / "junk" / "a.jpg").write_bytes(b"not an image")
+    (root / "junk" / "b.png").write_bytes(b"")
+    (root / "a_file").write_text("x")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, root / "other_arch.pth")
+    return {"root": root, "dataset": make_dataset(root / "dataset"), "style": make_style(root / "stripes.png")}
+
+
+def _args(data: dict[str, Path], out: Path, **overrides: str) -> list[str]:
+    options = {"--style_image": str(data["style"]), "--content_dataset": str(data["dataset"]),
+               "--model_save_path": str(out / "m.pth"), "--image_size": str(IMAGE_SIZE), "--batch_size": "2",
+               "--device": "cpu", "--num_workers": "0", "--preview_interval": "0"}
+    options.update(overrides)
+    return [item for key, value in options.items() if value is not None for item in (key, value)]
+
+
+# Each case is a fresh interpreter (~2 s of imports), so the matrix holds the cases the brief names; the library
+# tests cover the rest (missing dataset folder, overwriting an input, --resume without a checkpoint, ...).
+@pytest.mark.parametrize("overrides, message", [
+    ({"--content_dataset": "{root}/empty"}, "no image files"),
+    ({"--content_dataset": "{root}/junk"}, "none of the 2 image files"),
+    ({"--style_image": "{root}/missing.jpg"}, "image not found"),
+    ({"--style_image": None}, "needs --style_image"),
+    ({"--batch_size": "0"}, "--batch_size"),
+    ({"--image_size": "16"}, "at least 32"),
+    ({"--pretrained_model_path": "{root}/other_arch.pth"}, "another architecture"),
+    ({"--model_save_path": "{root}/a_file/m.pth"}, "output directory is a file"),
+])
+def test_bad_input_one_line_no_traceback(data, tmp_path, overrides, message):
+    args = _args(data, tmp_path, **{k: v.format(root=data["root"]) if v else v for k, v in overrides.items()})
+    proc = run(*args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_design_command_without_pretrained_model_suggests_download():
+    proc = run("--style_image", "./data/udnie.jpg", "--content_dataset", "data/train2014", "--model_save_path",
+               "./models/new_model.pth", "--pretrained_model_path", "./models/no_such_udnie.pth", "--epochs", "10")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: pretrained model not found: models/no_such_udnie.pth (fetch the released models with --mode "
+        "download, or leave out --pretrained_model_path to train from scratch)"]
+
+
+def test_short_run_writes_model_and_reports(data, tmp_path):
+    # 5 steps of 2 = one epoch of the 9 files, so the unreadable one is met.
+    proc = run(*_args(data, tmp_path, **{"--max_steps": "5", "--preview_interval": "3"}))
+    assert proc.returncode == 0, proc.stderr
+    assert "saved model to" in proc.stderr and "5/5" in proc.stderr and "img/s" in proc.stderr
+    assert "skipped 1 unreadable image file(s)" in proc.stderr and "broken.jpg" in proc.stderr
+    net, settings = load_model(tmp_path / "m.pth")
+    assert settings["steps"] == 5 and settings["style_image"] == "stripes.png"
+    assert sorted(p.name for p in (tmp_path / "m_previews").iterdir()) == ["step_00000003.jpg", "step_00000005.jpg"]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(data, tmp_path):
+    # Ctrl-C in a terminal reaches the whole process group, data-loading workers included.
+    args = _args(data, tmp_path, **{"--max_steps": "200", "--num_workers": "1"})
+    proc = subprocess.Popen([sys.executable, "fast_style_transfer.py", "--mode", "train", *args], cwd=REPO, env=ENV,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 90
+    seen = ""
+    while "img/s" not in seen and time.monotonic() < deadline:  # wait for the first training step
+        seen += proc.stderr.read(1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, rest = proc.communicate(timeout=90)
+    stderr = seen + rest
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "stopped at step" in stderr and "--resume" in stderr
+    checkpoints = list((tmp_path / "m_checkpoints").glob("checkpoint_step_*.pt"))
+    assert len(checkpoints) == 1 and not (tmp_path / "m.pth").exists()
+    stopped_at = int(checkpoints[0].stem.split("_")[-1])
+
+    resumed = run(*_args(data, tmp_path, **{"--max_steps": str(stopped_at + 2)}), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_model(tmp_path / "m.pth")[1]["steps"] == stopped_at + 2

@@ -1,0 +1,122 @@
+"""Exact resume: N steps, interrupt, resume to 2N equals 2N uninterrupted; checkpoints are safe and complete."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from fast_train_data import IMAGE_SIZE, make_dataset, make_style
+from stylefusion.errors import ConfigError, OutputError
+from stylefusion.training import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
+                                  load_checkpoint, train, train_paths)
+from stylefusion.transformer import load_model
+
+# 9 files (8 readable + 1 broken) at batch 2: 5 steps per epoch, so N = 7 stops in the middle of epoch 1.
+N = 7
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("resume_data")
+    return make_dataset(root / "dataset"), make_style(root / "stripes.png")
+
+
+def config(data, out: Path, **overrides) -> TrainConfig:
+    dataset, style = data
+    options = dict(style_image=style, content_dataset=dataset, model_save_path=out / "model.pth", batch_size=2,
+                   image_size=IMAGE_SIZE, epochs=10, checkpoint_interval=0, preview_interval=0, device="cpu",
+                   stability_weight=0.0)
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> dict[str, torch.Tensor]:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    result = train(config(data, out, max_steps=2 * N))
+    assert result.step == 2 * N and result.epoch == 2  # 14 steps = 2 epochs of 5 + 4 steps into the third
+    return {"weights": load_model(result.model_path)[0].state_dict(), "log": _log(out)}
+
+
+def _log(out: Path) -> list[dict[str, str]]:
+    with open(out / "model_loss.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-6), name
+
+
+def test_max_steps_then_resume_equals_uninterrupted(data, tmp_path, uninterrupted):
+    first = train(config(data, tmp_path, max_steps=N))
+    assert first.step == N and first.checkpoint.name == f"checkpoint_step_{N:08d}.pt"
+    resumed = train(config(data, tmp_path, max_steps=2 * N, resume=True))
+    assert resumed.resumed_from == first.checkpoint and resumed.step == 2 * N
+    _assert_same_weights(load_model(resumed.model_path)[0].state_dict(), uninterrupted["weights"])
+    log = _log(tmp_path)
+    assert [r["step"] for r in log] == [str(s) for s in range(1, 2 * N + 1)]  # no duplicated or lost rows
+    assert [r["total"] for r in log] == [r["total"] for r in uninterrupted["log"]]
+
+
+def test_stop_request_mid_epoch_then_resume_equals_uninterrupted(data, tmp_path, uninterrupted):
+    stop = StopFlag()
+    stopped = train(config(data, tmp_path, max_steps=2 * N, checkpoint_interval=3),
+                    lambda p: stop.request("SIGTERM") if p.step == N else None, stop)
+    assert stopped.stopped and stopped.step == N and stopped.model_path is None
+    # A later, longer run leaves rows beyond the checkpoint in the log: resuming must drop them.
+    with open(tmp_path / "model_loss.csv", "a") as f:
+        f.write(f"{N + 1},1,9,9,0,0,18\n{N + 2},1,9")
+    resumed = train(config(data, tmp_path, max_steps=2 * N, checkpoint_interval=3, resume=True))
+    _assert_same_weights(resumed.network.state_dict(), uninterrupted["weights"])
+    assert [r["total"] for r in _log(tmp_path)] == [r["total"] for r in uninterrupted["log"]]
+
+
+def test_checkpoint_is_plain_tensors_and_holds_everything_to_continue(data, tmp_path):
+    result = train(config(data, tmp_path, max_steps=3, keep_checkpoints=2, checkpoint_interval=1))
+    directory = train_paths(config(data, tmp_path)).checkpoint_dir
+    assert sorted(p.name for p in directory.iterdir()) == ["checkpoint_step_00000002.pt",
+                                                           "checkpoint_step_00000003.pt"]  # pruned, no temp files
+    assert find_latest_checkpoint(directory) == result.checkpoint
+    state = torch.load(result.checkpoint, weights_only=True)  # would raise on pickled Python objects
+    assert state["format"] == CHECKPOINT_FORMAT and state["step"] == 3 and state["epoch"] == 0
+    assert state["position"] == 6  # 3 steps of 2 images into epoch 0
+    assert isinstance(state["rng"]["torch"], torch.Tensor) and isinstance(state["rng"]["numpy"], torch.Tensor)
+    assert state["optimizer"]["state"] and state["skipped"].dtype == torch.int64
+    assert load_checkpoint(result.checkpoint)["signature"]["style_image"] == "stripes.png"
+
+
+def test_resume_refuses_changed_options_and_fresh_runs_refuse_old_checkpoints(data, tmp_path):
+    train(config(data, tmp_path, max_steps=1))
+    with pytest.raises(ConfigError, match="image_size=32, now 36"):
+        train(config(data, tmp_path, max_steps=2, resume=True, image_size=36))
+    with pytest.raises(ConfigError, match="already holds checkpoints.*--resume"):
+        train(config(data, tmp_path, max_steps=2))
+
+
+def test_resume_without_checkpoint_and_overwriting_an_input_are_errors(data, tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint found"):
+        train(config(data, tmp_path, resume=True))
+    with pytest.raises(OutputError, match="overwrite an input"):
+        train(config(data, tmp_path, model_save_path=data[1]))
+    assert not any(tmp_path.iterdir())  # nothing created for a run that cannot start
+
+
+def test_resume_can_extend_a_finished_run(data, tmp_path):
+    finished = train(config(data, tmp_path, epochs=1))
+    assert finished.step == 5 and finished.epoch == 1
+    extended = train(config(data, tmp_path, epochs=2, resume=True))
+    assert extended.step == 10 and extended.epoch == 2
+    assert load_model(extended.model_path)[1]["steps"] == 10
