@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli_common import (OneLineParser, info, non_negative_float, positive_float, positive_int, run_cli)
+from cli_common import (HelpFormatter, OneLineParser, info, non_negative_float, positive_float, positive_int,
+                        run_cli)
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONTENT = HERE / "data" / "city.jpg"
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
 
     p = OneLineParser(description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=HelpFormatter)
     io = p.add_argument_group("images")
     io.add_argument("--content_image", default=None,
                     help=f"content photo (default: the demo image {DEMO_CONTENT.relative_to(HERE)})")
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--style_blend_weights", nargs="+", type=non_negative_float, default=None, metavar="W",
                     help="one weight per style image (default: equal)")
     io.add_argument("--output_dir", default="output/demo", help="where epoch images, final image and loss log go")
-    io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"))
+    io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"), help="image file format")
     io.add_argument("--image_size", type=positive_int, default=C.image_size,
                     help="longest side of the result in pixels")
     io.add_argument("--style_scale", type=positive_float, default=C.style_scale,
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--vgg_weights", default=C.vgg_weights,
                      help="caffe (bundled original VGG-19, offline), torchvision (downloads IMAGENET1K_V1) "
                           "or a path to a VGG-19 state-dict file")
-    net.add_argument("--pooling", default=C.pooling, choices=("max", "avg"))
+    net.add_argument("--pooling", default=C.pooling, choices=("max", "avg"),
+                     help="VGG pooling: max (as trained) or avg (smoother, suggested by Gatys et al.)")
     net.add_argument("--device", default=C.device, help="auto, cpu, cuda, cuda:N or mps")
     net.add_argument("--precision", default=C.precision, help="fp32, bf16 or fp16 (autocast)")
     net.add_argument("--quiet", action="store_true", help="no progress bar")
