@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli_common import OneLineParser, positive_int, run_cli
+from cli_common import HelpFormatter, OneLineParser, positive_int, run_cli
 
 MODES = ("train", "image", "video", "export", "download")
 
@@ -45,56 +45,319 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------------- train
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode train."""
+    import os
+
+    from cli_common import non_negative_float, non_negative_int, positive_float
+
+    g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
+    g.add_argument("--style_image", default=None, help="style image to learn (required for --mode train)")
+    g.add_argument("--content_dataset", default="data/train2014",
+                   help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
+                        "such as train2014/default_class); unreadable files are skipped and counted")
+    g.add_argument("--model_save_path", default="models/new_model.pth",
+                   help="where to write the trained model; its loss log (.csv), loss curve (.png) and previews "
+                        "go next to it")
+    g.add_argument("--epochs", type=positive_int, default=2, help="passes over the content dataset")
+    g.add_argument("--max_steps", type=positive_int, default=None,
+                   help="stop after this many optimisation steps in total, counting resumed ones (unset: no limit)")
+    g.add_argument("--image_size", type=positive_int, default=256,
+                   help="side of the square training crops (a multiple of 4, at least 32)")
+    g.add_argument("--style_size", type=positive_int, default=None,
+                   help="longest side the style image is resized to (unset: --image_size)")
+    g.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--content_weight", type=non_negative_float, default=1.0,
+                   help="weight of the content loss (relative feature MSE)")
+    g.add_argument("--style_weight", type=non_negative_float, default=1.0,
+                   help="weight of the style loss (relative Gram MSE): higher means stronger style")
+    g.add_argument("--tv_weight", type=non_negative_float, default=0.0,
+                   help="weight of the total-variation smoothness loss")
+    g.add_argument("--stability_weight", type=non_negative_float, default=0.0,
+                   help="weight of the temporal stability term (Wang et al. 2020) that reduces video flicker")
+    g.add_argument("--content_layers", default="relu2_2", help="VGG-19 content layers, as layer[:weight],...")
+    g.add_argument("--style_layers", default="relu1_2,relu2_2,relu3_3,relu4_3",
+                   help="VGG-19 style layers, as layer[:weight],...")
+    g.add_argument("--vgg_weights", default="caffe",
+                   help="VGG-19 weights for the loss: caffe (bundled, offline), torchvision, or a file")
+    g.add_argument("--pretrained_model_path", default=None,
+                   help="fine-tune from this model (ours or a pytorch/examples release) instead of starting from "
+                        "random weights")
+    g.add_argument("--checkpoint_dir", default=None,
+                   help="where checkpoints go and --resume looks (unset: <model name>_checkpoints next to "
+                        "--model_save_path)")
+    g.add_argument("--checkpoint_interval", type=non_negative_int, default=1000,
+                   help="steps between checkpoints (0: only at the end or when stopped); the last 2 are kept")
+    g.add_argument("--preview_interval", type=non_negative_int, default=500,
+                   help="steps between preview images of a fixed content image (0: none)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue exactly from the latest checkpoint in --checkpoint_dir")
+    g.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
+                   help="image-loading worker processes")
 
 
 def run_train(args: argparse.Namespace) -> int:
     """--mode train."""
-    raise NotImplementedError
+    import signal
+    import time
+
+    from stylefusion.errors import ConfigError
+
+    if not args.style_image:  # before the slow imports
+        raise ConfigError("--mode train needs --style_image (the style to learn)")
+
+    from tqdm import tqdm
+
+    from cli_common import info
+    from stylefusion.distributed import distributed_context
+    from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
+
+    config = TrainConfig(
+        style_image=args.style_image, content_dataset=args.content_dataset, model_save_path=args.model_save_path,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size or 4, image_size=args.image_size,
+        style_size=args.style_size, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, stability_weight=args.stability_weight, content_layers=args.content_layers,
+        style_layers=args.style_layers, pretrained_model_path=args.pretrained_model_path,
+        checkpoint_dir=args.checkpoint_dir, checkpoint_interval=args.checkpoint_interval,
+        preview_interval=args.preview_interval, resume=args.resume,
+        seed=42 if args.seed is None else args.seed, num_workers=args.num_workers, device=args.device,
+        precision=args.precision, vgg_weights=args.vgg_weights)
+    main_rank = distributed_context()[0] == 0
+    stop = StopFlag()
+    first_signal: list[float] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if first_signal and time.monotonic() - first_signal[0] > 2.0:
+            raise KeyboardInterrupt  # a second Ctrl-C: abort now (checkpoints on disk are complete)
+        if first_signal:
+            return  # the same stop reaching us twice (terminal + torchrun forwarding it)
+        first_signal.append(time.monotonic())
+        stop.request(signal.Signals(signum).name)
+        if main_rank:
+            tqdm.write("stopping after this step and saving a checkpoint (press Ctrl-C again to abort)",
+                       file=sys.stderr)
+
+    bar: list[tqdm] = []
+
+    def on_progress(p: TrainProgress) -> None:
+        if not bar:
+            bar.append(tqdm(total=p.total_steps, initial=p.step - 1, unit="step", dynamic_ncols=True,
+                            desc="train"))
+        bar[0].set_postfix_str(f"content {p.content:.3g} style {p.style:.3g} total {p.total:.3g} "
+                               f"{p.images_per_s:.1f} img/s", refresh=False)
+        bar[0].update(1)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = train(config, on_progress if main_rank else None, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if bar:
+            bar[0].close()
+    if not main_rank:
+        return 0 if not result.stopped else 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
+    if result.skipped_files:
+        info(f"skipped {len(result.skipped_files)} unreadable image file(s) in the content dataset, "
+             f"e.g. {result.skipped_files[0]}")
+    if result.stopped:
+        info(f"stopped at step {result.step}: checkpoint saved to {result.checkpoint}; "
+             "run the same command with --resume to continue")
+        return 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
+    paths = result.paths
+    info(f"saved model to {result.model_path} after {result.step} steps; loss log {paths.loss_log}, "
+         f"loss curve {paths.loss_curve}" + (f", previews in {paths.preview_dir}" if config.preview_interval else ""))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------- image
 def add_image_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode image."""
+    g = parser.add_argument_group("image mode")
+    g.add_argument("--input_images_dir", default=None,
+                   help="image file, or folder of images (searched recursively; sub-folders are mirrored in "
+                        "the output)")
+    g.add_argument("--output_images_dir", default="output/images_generated",
+                   help="folder for the stylised images: same relative paths and extensions as the inputs")
 
 
 def run_image(args: argparse.Namespace) -> int:
-    """--mode image."""
-    raise NotImplementedError
+    """--mode image: stylise a file or a folder tree with a trained model."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from stylefusion.device import check_precision, resolve_device
+    from stylefusion.errors import ConfigError, ModelError
+    from stylefusion.fastnet import retain_freed_memory
+    from stylefusion.stylize import ImageOptions, ImageProgress, Stylizer, plan_images, stylize_images
+    from stylefusion.transformer import load_model
+
+    if args.input_images_dir is None:
+        raise ConfigError("--mode image needs --input_images_dir (an image file or a folder of images)")
+    if args.model_path is None:
+        raise ConfigError("--mode image needs --model_path (e.g. models/udnie.pth from --mode download)")
+    options = ImageOptions(args.batch_size or 4, args.max_size, args.preserve_color)
+    options.validate()
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
+    plan = plan_images(args.input_images_dir, args.output_images_dir)
+    if not Path(args.model_path).exists():
+        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
+                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    network, settings = load_model(args.model_path)
+    stylizer = Stylizer(network, device, args.precision)
+    retain_freed_memory()  # this process runs the network over and over: keep its buffers mapped
+    if settings:  # how the model was trained, when its file records it
+        print("model settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
+    with tqdm(total=len(plan.pairs), unit="img", desc="stylising", disable=None) as bar:
+        def on_progress(progress: ImageProgress) -> None:
+            bar.update(1)
+            if progress.error:
+                bar.write(f"skipped: {progress.error}", file=sys.stderr)
+
+        summary = stylize_images(plan, stylizer, options, on_progress)
+    print(f"{summary.stylised} stylised, {summary.failed} failed (output: {plan.output_dir})", flush=True)
+    return 1 if summary.failed else 0
 
 
 # ------------------------------------------------------------------------------------------------- video
 def add_video_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode video."""
+    from cli_common import non_negative_float, positive_float
+
+    g = parser.add_argument_group("video mode")
+    g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
+    g.add_argument("--video_output", default=None,
+                   help="stylised video: .mp4/.m4v/.mov (H.264) or .mkv; default "
+                        "output/videos/<input>_<model>.mp4")
+    g.add_argument("--start", type=non_negative_float, default=None,
+                   help="video: start this many seconds into the input (audio is cut to match)")
+    g.add_argument("--duration", type=positive_float, default=None,
+                   help="video: stylise only this many seconds (default: to the end)")
+    def crf(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if not 0 <= value <= 51:
+            raise argparse.ArgumentTypeError(f"must be between 0 and 51, got {text}")
+        return value
+
+    g.add_argument("--crf", type=crf, default=18,
+                   help="video: H.264 quality, 0 lossless .. 51 worst (18: visually transparent)")
 
 
 def run_video(args: argparse.Namespace) -> int:
-    """--mode video."""
-    raise NotImplementedError
+    """--mode video: stylise a video with a trained model, keeping its frame rate, size and audio."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from cli_common import info
+    from stylefusion.errors import ConfigError, ModelError
+    from stylefusion.video import VideoConfig, VideoProgress, stylize_video
+
+    if args.video_input is None:
+        raise ConfigError("--mode video needs --video_input (a video file)")
+    if args.model_path is None:
+        raise ConfigError("--mode video needs --model_path (e.g. models/udnie.pth from --mode download)")
+    if not Path(args.model_path).exists():
+        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
+                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    output = args.video_output or str(Path("output") / "videos"
+                                      / f"{Path(args.video_input).stem}_{Path(args.model_path).stem}.mp4")
+    config = VideoConfig(video_input=args.video_input, video_output=output, model_path=args.model_path,
+                         batch_size=args.batch_size or 4, max_size=args.max_size,
+                         preserve_color=args.preserve_color, device=args.device, precision=args.precision,
+                         start=args.start, duration=args.duration, crf=args.crf)
+    with tqdm(unit="frame", desc="stylising", dynamic_ncols=True, disable=None) as bar:
+        def on_progress(progress: VideoProgress) -> None:
+            if progress.total_frames is not None and bar.total != progress.total_frames:
+                bar.total = progress.total_frames
+            bar.update(progress.frames_done - bar.n)
+
+        result = stylize_video(config, on_progress)
+    flicker = f", flicker score {result.flicker:.3f}" if result.flicker is not None else ""
+    print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} at "
+          f"{float(result.fps):.4g} fps, audio {result.audio}, {result.elapsed_s:.1f} s "
+          f"({result.frames / max(result.elapsed_s, 1e-9):.2f} frames/s){flicker}", flush=True)
+    if result.pix_fmt != "yuv420p":
+        info(f"note: the frame size is odd, so the video is H.264 {result.pix_fmt} (High 4:4:4 profile), which "
+             "browsers and QuickTime cannot play; use --max_size for an even size in plain 4:2:0")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------ export
 def add_export_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode export."""
+    g = parser.add_argument_group("export mode")
+    g.add_argument("--export_path", default=None,
+                   help="file to write: .onnx (ONNX, dynamic batch/height/width) or .pt (TorchScript); the "
+                        "exported network takes and returns (B, 3, H, W) RGB in 0-255")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """--mode export."""
-    raise NotImplementedError
+    """--mode export: write the model as ONNX or TorchScript."""
+    from pathlib import Path
+
+    from stylefusion.errors import ConfigError, ModelError
+    from stylefusion.export import export_format, export_model
+    from stylefusion.images import ensure_not_input
+    from stylefusion.transformer import load_model
+
+    if args.export_path is None:
+        raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
+    if args.model_path is None:
+        raise ConfigError("--mode export needs --model_path (the .pth model to export)")
+    fmt = export_format(args.export_path)
+    if not Path(args.model_path).exists():
+        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
+                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    ensure_not_input(args.export_path, [args.model_path])
+    network, _ = load_model(args.model_path)
+    export_model(network, args.export_path)
+    print(f"exported {args.model_path} as {fmt} to {args.export_path}", flush=True)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- download
 def add_download_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode download."""
+    g = parser.add_argument_group("download mode")
+    g.add_argument("--models_dir", default="models",
+                   help="folder for pytorch/examples' released models (candy, mosaic, rain_princess, udnie)")
+    g.add_argument("--models_url", default=None,
+                   help="where to get saved_models.zip: a URL, file:// URL or local path (default: the "
+                        "pytorch/examples download link)")
 
 
 def run_download(args: argparse.Namespace) -> int:
-    """--mode download."""
-    raise NotImplementedError
+    """--mode download: fetch pytorch/examples' four released models, each checked before it is installed."""
+    from tqdm import tqdm
+
+    from stylefusion.released import (RELEASED_MODELS_URL, DownloadProgress, download_released_models,
+                                      missing_models, model_paths)
+
+    if not missing_models(args.models_dir):
+        print(f"the released models are already in {args.models_dir}: "
+              + ", ".join(str(p) for p in model_paths(args.models_dir).values()), flush=True)
+        return 0
+    url = args.models_url or RELEASED_MODELS_URL
+    with tqdm(unit="B", unit_scale=True, desc="downloading", disable=None) as bar:
+        def on_progress(progress: DownloadProgress) -> None:
+            bar.total = progress.total_bytes
+            bar.update(progress.done_bytes - bar.n)
+
+        paths = download_released_models(args.models_dir, url, callback=on_progress,
+                                         offline_hint="offline? download saved_models.zip elsewhere and pass "
+                                                      "it with --models_url PATH")
+    print("installed (each loads with weights_only=True and runs): " + ", ".join(str(p) for p in paths),
+          flush=True)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
     add_common_args(parser)
     add_train_args(parser)
     add_image_args(parser)

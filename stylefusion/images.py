@@ -20,7 +20,7 @@ from .errors import InputImageError, OutputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # Pillow's format names for the extensions we write.
-_SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
+SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
                  ".tiff": "TIFF", ".webp": "WEBP", ".ppm": "PPM"}
 
 
@@ -167,7 +167,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, quality: int = 95) -> Path:
     """Save atomically (temporary name, then rename) so a crash never leaves a half-written image."""
     path = Path(path)
-    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise OutputError(f"unsupported output image extension '{path.suffix}' for {path}")
     img = image if isinstance(image, Image.Image) else tensor_to_pil(image)

@@ -19,8 +19,8 @@ from .errors import ModelError
 
 # Format of the files this project writes: {"format": MODEL_FORMAT, "state_dict": ..., "settings": {...}}.
 MODEL_FORMAT = "stylefusion-transformer-v1"
-# A network of three stride-1/2/2 convs and two 2x upsamples needs at least this many pixels per side.
-MIN_INPUT_SIDE = 4
+# The smallest side the network takes: the first 9x9 conv reflect-pads by 4, which needs a side > 4.
+MIN_INPUT_SIDE = 5
 
 
 class ConvLayer(nn.Module):

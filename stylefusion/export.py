@@ -1,0 +1,66 @@
+"""Export a transformer network to ONNX (dynamic batch, height, width) or TorchScript, for use outside Python.
+
+The exported graph is the bare network, as in pytorch/examples: input and output are (B, 3, H, W) RGB in the
+0-255 range; sides that are multiples of 4 come back unchanged (pad and crop other sizes yourself).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, ModelError, OutputError
+from .images import atomic_path
+
+EXPORT_FORMATS = {".onnx": "ONNX", ".pt": "TorchScript"}
+ONNX_OPSET = 17
+# Tracing input: small (fast to trace), a multiple of 4; ONNX marks batch/height/width as dynamic.
+_EXAMPLE_SHAPE = (1, 3, 64, 64)
+
+
+def export_format(path: str | os.PathLike) -> str:
+    """'ONNX' or 'TorchScript' from the file extension; ConfigError for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export extension '{suffix or Path(path).name}': use .onnx (ONNX) or .pt "
+                          f"(TorchScript)")
+    return EXPORT_FORMATS[suffix]
+
+
+def export_model(network: nn.Module, path: str | os.PathLike) -> Path:
+    """Write `network` (on the CPU, fp32, eval mode) as ONNX or TorchScript to `path`, atomically."""
+    path = Path(path)
+    fmt = export_format(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"output folder does not exist: {path.parent}")
+    network = copy.deepcopy(getattr(network, "module", network)).cpu().float().eval()
+    example = torch.rand(_EXAMPLE_SHAPE) * 255.0
+    try:
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and constant-folding notices
+            if fmt == "ONNX":
+                _export_onnx(network, example, tmp)
+            else:
+                with torch.no_grad():
+                    traced = torch.jit.trace(network, example, check_trace=False)
+                traced.save(str(tmp))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except (RuntimeError, torch.jit.Error) as exc:  # an exporter failure, e.g. an unsupported operator
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{fmt} export failed: {first[:200]}") from None
+    return path
+
+
+def _export_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> None:
+    # dynamo=False: the torch.export-based exporter (default since torch 2.9) needs the onnxscript package;
+    # the TorchScript-based one handles this network's reflection padding and nearest upsampling offline.
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(network, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": dynamic, "output": dynamic})

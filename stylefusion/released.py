@@ -1,0 +1,160 @@
+"""pytorch/examples' released fast-neural-style models (candy, mosaic, rain_princess, udnie): fetch and check.
+
+They come as one zip (saved_models/*.pth) from the download link in pytorch/examples' fast_neural_style README.
+Each model is extracted next to its final name, loaded with weights_only=True and run on a tiny image before
+it is renamed into place, so a failed or partial download never leaves a broken model file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import ModelError, StyleFusionError
+from .images import atomic_path, prepare_output_dir
+from .transformer import load_model
+
+RELEASED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
+RELEASED_MODELS = ("candy", "mosaic", "rain_princess", "udnie")
+DOWNLOAD_TIMEOUT_S = 20.0  # per connect / read: an offline machine fails in seconds, not minutes
+_CHUNK = 1 << 20
+_MAX_ARCHIVE_BYTES = 512 << 20  # the real archive is about 27 MB; refuse anything absurd
+_MAX_MODEL_BYTES = 64 << 20  # each model is about 6.7 MB
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """Bytes received so far, and the total when the server announced it."""
+
+    done_bytes: int
+    total_bytes: int | None
+
+
+def model_paths(models_dir: str | os.PathLike) -> dict[str, Path]:
+    """Where each released model lives in `models_dir` (e.g. models/udnie.pth)."""
+    return {name: Path(models_dir) / f"{name}.pth" for name in RELEASED_MODELS}
+
+
+def check_model(path: str | os.PathLike) -> None:
+    """Load a model file with weights_only=True and run it on a tiny image; ModelError if it is unusable."""
+    network, _ = load_model(path)
+    with torch.inference_mode():
+        out = network(torch.full((1, 3, 16, 16), 128.0))
+    if out.shape != (1, 3, 16, 16) or not torch.isfinite(out).all():
+        raise ModelError(f"{path} loads but does not produce a valid image")
+
+
+def missing_models(models_dir: str | os.PathLike) -> list[str]:
+    """Names of the released models that are absent from `models_dir` or do not load and run."""
+    missing = []
+    for name, path in model_paths(models_dir).items():
+        try:
+            check_model(path)
+        except StyleFusionError:
+            missing.append(name)
+    return missing
+
+
+def _local_path(source: str) -> Path | None:
+    """The file a file:// URL or a plain path names; None for a remote URL."""
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme in ("http", "https", "ftp"):
+        return None
+    return Path(source)
+
+
+def _fetch(url: str, target: Path, timeout: float, callback: Callable[[DownloadProgress], Any] | None,
+           offline_hint: str) -> None:
+    """Stream `url` into `target`; ModelError naming the URL on any network failure."""
+    request = urllib.request.Request(url, headers={"User-Agent": "stylefusion"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            done = 0
+            while chunk := response.read(_CHUNK):
+                done += len(chunk)
+                if done > _MAX_ARCHIVE_BYTES:
+                    raise ModelError(f"download from {url} is larger than {_MAX_ARCHIVE_BYTES >> 20} MB; "
+                                     f"it is not the released models archive")
+                out.write(chunk)
+                if callback is not None:
+                    callback(DownloadProgress(done, total))
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        reason: Any = getattr(exc, "reason", None) or exc
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {exc.reason}"
+        elif isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror
+        raise ModelError(f"cannot download the released models from {url}: {reason} ({offline_hint})") from None
+    if total is not None and done != total:
+        raise ModelError(f"download from {url} was cut short ({done} of {total} bytes)")
+
+
+def install_from_zip(archive: str | os.PathLike, models_dir: str | os.PathLike) -> list[Path]:
+    """Extract candy/mosaic/rain_princess/udnie .pth from the archive into `models_dir`, each checked first.
+
+    All four are checked before any is renamed into place: either every model is installed or none is.
+    """
+    archive, models_dir = Path(archive), prepare_output_dir(models_dir)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = {Path(info.filename).name: info for info in zf.infolist() if not info.is_dir()}
+            missing = [name for name in RELEASED_MODELS if f"{name}.pth" not in members]
+            if missing:
+                raise ModelError(f"{archive} does not contain {', '.join(f'{m}.pth' for m in missing)}")
+            with contextlib.ExitStack() as stack:
+                for name, final in model_paths(models_dir).items():
+                    info = members[f"{name}.pth"]
+                    if info.file_size > _MAX_MODEL_BYTES:
+                        raise ModelError(f"{info.filename} in {archive} is too large to be a released model")
+                    tmp = stack.enter_context(atomic_path(final))  # renamed onto `final` when all are checked
+                    with zf.open(info) as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, _CHUNK)
+                    try:
+                        check_model(tmp)
+                    except ModelError as exc:
+                        raise ModelError(f"{info.filename} in {archive} is not a usable model: {exc}") from None
+    except zipfile.BadZipFile:
+        raise ModelError(f"{archive} is not a zip archive (a download error page?)") from None
+    except OSError as exc:
+        raise ModelError(f"cannot extract {archive} into {models_dir}: {exc.strerror or exc}") from None
+    return list(model_paths(models_dir).values())
+
+
+def download_released_models(models_dir: str | os.PathLike = "models", url: str = RELEASED_MODELS_URL,
+                             timeout: float = DOWNLOAD_TIMEOUT_S,
+                             callback: Callable[[DownloadProgress], Any] | None = None,
+                             offline_hint: str = "offline? download the zip elsewhere and pass its local path"
+                             ) -> list[Path]:
+    """Fetch the released models archive (an http(s) URL, a file:// URL or a local path) and install it.
+
+    A network failure raises ModelError naming the URL, ending with `offline_hint`.
+    """
+    models_dir = prepare_output_dir(models_dir)
+    local = _local_path(url)
+    if local is not None:
+        if not local.is_file():
+            raise ModelError(f"released models archive not found: {local}")
+        return install_from_zip(local, models_dir)
+    fd, name = tempfile.mkstemp(prefix=".saved_models.", suffix=".tmp.zip", dir=models_dir)
+    os.close(fd)
+    try:
+        _fetch(url, Path(name), timeout, callback, offline_hint)
+        return install_from_zip(name, models_dir)
+    finally:
+        Path(name).unlink(missing_ok=True)  # the archive itself is not kept

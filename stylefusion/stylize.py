@@ -1,0 +1,322 @@
+"""Feed-forward stylisation (Johnson et al. 2016): run a transformer network on batches, and batch image mode.
+
+`Stylizer` prepares a loaded network once for one device and precision; calling it maps a (B, 3, H, W)
+batch in [0, 1] to the stylised batch in [0, 1] of the same size (the video mode calls it on frames).
+`plan_images` + `stylize_images` stylise a file or a folder tree into a mirrored output tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .color import check_mode, preserve_color
+from .device import autocast, check_precision
+from .errors import ConfigError, InputImageError, OutputError
+from .fastnet import for_inference
+from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, is_image_file, load_pil, pil_to_tensor,
+                     prepare_output_dir, resize_longest, save_image)
+from .transformer import MIN_INPUT_SIDE
+
+# Two stride-2 convs then two 2x upsamples: sides that are multiples of 4 come back unchanged.
+SIZE_MULTIPLE = 4
+# Inputs whose extension save_image cannot write (palette GIF, greyscale PGM) get a PNG output.
+_OUTPUT_FALLBACK_SUFFIX = ".png"
+
+
+class Stylizer:
+    """A transformer network prepared once for inference on one device and precision.
+
+    Call it on a float batch (B, 3, H, W) in [0, 1] on any device; it returns the stylised batch in [0, 1],
+    same shape, dtype and device. The network sees the batch reflect-padded to a multiple of 4 and cropped back.
+    """
+
+    def __init__(self, network: nn.Module, device: torch.device | str | None = None, precision: str = "fp32",
+                 channels_last: bool | None = None) -> None:
+        network = getattr(network, "module", network)  # unwrap DistributedDataParallel
+        if device is None:
+            device = next(network.parameters()).device
+        self.device = torch.device(device)
+        check_precision(precision, self.device)
+        self.precision = precision
+        # channels_last: faster for the convs on CPU (oneDNN) and CUDA (tensor cores); MPS prefers NCHW.
+        self.channels_last = self.device.type in ("cpu", "cuda") if channels_last is None else channels_last
+        net = for_inference(network, self.device)  # a copy: the caller's network is left as it is
+        # On the CPU, bf16 runs as a bf16 network rather than under autocast: CPU autocast keeps reflection
+        # padding and instance norm in fp32, converting every activation twice (measured in bench/fast.py).
+        self._pure_low_precision = self.device.type == "cpu" and precision == "bf16"
+        self.compute_dtype = torch.bfloat16 if self._pure_low_precision else torch.float32
+        net = net.to(device=self.device, dtype=self.compute_dtype)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.network = net
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if not (isinstance(batch, torch.Tensor) and batch.dim() == 4 and batch.shape[1] == 3
+                and batch.is_floating_point()):
+            shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+            raise ConfigError(f"expected a float batch of shape (B, 3, H, W), got {shape}")
+        height, width = batch.shape[-2:]
+        check_image_size(height, width)
+        with torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True).float()
+            pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
+            if pad_h or pad_w:
+                x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+            x = x.mul(255.0).to(self.compute_dtype)  # the network works in the 0-255 range
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            amp = (contextlib.nullcontext() if self._pure_low_precision
+                   else autocast(self.device, self.precision))
+            with amp:
+                y = self.network(x)
+        # Outside inference mode, so callers get an ordinary tensor they may modify in place.
+        y = y[..., :height, :width].to(batch.dtype).div(255.0).clamp(0.0, 1.0)
+        return y.to(batch.device).contiguous()
+
+
+def stylise(network: nn.Module | Stylizer, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Stylise a (B, 3, H, W) batch in [0, 1] with a network (prepared on the fly) or a ready Stylizer."""
+    stylizer = network if isinstance(network, Stylizer) else Stylizer(network, precision=precision)
+    return stylizer(batch)
+
+
+def check_image_size(height: int, width: int, name: str = "image") -> None:
+    """Raise InputImageError when an image is smaller than the network can take."""
+    if min(height, width) < MIN_INPUT_SIDE:
+        raise InputImageError(f"{name} is too small ({width}x{height}): the network needs at least "
+                              f"{MIN_INPUT_SIDE} pixels on each side")
+
+
+# ---------------------------------------------------------------------------------------------- image mode
+@dataclass(frozen=True)
+class ImagePlan:
+    """Which files to stylise and where each result goes (the output tree mirrors the input tree)."""
+
+    input_path: Path
+    output_dir: Path
+    pairs: tuple[tuple[Path, Path], ...]
+    single_file: bool
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """Image-mode settings: same-size images are stylised `batch_size` at a time."""
+
+    batch_size: int = 4
+    max_size: int | None = None  # downscale so the longest side is at most this (None: keep the size)
+    preserve_color: str = "none"
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch_size must be at least 1, got {self.batch_size}")
+        if self.max_size is not None and self.max_size < MIN_INPUT_SIDE:
+            raise ConfigError(f"--max_size {self.max_size} is too small: the network needs at least "
+                              f"{MIN_INPUT_SIDE} pixels on each side")
+        check_mode(self.preserve_color)
+
+
+@dataclass(frozen=True)
+class ImageProgress:
+    """Reported after each input file: counts so far, and the error when this file was skipped."""
+
+    done: int
+    total: int
+    stylised: int
+    failed: int
+    path: Path
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """Outcome of a run: how many images were written, and which inputs failed and why."""
+
+    stylised: int
+    failed: int
+    failures: tuple[tuple[Path, str], ...]
+
+
+def _output_name(relative: Path) -> Path:
+    if relative.suffix.lower() in SAVE_FORMATS:
+        return relative
+    return relative.with_suffix(_OUTPUT_FALLBACK_SUFFIX)
+
+
+def _walk_images(root: Path, exclude: Path) -> list[Path]:
+    """Image files under `root`, sorted, skipping hidden entries and the folder `exclude` (the output)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):  # does not follow directory symlinks: no loops
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != exclude)
+        found.extend(here / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(Path(f)))
+    return found
+
+
+def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) -> ImagePlan:
+    """List the images of a file or folder (recursively) and their mirrored output paths; nothing is written.
+
+    Refuses an output folder that is the input folder, and any output path that is an input file.
+    """
+    source, out = Path(input_path), Path(output_dir)
+    if not source.exists():
+        raise InputImageError(f"input not found: {source}")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output directory is a file: {out}")
+    out_resolved = out.resolve()
+    single = source.is_file()
+    root = source.parent if single else source
+    if out_resolved == root.resolve():
+        raise OutputError(f"the output folder {out} is the input folder: the results would overwrite the "
+                          f"inputs; choose another --output_images_dir")
+    if single:
+        if not is_image_file(source):
+            raise InputImageError(f"not an image file (unknown extension '{source.suffix}'): {source}")
+        inputs = [source]
+    else:
+        inputs = _walk_images(source, exclude=out_resolved)
+        if not inputs:
+            raise InputImageError(f"no image files found in {source} "
+                                  f"(looked for {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
+    pairs = tuple((path, out / _output_name(path.relative_to(root))) for path in inputs)
+    resolved_inputs = {path.resolve() for path in inputs}
+    for path, target in pairs:
+        if target.resolve() in resolved_inputs:
+            raise OutputError(f"refusing to overwrite an input file: {target} (choose another --output_images_dir)")
+    return ImagePlan(source, out, pairs, single)
+
+
+@dataclass
+class _Loaded:
+    source: Path
+    target: Path
+    image: torch.Tensor | None
+    error: str | None
+
+
+def _load(source: Path, target: Path, max_size: int | None) -> _Loaded:
+    """Decode one input (EXIF-upright RGB), downscale to max_size; errors become a message, not an exception."""
+    try:
+        image = pil_to_tensor(load_pil(source))
+        if max_size is not None and max(image.shape[-2:]) > max_size:
+            image = resize_longest(image, max_size)
+        check_image_size(image.shape[-2], image.shape[-1], f"image {source}")
+        return _Loaded(source, target, image, None)
+    except InputImageError as exc:
+        return _Loaded(source, target, None, str(exc))
+
+
+def _prefetched(pairs: Iterable[tuple[Path, Path]], max_size: int | None, pool: ThreadPoolExecutor,
+                ahead: int) -> Iterator[_Loaded]:
+    """Load images on a worker thread, `ahead` files in advance, so decoding overlaps the network."""
+    queue: deque[Future[_Loaded]] = deque()
+    for source, target in pairs:
+        queue.append(pool.submit(_load, source, target, max_size))
+        if len(queue) > ahead:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what creating it would add)."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _remove_empty_tree(root: Path | None) -> None:
+    """Remove `root` and the folders under it if they hold no file (a run that wrote nothing leaves nothing)."""
+    if root is None or not root.is_dir():
+        return
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)  # fails, and is kept, when not empty
+
+
+def _save(image: torch.Tensor, target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {target.parent}: {exc.strerror or exc}") from None
+    save_image(image, target)
+
+
+def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Tensor],
+                   options: ImageOptions = ImageOptions(),
+                   callback: Callable[[ImageProgress], Any] | None = None) -> ImageSummary:
+    """Stylise every planned image with `stylizer` (a Stylizer), batching same-size images.
+
+    Unreadable files of a folder are reported through `callback` and skipped; a single input file that
+    cannot be read raises InputImageError instead.
+    """
+    options.validate()
+    created = _first_missing(plan.output_dir)
+    prepare_output_dir(plan.output_dir)
+    total = len(plan.pairs)
+    counts = {"stylised": 0, "failed": 0}
+    failures: list[tuple[Path, str]] = []
+    saves: list[Future[None]] = []
+
+    def report(item: _Loaded, error: str | None) -> None:
+        counts["failed" if error else "stylised"] += 1
+        if callback is not None:
+            callback(ImageProgress(counts["stylised"] + counts["failed"], total, counts["stylised"],
+                                   counts["failed"], item.source, error))
+
+    def run(batch: list[_Loaded], writer: ThreadPoolExecutor) -> None:
+        content = torch.stack([item.image for item in batch])
+        stylised = stylizer(content)
+        for i, item in enumerate(batch):
+            result = preserve_color(stylised[i], content[i], options.preserve_color)
+            saves.append(writer.submit(_save, result, item.target))
+        # Surface a write error (disk full, ...) early, and never queue many results behind a slow disk.
+        while saves and (saves[0].done() or len(saves) > 2 * options.batch_size):
+            saves.pop(0).result()
+        for item in batch:
+            report(item, None)
+
+    # Never hold more than this many decoded images waiting for a same-size partner.
+    max_pending = 2 * options.batch_size
+    pending: dict[tuple[int, int], list[_Loaded]] = {}
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
+                ThreadPoolExecutor(1, thread_name_prefix="save") as writer:
+            for item in _prefetched(plan.pairs, options.max_size, loader, ahead=options.batch_size + 1):
+                if item.error is not None:
+                    if plan.single_file:
+                        raise InputImageError(item.error)
+                    failures.append((item.source, item.error))
+                    report(item, item.error)
+                    continue
+                size = (item.image.shape[-2], item.image.shape[-1])
+                bucket = pending.setdefault(size, [])
+                bucket.append(item)
+                if len(bucket) == options.batch_size:
+                    run(pending.pop(size), writer)
+                elif sum(len(b) for b in pending.values()) > max_pending:
+                    run(pending.pop(next(iter(pending))), writer)  # the oldest size group goes partly filled
+            for size in list(pending):
+                run(pending.pop(size), writer)
+            for future in saves:
+                future.result()
+    except BaseException:
+        for future in saves:
+            future.cancel()
+        _remove_empty_tree(created)
+        raise
+    if counts["stylised"] == 0:
+        _remove_empty_tree(created)
+    return ImageSummary(counts["stylised"], counts["failed"], tuple(failures))
