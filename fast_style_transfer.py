@@ -186,6 +186,7 @@ def run_image(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from stylefusion.device import check_precision, resolve_device
+    from stylefusion.distributed import distributed_context
     from stylefusion.errors import ConfigError, ModelError
     from stylefusion.fastnet import retain_freed_memory
     from stylefusion.stylize import ImageOptions, ImageProgress, Stylizer, plan_images, stylize_images
@@ -199,7 +200,8 @@ def run_image(args: argparse.Namespace) -> int:
     options.validate()
     device = resolve_device(args.device)
     check_precision(args.precision, device)
-    plan = plan_images(args.input_images_dir, args.output_images_dir)
+    rank, world_size = distributed_context()  # under torchrun each process takes a disjoint share
+    plan = plan_images(args.input_images_dir, args.output_images_dir).shard(rank, world_size)
     if not Path(args.model_path).exists():
         raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
                          f"download` to fetch the released models into models/, or train one with --mode train)")
@@ -208,7 +210,8 @@ def run_image(args: argparse.Namespace) -> int:
     retain_freed_memory()  # this process runs the network over and over: keep its buffers mapped
     if settings:  # how the model was trained, when its file records it
         print("model settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
-    with tqdm(total=len(plan.pairs), unit="img", desc="stylising", disable=None) as bar:
+    desc = f"stylising (process {rank + 1}/{world_size})" if world_size > 1 else "stylising"
+    with tqdm(total=len(plan.pairs), unit="img", desc=desc, disable=None) as bar:
         def on_progress(progress: ImageProgress) -> None:
             bar.update(1)
             if progress.error:

@@ -107,6 +107,12 @@ class ImagePlan:
     pairs: tuple[tuple[Path, Path], ...]
     single_file: bool
 
+    def shard(self, rank: int, world_size: int) -> "ImagePlan":
+        """This process's share under torchrun: every world_size-th file, so N processes take disjoint parts."""
+        if world_size <= 1:
+            return self
+        return ImagePlan(self.input_path, self.output_dir, self.pairs[rank::world_size], self.single_file)
+
 
 @dataclass(frozen=True)
 class ImageOptions:

@@ -240,3 +240,20 @@ def test_options_are_validated(tmp_path):
                             (ImageOptions(preserve_color="sepia"), "preserve_color")]:
         with pytest.raises(ConfigError, match=needle):
             stylize_images(plan, Recorder(), options)
+
+
+def test_plan_shards_are_disjoint_and_cover_everything(tmp_path):
+    from PIL import Image
+
+    from stylefusion.stylize import plan_images
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i in range(7):
+        Image.new("RGB", (8, 8), (i * 30, 0, 0)).save(src / ("sub" if i % 2 else ".") / f"img{i}.png")
+    plan = plan_images(src, tmp_path / "out")
+    shards = [plan.shard(rank, 3).pairs for rank in range(3)]
+    flat = [pair for shard in shards for pair in shard]
+    assert sorted(flat) == sorted(plan.pairs) and len(flat) == len(set(flat)) == 7
+    assert all(len(shard) >= 2 for shard in shards)
+    assert plan.shard(0, 1) is plan
