@@ -38,7 +38,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help="image/video: keep the input's colours (luminance: keep its chroma; histogram: match "
                         "colour statistics)")
     g.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
-    g.add_argument("--precision", default="fp32", help="fp32|bf16|fp16 autocast (default: fp32)")
+    g.add_argument("--precision", default="auto",
+                   help="auto|fp32|bf16|fp16. auto: image/video use bf16 where the CPU/GPU computes it natively "
+                        "(about 2.5x faster on AVX512-BF16 CPUs, PSNR > 60 dB against fp32), else fp32; "
+                        "training uses fp32 unless asked (default: auto)")
     g.add_argument("--seed", type=int, default=None, help="random seed (train default 42)")
 
 
@@ -119,7 +122,8 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir, checkpoint_interval=args.checkpoint_interval,
         preview_interval=args.preview_interval, resume=args.resume,
         seed=42 if args.seed is None else args.seed, num_workers=args.num_workers, device=args.device,
-        precision=args.precision, vgg_weights=args.vgg_weights)
+        # auto means fp32 for training: bf16 gradients are not validated for quality here.
+        precision="fp32" if args.precision == "auto" else args.precision, vgg_weights=args.vgg_weights)
     main_rank = distributed_context()[0] == 0
     stop = StopFlag()
     first_signal: list[float] = []

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--pooling", default=C.pooling, choices=("max", "avg"),
                      help="VGG pooling: max (as trained) or avg (smoother, suggested by Gatys et al.)")
     net.add_argument("--device", default=C.device, help="auto, cpu, cuda, cuda:N or mps")
-    net.add_argument("--precision", default=C.precision, help="fp32, bf16 or fp16 (autocast)")
+    net.add_argument("--precision", default=C.precision, help="auto, fp32, bf16 or fp16 (autocast); auto is bf16 where the CPU/GPU computes it "
+                          "natively, else fp32")
     net.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

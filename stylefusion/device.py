@@ -10,7 +10,7 @@ import torch
 from .errors import DeviceError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -48,11 +48,22 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Turn 'auto' into bf16 where the device computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cpu" and cpu_supports_bf16():
+        return "bf16"
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     """Raise DeviceError when --precision cannot run on this device."""
     if precision not in PRECISIONS:
         raise DeviceError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
-    if precision == "fp32":
+    if precision in ("fp32", "auto"):
         return
     if device.type == "cpu":
         if precision == "fp16":
@@ -65,6 +76,7 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 def autocast(device: torch.device, precision: str) -> ContextManager:
     """Autocast context for the network passes; a no-op for fp32."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import color
-from .device import autocast, check_precision, resolve_device
+from .device import autocast, check_precision, resolve_device, resolve_precision
 from .errors import ConfigError
 from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from .losses import LossTerms, PerceptualLoss, check_weight, parse_layer_weights, style_grams
@@ -63,7 +63,9 @@ class IterativeConfig:
     pooling: str = "max"
     vgg_weights: str = "caffe"
     device: str = "auto"
-    precision: str = "fp32"
+    # auto: bf16 where the hardware computes it natively. Measured at 512 px on a 2-core AVX512-BF16 CPU:
+    # 1.7x faster per L-BFGS step than fp32; Gram matrices and losses stay fp32 (bench/RESULTS.md).
+    precision: str = "auto"
     output_format: str = "jpg"
 
 
@@ -187,6 +189,7 @@ def stylize(config: IterativeConfig,
     validate(config)
     device = resolve_device(config.device)
     check_precision(config.precision, device)
+    precision = resolve_precision(config.precision, device)
     content_layers = parse_layer_weights(config.content_layers, "content_layers")
     style_layers = parse_layer_weights(config.style_layers, "style_layers")
 
@@ -231,7 +234,7 @@ def stylize(config: IterativeConfig,
                 target_content = color.luminance(content) if config.preserve_color == "luminance" else content
                 style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
                 styles = [resize_to(s, _working_size(tuple(s.shape[-2:]), style_long)) for s in styles_full]
-                with autocast(device, config.precision):
+                with autocast(device, precision):
                     targets = loss_fn.content_targets(target_content.unsqueeze(0).to(device))
                     grams = style_grams(vgg, [s.unsqueeze(0).to(device) for s in styles],
                                         config.style_blend_weights, style_layers)
@@ -248,7 +251,7 @@ def stylize(config: IterativeConfig,
 
                 def closure() -> torch.Tensor:
                     optimizer.zero_grad(set_to_none=True)
-                    with autocast(device, config.precision):
+                    with autocast(device, precision):
                         t = loss_fn(image, targets, grams)
                     t.total.backward()
                     terms.append(t)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .color import check_mode, preserve_color
-from .device import autocast, check_precision
+from .device import autocast, check_precision, resolve_precision
 from .errors import ConfigError, InputImageError, OutputError
 from .fastnet import for_inference
 from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, is_image_file, load_pil, pil_to_tensor,
@@ -47,7 +47,7 @@ class Stylizer:
             device = next(network.parameters()).device
         self.device = torch.device(device)
         check_precision(precision, self.device)
-        self.precision = precision
+        precision = self.precision = resolve_precision(precision, self.device)
         # channels_last: faster for the convs on CPU (oneDNN) and CUDA (tensor cores); MPS prefers NCHW.
         self.channels_last = self.device.type in ("cpu", "cuda") if channels_last is None else channels_last
         net = for_inference(network, self.device)  # a copy: the caller's network is left as it is

@@ -121,10 +121,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise ModelError(f"{path} is not a plain weights file (refused by weights_only loading)") from None
-        raise ModelError(f"cannot read model file {path} (corrupt or truncated?): {first[:160]}") from None
+        # torch's own text ("101", "failed finding central directory ...") does not help a user: leave it out.
+        raise ModelError(f"cannot read model file {path} (corrupt or truncated, or not a PyTorch weights file)"
+                         ) from None
     settings: dict[str, Any] = {}
     if isinstance(data, dict) and data.get("format") == MODEL_FORMAT:
         state, settings = data.get("state_dict"), dict(data.get("settings") or {})

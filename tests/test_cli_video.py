@@ -1,0 +1,75 @@
+"""`fast_style_transfer.py --mode video` run as a user would: one success, and the bad-input matrix
+(one line on stderr, non-zero exit, no traceback, nothing written)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from stylefusion.transformer import TransformerNet, save_model
+from test_video import make_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "fast_style_transfer.py", "--mode", "video", "--device", "cpu", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("cli_video")
+    torch.manual_seed(0)
+    save_model(TransformerNet(), folder / "model.pth")
+    (folder / "text.mp4").write_text("this is not a video\n")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, folder / "classifier.pth")
+    data = bytearray(make_clip(folder / "z.mp4", audio=None, frames=4).read_bytes())
+    start = data.find(b"mdat") + 4
+    size = int.from_bytes(data[start - 8:start - 4], "big")
+    data[start:start + size - 8] = bytes(size - 8)  # the container is intact, every packet is garbage
+    (folder / "zeroed.mp4").write_bytes(bytes(data))
+    return {"dir": folder, "model": folder / "model.pth", "clip": make_clip(folder / "clip.mp4", frames=12)}
+
+
+def test_design_command_writes_the_video(files: dict[str, Path]) -> None:
+    out = files["dir"] / "videos" / "clip_styled.mp4"  # the folder does not exist yet
+    result = run("--video_input", str(files["clip"]), "--video_output", str(out), "--model_path",
+                 str(files["model"]), "--batch_size", "4")
+    assert result.returncode == 0, result.stderr
+    assert "12 frames" in result.stdout and "Traceback" not in result.stderr
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 12
+        assert container.streams.audio and container.streams.video[0].average_rate == 24
+
+
+@pytest.mark.parametrize("case", ["missing video", "not a video", "no decodable frames", "no model file",
+                                  "not a transformer", "output is the input"])
+def test_bad_input_is_one_line_without_traceback(files: dict[str, Path], case: str) -> None:
+    folder, clip, model = files["dir"], str(files["clip"]), str(files["model"])
+    out = folder / f"{case.replace(' ', '_')}.mp4"
+    args, expected = {
+        "missing video": (["--video_input", str(folder / "nope.mp4"), "--model_path", model], "video not found"),
+        "not a video": (["--video_input", str(folder / "text.mp4"), "--model_path", model], "not a video file"),
+        "no decodable frames": (["--video_input", str(folder / "zeroed.mp4"), "--model_path", model],
+                                "no decodable video frames"),
+        "no model file": (["--video_input", clip, "--model_path", str(folder / "models" / "udnie.pth")],
+                          "--mode download"),
+        "not a transformer": (["--video_input", clip, "--model_path", str(folder / "classifier.pth")],
+                              "not a fast style transfer network"),
+        "output is the input": (["--video_input", clip, "--model_path", model, "--video_output", clip],
+                                "refusing to overwrite an input"),
+    }[case]
+    if "--video_output" not in args:
+        args += ["--video_output", str(out)]
+    result = run(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+    assert files["clip"].stat().st_size > 0
