@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
     opt.add_argument("--init", default=C.init, help="start image: content, noise, style or an image PATH")
     opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
-    opt.add_argument("--multiscale", default="on", choices=("on", "off"),
-                     help="coarse-to-fine: optimise small, upsample, continue (faster to a good result)")
+    opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
+                     help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
+                          "it reached a higher loss than single-scale in the same time; see bench/RESULTS.md)")
     opt.add_argument("--num_scales", type=positive_int, default=None,
                      help="number of scales, each twice the previous (default: start near 128 px)")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 IMAGE_SIZE = 32   # training crop side in the tests (the smallest allowed)
@@ -49,3 +51,19 @@ def make_style(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(palette[band], "RGB").save(path)
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster than two contending ones (and keeps shared CI machines usable)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny dataset and striped style image, made once per test module."""
+    root = tmp_path_factory.mktemp("train_data")
+    return make_dataset(root / "dataset"), make_style(root / "stripes.png")

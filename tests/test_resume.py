@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fast_train_data import IMAGE_SIZE, make_dataset, make_style
+from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
 from stylefusion.errors import ConfigError, OutputError
 from stylefusion.training import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
                                   load_checkpoint, train, train_paths)
@@ -16,20 +16,6 @@ from stylefusion.transformer import load_model
 
 # 9 files (8 readable + 1 broken) at batch 2: 5 steps per epoch, so N = 7 stops in the middle of epoch 1.
 N = 7
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("resume_data")
-    return make_dataset(root / "dataset"), make_style(root / "stripes.png")
 
 
 def config(data, out: Path, **overrides) -> TrainConfig:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fast_train_data import IMAGE_SIZE, make_dataset, make_style
+from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
 from stylefusion.dataset import ContentImages, EpochSampler, collate, epoch_order, find_images, resize_crop
 from stylefusion.device import cpu_supports_bf16
 from stylefusion.errors import ConfigError, DatasetError, ModelError
@@ -18,21 +18,6 @@ from stylefusion.plotting import draw_loss_curve
 from stylefusion.training import (LOG_COLUMNS, StopFlag, TrainConfig, TrainProgress, train, train_paths,
                                   validate_config)
 from stylefusion.transformer import TransformerNet, load_model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster than two contending ones (and keeps shared CI machines usable)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("train_data")
-    return make_dataset(root / "dataset"), make_style(root / "stripes.png")
 
 
 def config(data: tuple[Path, Path], out: Path, **overrides) -> TrainConfig:
