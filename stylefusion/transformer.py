@@ -121,7 +121,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):  # a pickle of code objects, not weights
             raise ModelError(f"{path} is not a plain weights file (refused by weights_only loading)") from None
         # torch's own text ("101", "failed finding central directory ...") does not help a user: leave it out.
         raise ModelError(f"cannot read model file {path} (corrupt or truncated, or not a PyTorch weights file)"
