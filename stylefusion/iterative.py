@@ -41,7 +41,7 @@ class IterativeConfig:
     output_dir: str | os.PathLike
     style_blend_weights: Sequence[float] | None = None
     epochs: int = 10
-    steps_per_epoch: int = 30      # 300 L-BFGS steps: about 5.5 min at 512 px on a 2-core bf16 CPU
+    steps_per_epoch: int = 30      # 300 L-BFGS steps: 6.4 min at 512 px on a 2-core bf16 CPU
     image_size: int = 512          # longest side of the result
     style_scale: float = 1.0       # style image size relative to the working image
     # Relative losses (see losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. Measured (bench
