@@ -1,5 +1,10 @@
 """Error types the CLIs turn into one line on stderr and a non-zero exit."""
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 
 class StyleFusionError(Exception):
     """Base class: the message is a complete, one-line explanation for the user."""
@@ -35,3 +40,15 @@ class VideoError(StyleFusionError):
 
 class DatasetError(StyleFusionError):
     """A training dataset is empty or has no readable image."""
+
+
+def require_file(path: str | os.PathLike, what: str, error: type[StyleFusionError]) -> Path:
+    """Check that `path` is an existing, non-empty regular file; else raise `error` saying which it is not."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} not found: {path}")
+    if path.is_dir():
+        raise error(f"{what} path is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise error(f"{what} file is empty (0 bytes): {path}")
+    return path

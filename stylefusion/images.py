@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputImageError, OutputError
+from .errors import InputImageError, OutputError, require_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # Pillow's format names for the extensions we write.
@@ -68,13 +68,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def load_pil(path: str | os.PathLike) -> Image.Image:
     """Open an image file as an upright 8-bit RGB Pillow image, or raise InputImageError."""
-    path = Path(path)
-    if not path.exists():
-        raise InputImageError(f"image not found: {path}")
-    if path.is_dir():
-        raise InputImageError(f"expected an image file but got a directory: {path}")
-    if path.stat().st_size == 0:
-        raise InputImageError(f"image file is empty (0 bytes): {path}")
+    path = require_file(path, "image", InputImageError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Palette images with transparency" warnings

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ModelError, require_file
 
 # Format of the files this project writes: {"format": MODEL_FORMAT, "state_dict": ..., "settings": {...}}.
 MODEL_FORMAT = "stylefusion-transformer-v1"
@@ -111,13 +111,7 @@ def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                ) -> tuple[TransformerNet, dict[str, Any]]:
     """Load a model file (ours, or a pytorch/examples released model) as (network in eval mode, settings)."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    if path.is_dir():
-        raise ModelError(f"model path is a directory, not a file: {path}")
-    if path.stat().st_size == 0:
-        raise ModelError(f"model file is empty (0 bytes): {path}")
+    path = require_file(path, "model", ModelError)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...

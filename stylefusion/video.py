@@ -27,7 +27,7 @@ from torch import nn
 
 from . import color
 from .device import check_precision, resolve_device
-from .errors import ConfigError, DeviceError, OutputError, VideoError
+from .errors import ConfigError, DeviceError, OutputError, VideoError, require_file
 from .flicker import FlickerMeter
 from .images import atomic_path, ensure_not_input, prepare_output_dir
 from .stylize import Stylizer
@@ -109,12 +109,7 @@ class VideoResult:
 # ----------------------------------------------------------------------------------------------- probing
 def _open_input(path: Path) -> Any:
     """Open a video file for reading or raise VideoError with the reason."""
-    if not path.exists():
-        raise VideoError(f"video not found: {path}")
-    if path.is_dir():
-        raise VideoError(f"expected a video file but got a directory: {path}")
-    if path.stat().st_size == 0:
-        raise VideoError(f"video file is empty (0 bytes): {path}")
+    require_file(path, "video", VideoError)
     try:
         container = av.open(str(path), "r")
     except PermissionError:
