@@ -103,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
 
-    bar = tqdm(total=config.epochs * config.steps_per_epoch, unit="step", disable=args.quiet, dynamic_ncols=True)
+    bars: list = []  # made at the first step, so an error before any work prints only its one line
 
     def on_progress(p: IterativeProgress) -> None:
+        if not bars:
+            bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
+        bar = bars[0]
         if p.saved is not None:
             bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}")
             return
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = stylize(config, on_progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     info(f"final image: {result.final_path} (loss log: {result.loss_log})")
     return 0
 

@@ -105,3 +105,10 @@ def test_output_dir_is_created_and_inputs_never_overwritten(files, tmp_path):
     r = run_script("stylefusion.py", *args(files, out, "--content_image", out / "final.jpg", "--epochs", "1"))
     assert_one_line_error(r, "overwrite")
     assert (out / "final.jpg").read_bytes() == before
+
+
+def test_error_without_quiet_is_still_one_line(files, tmp_path):
+    # the progress bar only appears once work starts, so a bad input prints just its error
+    r = run_script("stylefusion.py", "--content_image", files / "adir.jpg", "--style_image", files / "style.png",
+                   "--output_dir", tmp_path / "out")
+    assert_one_line_error(r, "directory")
