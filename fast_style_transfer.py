@@ -46,6 +46,21 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- train
+def require_model(args: argparse.Namespace, mode: str,
+                  hint: str = "e.g. models/udnie.pth from --mode download") -> str:
+    """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
+    from pathlib import Path
+
+    from stylefusion.errors import ConfigError, ModelError
+
+    if args.model_path is None:
+        raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
+    if not Path(args.model_path).exists():
+        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
+                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    return args.model_path
+
+
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode train."""
     import os
@@ -185,31 +200,24 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
 
 def run_image(args: argparse.Namespace) -> int:
     """--mode image: stylise a file or a folder tree with a trained model."""
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from stylefusion.device import check_precision, resolve_device
     from stylefusion.distributed import distributed_context
-    from stylefusion.errors import ConfigError, ModelError
+    from stylefusion.errors import ConfigError
     from stylefusion.fastnet import retain_freed_memory
     from stylefusion.stylize import ImageOptions, ImageProgress, Stylizer, plan_images, stylize_images
     from stylefusion.transformer import load_model
 
     if args.input_images_dir is None:
         raise ConfigError("--mode image needs --input_images_dir (an image file or a folder of images)")
-    if args.model_path is None:
-        raise ConfigError("--mode image needs --model_path (e.g. models/udnie.pth from --mode download)")
     options = ImageOptions(args.batch_size or 4, args.max_size, args.preserve_color)
     options.validate()
     device = resolve_device(args.device)
     check_precision(args.precision, device)
     rank, world_size = distributed_context()  # under torchrun each process takes a disjoint share
     plan = plan_images(args.input_images_dir, args.output_images_dir).shard(rank, world_size)
-    if not Path(args.model_path).exists():
-        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
-                         f"download` to fetch the released models into models/, or train one with --mode train)")
-    network, settings = load_model(args.model_path)
+    network, settings = load_model(require_model(args, "image"))
     stylizer = Stylizer(network, device, args.precision)
     retain_freed_memory()  # this process runs the network over and over: keep its buffers mapped
     if settings:  # how the model was trained, when its file records it
@@ -260,16 +268,12 @@ def run_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cli_common import info
-    from stylefusion.errors import ConfigError, ModelError
+    from stylefusion.errors import ConfigError
     from stylefusion.video import VideoConfig, VideoProgress, stylize_video
 
     if args.video_input is None:
         raise ConfigError("--mode video needs --video_input (a video file)")
-    if args.model_path is None:
-        raise ConfigError("--mode video needs --model_path (e.g. models/udnie.pth from --mode download)")
-    if not Path(args.model_path).exists():
-        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
-                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    require_model(args, "video")
     output = args.video_output or str(Path("output") / "videos"
                                       / f"{Path(args.video_input).stem}_{Path(args.model_path).stem}.mp4")
     config = VideoConfig(video_input=args.video_input, video_output=output, model_path=args.model_path,
@@ -304,21 +308,15 @@ def add_export_args(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """--mode export: write the model as ONNX or TorchScript."""
-    from pathlib import Path
-
-    from stylefusion.errors import ConfigError, ModelError
+    from stylefusion.errors import ConfigError
     from stylefusion.export import export_format, export_model
     from stylefusion.images import ensure_not_input
     from stylefusion.transformer import load_model
 
     if args.export_path is None:
         raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
-    if args.model_path is None:
-        raise ConfigError("--mode export needs --model_path (the .pth model to export)")
     fmt = export_format(args.export_path)
-    if not Path(args.model_path).exists():
-        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
-                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    require_model(args, "export", "the .pth model to export")
     ensure_not_input(args.export_path, [args.model_path])
     network, _ = load_model(args.model_path)
     export_model(network, args.export_path)
