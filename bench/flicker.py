@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 """Experiment: does the compound regularisation (stability.py, Wang et al. AAAI 2020) reduce video flicker?
 
-    python bench/flicker.py                      # 128 px crops, 300 steps per model, weights 0 and 2000
+    python bench/flicker.py                      # 128 px crops, 300 steps per model, weights 0 and 5
     python bench/flicker.py --quick              # smoke run: 64 px, 10 steps
-    python bench/flicker.py --stability_weights 0,1000,3000 --image_size 64 --precision bf16
+    python bench/flicker.py --stability_weights 0,3,5 --steps 1000 --precision bf16 --clip 3 --clip 3:2 --clip 1.5
 
 Trains one model per --stability_weights entry with stylefusion.training.train (same data, steps and seed;
-only the weight differs), then stylises a generated panning clip (a smooth random texture translated a few
-pixels per frame) with each and reports:
-- flicker: the flow-free score mean|O_t - O_(t-1)| / mean|I_t - I_(t-1)| (flicker.py), lower is steadier;
+only the weight differs), then stylises generated panning clips (a smooth random texture translated a few
+pixels per frame) with each and reports, per clip:
+- flicker: the flow-free score mean|O_t - O_(t-1)| / mean|I_t - I_(t-1)| (flicker.py), lower is steadier.
+  This is the issue's headline number;
+- floor: the flicker score of a perfectly consistent output: the model stylises the clip's whole wide texture
+  once and the result is cropped as the clip pans. On a panning clip even that output changes between frames
+  (the picture moves), so the floor is well above 0; excess = flicker - floor is the part a steadier network
+  can remove; "exc %" is its share of the score and "removed" the share of the baseline's excess a model
+  removed (meaningless where the baseline's excess is near 0);
 - warping error: mean|O_t - warp(O_(t-1))| with the input's optical flow (RAFT if its weights are cached
-  locally, else OpenCV Farneback);
+  locally, else OpenCV Farneback), and the same for the consistent output (warp floor: flow error alone);
 - style and content loss (unweighted, relative, as in training) of each model's outputs on the training images
   and the clip frames, so a steadier model that simply stylises less is visible.
+Measured (RESULTS.md, 2026-11-25): on these pans the floor is 95-99 % of the flow-free score, so that score
+mostly measures the output's texture contrast; the warping error is the measure of frame-to-frame consistency.
+Clips (--clip SHIFT[:NOISE], repeatable; the first is the headline): SHIFT px per frame, fractional shifts
+resampled bilinearly from the wide texture (sub-pixel motion); NOISE adds per-frame Gaussian noise of that
+standard deviation in 0-255 levels (sensor/compression noise). Default: one clean clip panning --shift px.
 Target: >= 30 % lower flicker than the weight-0 model at a style loss within 10 % of it.
 Data: data/train2014 (content) and data/udnie.jpg (style) from the repository.
 """
@@ -20,9 +31,12 @@ Data: data/train2014 (content) and data/udnie.jpg (style) from the repository.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +45,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from stylefusion import stability  # noqa: E402
 from stylefusion.dataset import ContentImages, find_images  # noqa: E402
 from stylefusion.flicker import flicker_score, warping_error  # noqa: E402
 from stylefusion.images import load_image  # noqa: E402
@@ -40,82 +55,182 @@ from stylefusion.training import TrainConfig, train  # noqa: E402
 from stylefusion.vgg import load_vgg19  # noqa: E402
 
 
-def panning_clip(size: int, frames: int, shift: int, seed: int = 0) -> torch.Tensor:
-    """(T, 3, size, size) in [0, 1]: a multi-scale random texture, translated `shift` px right per frame."""
+@dataclass(frozen=True)
+class ClipSpec:
+    """A generated clip: `shift` px of panning per frame (may be fractional), `noise` std in 0-255 levels."""
+    shift: float
+    noise: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"pan {self.shift:g}" + (f" +noise {self.noise:g}" if self.noise else "")
+
+
+def parse_clip(text: str) -> ClipSpec:
+    """'3' -> 3 px/frame, clean; '1.5:2' -> 1.5 px/frame with Gaussian noise of std 2/255 per frame."""
+    shift, _, noise = text.partition(":")
+    try:
+        spec = ClipSpec(float(shift), float(noise) if noise else 0.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"clip must be SHIFT or SHIFT:NOISE, got '{text}'") from None
+    if not (spec.shift > 0 and spec.noise >= 0 and math.isfinite(spec.shift) and math.isfinite(spec.noise)):
+        raise argparse.ArgumentTypeError(f"clip shift must be > 0 and noise >= 0, got '{text}'")
+    return spec
+
+
+def wide_texture(size: int, width: int, seed: int = 0) -> torch.Tensor:
+    """(1, 3, size, width) in [0, 1]: a multi-scale random texture (coarse shapes, mid detail, fine grain)."""
     generator = torch.Generator().manual_seed(seed)
-    width = size + shift * frames
     texture = torch.zeros(1, 3, size, width)
-    for cells, amplitude in ((4, 0.5), (12, 0.3), (40, 0.2)):  # coarse shapes + mid detail + fine grain
+    for cells, amplitude in ((4, 0.5), (12, 0.3), (40, 0.2)):
         noise = torch.rand(1, 3, cells, max(2, cells * width // size), generator=generator)
         texture += amplitude * F.interpolate(noise, size=(size, width), mode="bicubic", align_corners=False)
-    texture = texture.clamp(0, 1)
-    return torch.cat([texture[..., i * shift:i * shift + size] for i in range(frames)])
+    return texture.clamp(0, 1)
+
+
+def texture_width(size: int, frames: int, shifts: list[float]) -> int:
+    """Width that holds every frame of every pan (the same as the original clip's for one integer shift)."""
+    return size + math.ceil(max(shifts) * frames)
+
+
+def pan(texture: torch.Tensor, size: int, frames: int, shift: float) -> torch.Tensor:
+    """(T, C, H, size): frame t is the texture seen from x = t * shift, linearly interpolated between columns."""
+    out = []
+    for t in range(frames):
+        start = t * shift
+        left = math.floor(start)
+        frac = start - left
+        frame = texture[..., left:left + size]
+        if frac > 1e-9:  # sub-pixel offset: bilinear in x (only x moves)
+            frame = (1 - frac) * frame + frac * texture[..., left + 1:left + 1 + size]
+        out.append(frame)
+    return torch.cat(out)
+
+
+def add_noise(frames: torch.Tensor, std_255: float, seed: int = 1) -> torch.Tensor:
+    """Independent Gaussian noise per frame and pixel (std in 0-255 levels), clamped to [0, 1]."""
+    if std_255 <= 0:
+        return frames
+    generator = torch.Generator().manual_seed(seed)
+    return (frames + torch.randn(frames.shape, generator=generator) * (std_255 / 255.0)).clamp(0, 1)
+
+
+def panning_clip(size: int, frames: int, shift: float, seed: int = 0, noise: float = 0.0) -> torch.Tensor:
+    """(T, 3, size, size) in [0, 1]: a multi-scale random texture, translated `shift` px right per frame."""
+    texture = wide_texture(size, texture_width(size, frames, [shift]), seed)
+    return add_noise(pan(texture, size, frames, shift), noise)
+
+
+def regularization(noise_std: float | None, max_shift: float | None,
+                   motion_std: float | None) -> stability.CompoundRegularization | None:
+    """The stability term's perturbation with the given settings changed; None keeps stability.py's defaults."""
+    changes = {k: v for k, v in (("noise_std", noise_std), ("max_shift", max_shift), ("motion_std", motion_std))
+               if v is not None}
+    return replace(stability.DEFAULT_REGULARIZATION, **changes) if changes else None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 10 steps")
-    parser.add_argument("--stability_weights", default="0,2000",
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 10 steps, 6 frames")
+    parser.add_argument("--stability_weights", default="0,5",
                         help="comma-separated --stability_weight values; the first is the baseline")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--clip_frames", type=int, default=12)
-    parser.add_argument("--shift", type=int, default=3, help="clip motion in px per frame")
+    parser.add_argument("--shift", type=int, default=3, help="motion of the default clip in px per frame")
+    parser.add_argument("--clip", type=parse_clip, action="append", default=None, metavar="SHIFT[:NOISE]",
+                        help="a clip to score, repeatable, first = headline: SHIFT px/frame (fractional: bilinear "
+                             "sub-pixel pan), NOISE = per-frame Gaussian noise std in 0-255 levels "
+                             "(default: one clean clip of --shift px/frame)")
     parser.add_argument("--style_image", default=str(REPO / "data" / "udnie.jpg"))
     parser.add_argument("--content_dataset", default=str(REPO / "data" / "train2014"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--precision", default="fp32", help="training autocast: fp32 or bf16 (faster on CPUs "
                                                             "with native bf16)")
+    parser.add_argument("--device", default="cpu", help="training and evaluation device (default cpu)")
+    parser.add_argument("--reg_noise_std", type=float, default=None,
+                        help="stability term's input noise std in 0-255 levels (default: stability.py's)")
+    parser.add_argument("--reg_max_shift", type=float, default=None,
+                        help="stability term's largest shift, fraction of the side (default: stability.py's)")
+    parser.add_argument("--reg_motion_std", type=float, default=None,
+                        help="stability term's local motion std, fraction of the side (default: stability.py's)")
+    parser.add_argument("--json", default=None, help="also write every row to this JSON file")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.image_size, args.clip_frames = 10, 64, 6
     weights = [float(w) for w in args.stability_weights.split(",")]
+    clips_wanted = args.clip or [ClipSpec(float(args.shift))]
 
     defaults = TrainConfig("", "", "")
-    clip = panning_clip(args.image_size, args.clip_frames, args.shift)
-    dataset = ContentImages(find_images(args.content_dataset), args.image_size)
-    eval_images = torch.stack([dataset.load(i) for i in range(len(dataset))])
+    size, frames = args.image_size, args.clip_frames
+    texture = wide_texture(size, texture_width(size, frames, [c.shift for c in clips_wanted]))
+    clips = [(spec, add_noise(pan(texture, size, frames, spec.shift), spec.noise)) for spec in clips_wanted]
+    dataset = ContentImages(find_images(args.content_dataset), size)
+    eval_images = torch.stack([dataset.load(i) for i in range(len(dataset))]).to(args.device)
     content_layers = parse_layer_weights(defaults.content_layers, "content layers")
     style_layers = parse_layer_weights(defaults.style_layers, "style layers")
-    vgg = load_vgg19(list(dict.fromkeys([*content_layers, *style_layers])))
-    style = load_image(args.style_image, args.image_size).unsqueeze(0)
+    vgg = load_vgg19(list(dict.fromkeys([*content_layers, *style_layers]))).to(args.device)
+    style = load_image(args.style_image, size).unsqueeze(0).to(args.device)
     grams = style_grams(vgg, [style], None, style_layers)
     measure = PerceptualLoss(vgg, content_layers, style_layers, content_weight=1.0, style_weight=1.0)
 
-    rows = []
+    rows = []  # one dict per (weight, clip)
     with tempfile.TemporaryDirectory() as tmp:
         for weight in weights:
             config = TrainConfig(style_image=args.style_image, content_dataset=args.content_dataset,
                                  model_save_path=Path(tmp) / f"model_{weight:g}.pth", epochs=10 ** 6,
-                                 max_steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
-                                 stability_weight=weight, seed=args.seed, device="cpu", precision=args.precision,
-                                 checkpoint_interval=0, preview_interval=0)
+                                 max_steps=args.steps, batch_size=args.batch_size, image_size=size,
+                                 stability_weight=weight, seed=args.seed, device=args.device,
+                                 precision=args.precision, checkpoint_interval=0, preview_interval=0,
+                                 stability_settings=regularization(args.reg_noise_std, args.reg_max_shift,
+                                                                   args.reg_motion_std))
             started = time.perf_counter()
             result = train(config)
             seconds = time.perf_counter() - started
-            stylizer = Stylizer(result.network.float(), "cpu")
+            stylizer = Stylizer(result.network.float(), args.device)
             with torch.no_grad():
-                outputs = stylizer(clip)
                 evaluated = stylizer(eval_images)
                 on_images = measure(evaluated, measure.content_targets(eval_images), grams)
-                on_clip = measure(outputs, measure.content_targets(clip), grams)
-            warp = warping_error(clip, outputs)
-            rows.append((weight, flicker_score(clip, outputs), warp, on_images, on_clip, seconds))
+                styled_texture = stylizer(texture.to(args.device)).cpu()
+            for spec, clip in clips:
+                with torch.no_grad():
+                    outputs = stylizer(clip.to(args.device))
+                    on_clip = measure(outputs, measure.content_targets(clip.to(args.device)), grams)
+                outputs = outputs.cpu()
+                consistent = pan(styled_texture, size, frames, spec.shift)  # a perfectly steady stylisation
+                warp, warp_floor = warping_error(clip, outputs), warping_error(clip, consistent)
+                rows.append({"weight": weight, "clip": spec.label, "flicker": flicker_score(clip, outputs),
+                             "floor": flicker_score(clip, consistent), "warp": warp.value,
+                             "warp_floor": warp_floor.value, "flow": warp.method,
+                             "style": on_images.style.item(), "content": on_images.content.item(),
+                             "style_clip": on_clip.style.item(), "train_s": seconds})
             print(f"trained stability weight {weight:g} in {seconds:.0f} s", file=sys.stderr, flush=True)
 
-    base = rows[0]
-    print(f"compound regularisation experiment: {args.steps} steps, {args.image_size} px, batch "
-          f"{args.batch_size}, {args.precision}, seed {args.seed}; clip {args.clip_frames} frames panning {args.shift} px/frame; "
-          f"warping error by {base[2].method} flow")
-    print(f"{'stability weight':>16} {'flicker':>8} {'vs base':>8} {'warp err':>9} {'vs base':>8} "
-          f"{'style (imgs)':>12} {'vs base':>8} {'style (clip)':>12} {'content':>8} {'train s':>8}")
-    for weight, score, warp, on_images, on_clip, seconds in rows:
-        print(f"{weight:>16g} {score:>8.3f} {score / base[1] - 1:>+8.1%} {warp.value:>9.4f} "
-              f"{warp.value / base[2].value - 1:>+8.1%} {on_images.style.item():>12.4f} "
-              f"{on_images.style.item() / base[3].style.item() - 1:>+8.1%} {on_clip.style.item():>12.4f} "
-              f"{on_images.content.item():>8.3f} {seconds:>8.1f}")
-    print("target: flicker >= 30 % lower than the baseline with the style loss (on the images) within 10 %")
+    reg = {k: v for k, v in (("noise_std", args.reg_noise_std), ("max_shift", args.reg_max_shift),
+                             ("motion_std", args.reg_motion_std)) if v is not None}
+    print(f"compound regularisation experiment: {args.steps} steps, {size} px, batch {args.batch_size}, "
+          f"{args.precision}, {args.device}, seed {args.seed}; clips of {frames} frames; warping error by "
+          f"{rows[0]['flow']} flow" + (f"; regularisation {reg}" if reg else ""))
+    print(f"{'clip':>16} {'weight':>7} {'flicker':>8} {'vs base':>8} {'floor':>6} {'excess':>7} {'exc %':>6} "
+          f"{'removed':>8} {'warp err':>9} {'vs base':>8} {'w floor':>8} {'style':>7} {'vs base':>8} {'st clip':>8} "
+          f"{'content':>8} {'train s':>8}")
+    for spec, _ in clips:
+        subset = [r for r in rows if r["clip"] == spec.label]
+        base = subset[0]
+        for r in subset:
+            excess, base_excess = r["flicker"] - r["floor"], base["flicker"] - base["floor"]
+            removed = 1 - excess / base_excess if base_excess else float("nan")
+            print(f"{r['clip']:>16} {r['weight']:>7g} {r['flicker']:>8.3f} {r['flicker'] / base['flicker'] - 1:>+8.1%} "
+                  f"{r['floor']:>6.3f} {excess:>+7.3f} {excess / r['flicker']:>+6.1%} {removed:>+8.0%} "
+                  f"{r['warp']:>9.4f} {r['warp'] / base['warp'] - 1:>+8.1%} {r['warp_floor']:>8.4f} {r['style']:>7.4f} "
+                  f"{r['style'] / base['style'] - 1:>+8.1%} {r['style_clip']:>8.4f} {r['content']:>8.3f} "
+                  f"{r['train_s']:>8.1f}")
+    print("target: flicker >= 30 % lower than the baseline with the style loss (on the images) within 10 %; "
+          "floor = flicker of a perfectly consistent output, excess = flicker - floor", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": {k: (v if not isinstance(v, list) else [vars(c) for c in v])
+                                                        for k, v in vars(args).items()}, "rows": rows}, indent=1))
     return 0
 
 

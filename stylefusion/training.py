@@ -22,7 +22,7 @@ import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from .images import atomic_path, ensure_not_input, load_image, load_pil, prepare
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from .transformer import TransformerNet, clean_state_dict, load_model, save_model
 from .vgg import load_vgg19
+
+if TYPE_CHECKING:
+    from .stability import CompoundRegularization
 
 CHECKPOINT_FORMAT = "stylefusion-train-checkpoint-v1"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_step_(\d+)\.pt$")
@@ -64,6 +67,7 @@ class TrainConfig:
     style_weight: float = 1.0
     tv_weight: float = 0.0               # Johnson et al. used a small TV term; the upsample+conv decoder needs none
     stability_weight: float = 0.0        # Wang et al. (AAAI 2020) compound regularisation against video flicker
+    stability_settings: CompoundRegularization | None = None  # its perturbation; None: stability.py's defaults
     content_layers: str = "relu2_2"
     style_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
     pretrained_model_path: str | os.PathLike | None = None
@@ -222,15 +226,16 @@ def _load_pretrained(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def train_step(model: nn.Module, loss_fn: PerceptualLoss, grams: Mapping[str, torch.Tensor],
                batch: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                precision: str = "fp32", stability_weight: float = 0.0,
-               generator: torch.Generator | None = None) -> StepLosses:
+               generator: torch.Generator | None = None,
+               stability_settings: CompoundRegularization | None = None) -> StepLosses:
     """One optimisation step on a batch (B, 3, S, S) RGB [0, 1] already on the device; returns the loss terms."""
     device = batch.device
     x255 = batch * 255.0  # the network works in the 0-255 range, VGG on [0, 1]
     with autocast(device, precision):
         targets = loss_fn.content_targets(batch)  # no_grad, stops at the content layer
         if stability_weight > 0:
-            from .stability import consistency, perturb  # the video helper's module; imported only when used
-            perturbed, warp = perturb(x255, generator)
+            from .stability import DEFAULT_REGULARIZATION, consistency, perturb  # imported only when used
+            perturbed, warp = perturb(x255, generator, stability_settings or DEFAULT_REGULARIZATION)
             # One forward for both halves: DistributedDataParallel allows one forward per backward.
             y_all = model(torch.cat([x255, perturbed.to(x255.dtype)]))
             y255, y_perturbed = y_all.chunk(2)
@@ -543,7 +548,7 @@ def _run(config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: Cont
                     generator = torch.Generator().manual_seed(_step_seed(config.seed, step, ctx.rank))
                 try:
                     losses = train_step(model, loss_fn, grams, images, optimizer, scaler, config.precision,
-                                        config.stability_weight, generator)
+                                        config.stability_weight, generator, config.stability_settings)
                 except torch.OutOfMemoryError:
                     raise DeviceError(f"out of memory on {device}: lower --batch_size or --image_size") from None
                 values = all_reduce_sum(torch.stack([t.float() for t in losses]), ctx) / world

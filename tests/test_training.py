@@ -144,6 +144,15 @@ def test_stability_term_is_computed_and_logged(data, tmp_path):
     assert all(math.isclose(p.total, p.content + p.style + p.tv + p.stability, rel_tol=1e-5) for p in seen)
 
 
+def test_stability_settings_reach_the_term(data, tmp_path):
+    # A perturbation that moves nothing and adds no noise leaves nothing to penalise: the settings are used.
+    from stylefusion.stability import CompoundRegularization
+    still = CompoundRegularization(max_shift=0, max_rotation_deg=0, max_zoom=0, motion_std=0, noise_std=0)
+    seen: list[TrainProgress] = []
+    train(config(data, tmp_path, max_steps=2, stability_weight=10.0, stability_settings=still), seen.append)
+    assert [p.stability for p in seen] == [0.0, 0.0]
+
+
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
 def test_bf16_autocast_training_runs(data, tmp_path):
     seen: list[TrainProgress] = []
