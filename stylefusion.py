@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--steps_per_epoch", type=positive_int, default=C.steps_per_epoch)
     opt.add_argument("--optimizer", default=C.optimizer, help="lbfgs or adam")
     opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
+    opt.add_argument("--lbfgs_history", type=positive_int, default=C.lbfgs_history,
+                     help="L-BFGS memory: past steps kept (each costs two image-sized buffers)")
     opt.add_argument("--init", default=C.init, help="start image: content, noise, style or an image PATH")
     opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
         style_scale=args.style_scale, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
-        optimizer=args.optimizer, lr=args.lr, init=args.init, seed=args.seed,
+        optimizer=args.optimizer, lr=args.lr, lbfgs_history=args.lbfgs_history, init=args.init, seed=args.seed,
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
         output_format=args.output_format)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import color
-from .device import autocast, check_precision, resolve_device, resolve_precision
+from .device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
 from .errors import ConfigError
 from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from .losses import LossTerms, PerceptualLoss, check_weight, parse_layer_weights, style_grams
@@ -55,6 +55,9 @@ class IterativeConfig:
     style_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
     optimizer: str = "lbfgs"
     lr: float | None = None        # None: 1.0 for L-BFGS, 0.02 for Adam
+    # L-BFGS keeps 2 x history image-sized fp32 vectors (history 100 at 512x384: 470 MB). neural-style uses 100;
+    # HISTORY_NOTE
+    lbfgs_history: int = 100
     init: str = "content"
     seed: int = 0
     # Off by default, from measurement (bench/RESULTS.md): at 512 px and equal time, single-scale L-BFGS
@@ -150,6 +153,8 @@ def validate(config: IterativeConfig) -> None:
     color.check_mode(config.preserve_color)
     parse_layer_weights(config.content_layers, "content_layers")
     parse_layer_weights(config.style_layers, "style_layers")
+    if not isinstance(config.lbfgs_history, int) or config.lbfgs_history < 1:
+        raise ConfigError(f"lbfgs_history must be an integer >= 1, got {config.lbfgs_history}")
     if config.num_scales is not None and config.num_scales < 1:
         raise ConfigError("num_scales must be >= 1")
     if config.init not in INITS and not Path(config.init).is_file():
@@ -180,9 +185,36 @@ def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:
 def _make_optimizer(config: IterativeConfig, image: torch.Tensor) -> torch.optim.Optimizer:
     if config.optimizer == "lbfgs":
         # One L-BFGS iteration per step (history kept across steps), no line search, as neural-style does.
-        return torch.optim.LBFGS([image], lr=config.lr or 1.0, max_iter=1, history_size=100,
+        return torch.optim.LBFGS([image], lr=config.lr or 1.0, max_iter=1, history_size=config.lbfgs_history,
                                  tolerance_grad=-1, tolerance_change=-1)
     return torch.optim.Adam([image], lr=config.lr or 0.02)
+
+
+class LossScale:
+    """Dynamic loss scaling for fp16: the per-pixel gradients of these losses (~1e-10) underflow in fp16.
+
+    backward() runs on loss * scale and divides the image's fp32 gradient back; on inf/NaN it halves the
+    scale and asks for a retry. GradScaler does the same for optimizers that step once per backward, which
+    L-BFGS (closure re-evaluation) does not.
+    """
+
+    def __init__(self, enabled: bool, scale: float = 2.0 ** 24) -> None:
+        self.enabled, self.scale = enabled, scale
+
+    def backward(self, loss: torch.Tensor, image: torch.Tensor) -> bool:
+        """Backpropagate loss into image.grad; False when the scaled gradient overflowed (retry)."""
+        if not self.enabled:
+            loss.backward()
+            return True
+        (loss * self.scale).backward()
+        image.grad.div_(self.scale)
+        if torch.isfinite(image.grad).all():
+            return True
+        self.scale /= 2
+        if self.scale < 1:
+            raise ConfigError("fp16 gradients overflow even without loss scaling: use --precision bf16 or fp32")
+        image.grad = None
+        return False
 
 
 def stylize(config: IterativeConfig,
@@ -213,6 +245,7 @@ def stylize(config: IterativeConfig,
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
 
+    loss_scale = LossScale(needs_grad_scaler(device, precision))
     scales = scale_schedule(config.image_size, config.multiscale, config.num_scales)
     plan = epoch_scales(config.epochs, scales)
     total_steps = config.epochs * config.steps_per_epoch
@@ -252,10 +285,12 @@ def stylize(config: IterativeConfig,
                 terms: list[LossTerms] = []
 
                 def closure() -> torch.Tensor:
-                    optimizer.zero_grad(set_to_none=True)
-                    with autocast(device, precision):
-                        t = loss_fn(image, targets, grams)
-                    t.total.backward()
+                    while True:
+                        optimizer.zero_grad(set_to_none=True)
+                        with autocast(device, precision):
+                            t = loss_fn(image, targets, grams)
+                        if loss_scale.backward(t.total, image):
+                            break
                     terms.append(t)
                     return t.total
 

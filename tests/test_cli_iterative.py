@@ -43,7 +43,8 @@ def test_help_lists_every_option():
     assert r.returncode == 0
     for opt in ("--optimizer", "--lr", "--init", "--seed", "--content_weight", "--style_weight", "--tv_weight",
                 "--content_layers", "--style_layers", "--style_blend_weights", "--style_scale", "--image_size",
-                "--preserve_color", "--pooling", "--device", "--precision", "--vgg_weights", "--multiscale"):
+                "--preserve_color", "--pooling", "--device", "--precision", "--vgg_weights", "--multiscale",
+                "--lbfgs_history"):
         assert opt in r.stdout
 
 
@@ -68,6 +69,7 @@ BAD = {
     "output under a file": (["--output_dir", "{d}/afile/sub"], "output directory"),
     "missing vgg file": (["--vgg_weights", "{d}/nope.pth"], "not found"),
     "unknown preserve_color": (["--preserve_color", "sepia"], "preserve_color"),
+    "zero lbfgs history": (["--lbfgs_history", "0"], "lbfgs_history"),
 }
 
 

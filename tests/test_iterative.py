@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from stylefusion.color import rgb_to_yuv
+from stylefusion.errors import ConfigError
 from stylefusion.images import load_image, resize_to, scaled_size
-from stylefusion.iterative import IterativeConfig, epoch_scales, scale_schedule, stylize
+from stylefusion.iterative import IterativeConfig, LossScale, epoch_scales, scale_schedule, stylize
 
 from helpers import scene, stripes
 
@@ -108,6 +109,16 @@ def test_same_seed_same_output_on_cpu(tmp_path, images):
     assert not torch.equal(a, c)
 
 
+def test_lbfgs_history_is_used(tmp_path, images):
+    # With a history of 1, L-BFGS forgets curvature after each step, so 8 steps end elsewhere than with 100.
+    content, style, _ = images
+    short = stylize(config(tmp_path / "a", content, style, lbfgs_history=1, steps_per_epoch=8))
+    long = stylize(config(tmp_path / "b", content, style, lbfgs_history=100, steps_per_epoch=8))
+    assert not torch.allclose(short.image, long.image, atol=1e-3)
+    with pytest.raises(ConfigError, match="lbfgs_history"):
+        stylize(config(tmp_path / "c", content, style, lbfgs_history=0))
+
+
 def test_init_from_style_and_from_path(tmp_path, images):
     content, style, style2 = images
     # one tiny Adam step: the result is the start image
@@ -146,3 +157,20 @@ def test_tiny_image_is_upscaled_for_the_network(tmp_path):
     result = stylize(config(tmp_path, tiny, style, image_size=32, steps_per_epoch=2))
     assert Image.open(result.final_path).size == (32, 32)
     assert scaled_size(8, 200, 64)[0] >= 1
+
+
+def test_loss_scale_rescues_fp16_gradients_that_underflow():
+    # dL/dy = 2e-10 is below fp16's smallest subnormal (6e-8): unscaled, the image gradient is exactly zero.
+    def loss(x):
+        y = x.half() * 1e-4
+        return (y * y).float().sum() * 1e-6
+
+    x = torch.ones(4, requires_grad=True)
+    assert LossScale(enabled=True, scale=1.0).backward(loss(x), x) and torch.equal(x.grad, torch.zeros(4))
+    x.grad = None
+    scaler = LossScale(enabled=True)
+    assert scaler.backward(loss(x), x)
+    assert torch.allclose(x.grad, torch.full((4,), 2e-14), rtol=1e-2)
+    x.grad = None
+    overflowing = LossScale(enabled=True, scale=1e38)
+    assert not overflowing.backward(loss(x) * 1e6, x) and overflowing.scale == 5e37 and x.grad is None
