@@ -55,8 +55,8 @@ class IterativeConfig:
     style_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
     optimizer: str = "lbfgs"
     lr: float | None = None        # None: 1.0 for L-BFGS, 0.02 for Adam
-    # L-BFGS keeps 2 x history image-sized fp32 vectors (history 100 at 512x384: 470 MB). neural-style uses 100;
-    # HISTORY_NOTE
+    # L-BFGS keeps 2 x history image-sized fp32 vectors (history 100 at 512x384: 470 MB), as neural-style does.
+    # Measured at 512 px: history 20 saves 380 MB for a 0.4 % higher loss after 300 steps (bench/RESULTS.md).
     lbfgs_history: int = 100
     init: str = "content"
     seed: int = 0
