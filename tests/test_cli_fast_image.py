@@ -33,12 +33,13 @@ class NotWeights:
     """torch.save of an instance of this is a pickle that weights_only loading must refuse."""
 
 
-def run(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path = REPO, env: dict | None = None, launcher: tuple[str, ...] = ()
+        ) -> subprocess.CompletedProcess:
     start = time.monotonic()
     # One compute thread: the images are tiny, and idle OpenMP threads spin on a busy shared machine.
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                            timeout=300, env=env)
+    result = subprocess.run([sys.executable, *launcher, SCRIPT, *map(str, args)], cwd=cwd, capture_output=True,
+                            text=True, timeout=300, env=env)
     result.elapsed = time.monotonic() - start  # type: ignore[attr-defined]
     return result
 
@@ -62,6 +63,10 @@ def build(base: Path) -> dict[str, Path]:
     scene((32, 40), 2).save(p["imgs"] / "sub" / "c.jpg")
     (p["imgs"] / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (p["empty"] / "notes.txt").write_text("no images here")
+    p["five"] = base / "five"  # five good images in two folders, for the torchrun run
+    (p["five"] / "sub").mkdir(parents=True)
+    for i in range(5):
+        scene((40, 32), 10 + i).save(p["five"] / ("sub" if i % 2 else "") / f"f{i}.jpg")
     Image.new("RGB", (40, 3)).save(base / "tiny.png")
     build_archive(base / "saved_models.zip")
     return p
@@ -110,7 +115,11 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         flow = pool.submit(verbatim_flow, base)
         futures = {name: pool.submit(run, *args, env=offline if name == "download-offline" else None)
                    for name, args in jobs.items()}
+        torchrun = pool.submit(run, "--mode", "image", "--input_images_dir", p["five"], "--output_images_dir",
+                               base / "out-torchrun", "--model_path", models / "good.pth",
+                               launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
         results = {name: f.result() for name, f in futures.items()}
+        results["torchrun"] = torchrun.result()
         results.update({f"verbatim-{k}": v for k, v in flow.result().items()})
     results["base"] = base  # type: ignore[assignment]
     return results
@@ -154,6 +163,15 @@ def test_image_mode_mirrors_tree_reports_settings_and_skips_unreadable(runs):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.jpg", "b.png", "sub", "sub/c.jpg"]
     assert Image.open(out / "a.jpg").size == (48, 32) and Image.open(out / "sub" / "c.jpg").size == (32, 40)
     assert Image.open(out / "b.png").format == "PNG"
+
+
+def test_image_mode_under_torchrun_splits_the_files_between_processes(runs):
+    result, out = runs["torchrun"], runs["base"] / "out-torchrun"
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert written == ["f0.jpg", "f2.jpg", "f4.jpg", "sub/f1.jpg", "sub/f3.jpg"]
+    counts = sorted(int(line.split()[0]) for line in result.stdout.splitlines() if " stylised, " in line)
+    assert counts == [2, 3]  # each process took its own share, none did all five
 
 
 def test_export_from_the_cli(runs):
