@@ -45,7 +45,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="random seed (train default 42)")
 
 
-# ------------------------------------------------------------------------------------------------- train
+# ---------------------------------------------------------------------------------------- shared checks
 def require_model(args: argparse.Namespace, mode: str,
                   hint: str = "e.g. models/udnie.pth from --mode download") -> str:
     """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
@@ -61,6 +61,7 @@ def require_model(args: argparse.Namespace, mode: str,
     return args.model_path
 
 
+# ------------------------------------------------------------------------------------------------- train
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode train."""
     import os

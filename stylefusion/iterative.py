@@ -203,7 +203,7 @@ class LossScale:
 
     def backward(self, loss: torch.Tensor, image: torch.Tensor) -> bool:
         """Backpropagate loss into image.grad; False when the scaled gradient overflowed (retry)."""
-        if not self.enabled:
+        if not self.enabled or not torch.isfinite(loss):  # a non-finite loss is the caller's error to report
             loss.backward()
             return True
         (loss * self.scale).backward()

@@ -174,3 +174,5 @@ def test_loss_scale_rescues_fp16_gradients_that_underflow():
     x.grad = None
     overflowing = LossScale(enabled=True, scale=1e38)
     assert not overflowing.backward(loss(x) * 1e6, x) and overflowing.scale == 5e37 and x.grad is None
+    # A NaN loss is not retried 128 times: it goes back to the caller, whose NaN check reports it.
+    assert scaler.backward((x * float("nan")).sum(), x) and scaler.scale == 2.0 ** 24
