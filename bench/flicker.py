@@ -115,20 +115,6 @@ def add_noise(frames: torch.Tensor, std_255: float, seed: int = 1) -> torch.Tens
     return (frames + torch.randn(frames.shape, generator=generator) * (std_255 / 255.0)).clamp(0, 1)
 
 
-def panning_clip(size: int, frames: int, shift: float, seed: int = 0, noise: float = 0.0) -> torch.Tensor:
-    """(T, 3, size, size) in [0, 1]: a multi-scale random texture, translated `shift` px right per frame."""
-    texture = wide_texture(size, texture_width(size, frames, [shift]), seed)
-    return add_noise(pan(texture, size, frames, shift), noise)
-
-
-def regularization(noise_std: float | None, max_shift: float | None,
-                   motion_std: float | None) -> stability.CompoundRegularization | None:
-    """The stability term's perturbation with the given settings changed; None keeps stability.py's defaults."""
-    changes = {k: v for k, v in (("noise_std", noise_std), ("max_shift", max_shift), ("motion_std", motion_std))
-               if v is not None}
-    return replace(stability.DEFAULT_REGULARIZATION, **changes) if changes else None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 10 steps, 6 frames")
@@ -161,6 +147,10 @@ def main() -> int:
         args.steps, args.image_size, args.clip_frames = 10, 64, 6
     weights = [float(w) for w in args.stability_weights.split(",")]
     clips_wanted = args.clip or [ClipSpec(float(args.shift))]
+    # The stability term's perturbation with the asked-for settings changed (None: stability.py's defaults).
+    reg = {k: v for k, v in (("noise_std", args.reg_noise_std), ("max_shift", args.reg_max_shift),
+                             ("motion_std", args.reg_motion_std)) if v is not None}
+    stability_settings = replace(stability.DEFAULT_REGULARIZATION, **reg) if reg else None
 
     defaults = TrainConfig("", "", "")
     size, frames = args.image_size, args.clip_frames
@@ -183,8 +173,7 @@ def main() -> int:
                                  max_steps=args.steps, batch_size=args.batch_size, image_size=size,
                                  stability_weight=weight, seed=args.seed, device=args.device,
                                  precision=args.precision, checkpoint_interval=0, preview_interval=0,
-                                 stability_settings=regularization(args.reg_noise_std, args.reg_max_shift,
-                                                                   args.reg_motion_std))
+                                 stability_settings=stability_settings)
             started = time.perf_counter()
             result = train(config)
             seconds = time.perf_counter() - started
@@ -207,8 +196,6 @@ def main() -> int:
                              "style_clip": on_clip.style.item(), "train_s": seconds})
             print(f"trained stability weight {weight:g} in {seconds:.0f} s", file=sys.stderr, flush=True)
 
-    reg = {k: v for k, v in (("noise_std", args.reg_noise_std), ("max_shift", args.reg_max_shift),
-                             ("motion_std", args.reg_motion_std)) if v is not None}
     print(f"compound regularisation experiment: {args.steps} steps, {size} px, batch {args.batch_size}, "
           f"{args.precision}, {args.device}, seed {args.seed}; clips of {frames} frames; warping error by "
           f"{rows[0]['flow']} flow" + (f"; regularisation {reg}" if reg else ""))
