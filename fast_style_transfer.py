@@ -20,6 +20,7 @@ import argparse
 import sys
 
 from cli_common import HelpFormatter, OneLineParser, positive_int, run_cli
+from cli_common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "export", "download")
 
@@ -34,6 +35,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help="images per batch (train default 4; image/video default 4)")
     g.add_argument("--max_size", type=positive_int, default=None,
                    help="image/video: downscale inputs so the longest side is at most this (default: keep size)")
+    g.add_argument("--max_memory", type=positive_float_arg, default=None, metavar="GB",
+                   help="image/video: memory the network may use, in GB; a larger image runs in tiles with the "
+                        "same result as one pass (default: half of the memory free at the start)")
+    g.add_argument("--tile_size", type=positive_int, default=None, metavar="N",
+                   help="image/video: run every image in tiles of about N x N pixels (default: tiles only "
+                        "when an image would not fit --max_memory)")
+    g.add_argument("--max_pixels", type=positive_float_arg, default=None, metavar="MP",
+                   help="image mode: refuse to open images above this many megapixels, the guard against "
+                        "decompression bombs (default: Pillow's, about 179 MP); raise it for huge photos you trust")
     g.add_argument("--preserve_color", default="none", choices=("none", "luminance", "histogram"),
                    help="image/video: keep the input's colours (luminance: keep its chroma; histogram: match "
                         "colour statistics)")
@@ -46,6 +56,20 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------- shared checks
+def gigabytes(value: float | None) -> int | None:
+    """--max_memory in bytes (None stays None: the library's default budget)."""
+    return None if value is None else int(value * 2**30)
+
+
+def apply_pixel_limit(megapixels: float | None) -> None:
+    """Set Pillow's decompression-bomb limit for this process (a CLI-wide setting, like the allocator's)."""
+    from PIL import Image
+
+    if megapixels is not None:
+        # Pillow refuses above twice MAX_IMAGE_PIXELS (and warns above it): the user's number is the refusal.
+        Image.MAX_IMAGE_PIXELS = int(megapixels * 1e6 / 2)
+
+
 def require_model(args: argparse.Namespace, mode: str,
                   hint: str = "e.g. models/udnie.pth from --mode download") -> str:
     """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
@@ -208,6 +232,7 @@ def run_image(args: argparse.Namespace) -> int:
     from stylefusion.errors import ConfigError
     from stylefusion.fastnet import retain_freed_memory
     from stylefusion.stylize import ImageOptions, ImageProgress, Stylizer, plan_images, stylize_images
+    from stylefusion.tiling import TileProgress
     from stylefusion.transformer import load_model
 
     if args.input_images_dir is None:
@@ -219,16 +244,26 @@ def run_image(args: argparse.Namespace) -> int:
     rank, world_size = distributed_context()  # under torchrun each process takes a disjoint share
     plan = plan_images(args.input_images_dir, args.output_images_dir).shard(rank, world_size)
     network, settings = load_model(require_model(args, "image"))
-    stylizer = Stylizer(network, device, args.precision)
+    stylizer = Stylizer(network, device, args.precision, max_memory=gigabytes(args.max_memory),
+                        tile_size=args.tile_size)
     retain_freed_memory()  # this process runs the network over and over: keep its buffers mapped
+    apply_pixel_limit(args.max_pixels)
     if settings:  # how the model was trained, when its file records it
         print("model settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
     desc = f"stylising (process {rank + 1}/{world_size})" if world_size > 1 else "stylising"
-    with tqdm(total=len(plan.pairs), unit="img", desc=desc, disable=None) as bar:
+    with tqdm(total=len(plan.pairs), unit="img", desc=desc, disable=None) as bar, \
+            tqdm(unit="tile", desc="tiles", leave=False, disable=None, position=1) as tile_bar:
         def on_progress(progress: ImageProgress) -> None:
             bar.update(1)
             if progress.error:
                 bar.write(f"skipped: {progress.error}", file=sys.stderr)
+
+        def on_tile(progress: TileProgress) -> None:  # a large image is many tiles: show them, not silence
+            if tile_bar.total != progress.total:
+                tile_bar.reset(progress.total)
+            tile_bar.update(progress.done - tile_bar.n)
+
+        stylizer.on_tile = on_tile
 
         summary = stylize_images(plan, stylizer, options, on_progress)
     print(f"{summary.stylised} stylised, {summary.failed} failed (output: {plan.output_dir})", flush=True)
@@ -280,7 +315,8 @@ def run_video(args: argparse.Namespace) -> int:
     config = VideoConfig(video_input=args.video_input, video_output=output, model_path=args.model_path,
                          batch_size=args.batch_size or 4, max_size=args.max_size,
                          preserve_color=args.preserve_color, device=args.device, precision=args.precision,
-                         start=args.start, duration=args.duration, crf=args.crf)
+                         start=args.start, duration=args.duration, crf=args.crf,
+                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size)
     with tqdm(unit="frame", desc="stylising", dynamic_ncols=True, disable=None) as bar:
         def on_progress(progress: VideoProgress) -> None:
             if progress.total_frames is not None and bar.total != progress.total_frames:

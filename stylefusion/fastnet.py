@@ -38,7 +38,7 @@ class BlockConv(nn.Module):
         super().__init__()
         weight, s = layer.conv2d.weight.detach(), self.BLOCK
         out_ch, in_ch, k, _ = weight.shape
-        self.pad = k // 2
+        self.pad, self.kernel, self.out_channels = k // 2, k, out_ch
         big = weight.new_zeros(out_ch, s, s, in_ch, s - 1 + k, s - 1 + k)
         for ry in range(s):  # block pixel (ry, rx) sees the input window shifted by (ry, rx)
             for rx in range(s):
@@ -47,8 +47,12 @@ class BlockConv(nn.Module):
         self.register_buffer("bias", layer.conv2d.bias.detach().repeat_interleave(s * s))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, (height, width) = self.BLOCK, x.shape[-2:]
-        x = F.pad(x, (self.pad,) * 4, mode="reflect")
+        return self.forward_valid(F.pad(x, (self.pad,) * 4, mode="reflect"))
+
+    def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv on an already padded input: (H + k - 1, W + k - 1) in, (H, W) out."""
+        s = self.BLOCK
+        height, width = x.shape[-2] - self.kernel + 1, x.shape[-1] - self.kernel + 1
         extra_h, extra_w = -height % s, -width % s  # zero rows so whole blocks cover the image, cropped below
         if extra_h or extra_w:
             x = F.pad(x, (0, extra_w, 0, extra_h))

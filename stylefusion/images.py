@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -78,8 +79,12 @@ def load_pil(path: str | os.PathLike) -> Image.Image:
                 return _to_rgb(img)
     except UnidentifiedImageError:
         raise InputImageError(f"not an image file (unrecognised format): {path}") from None
-    except Image.DecompressionBombError:
-        raise InputImageError(f"image is too large to open safely: {path}") from None
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(found.group(1)) / 1e6:.0f} MP)" if found else ""
+        raise InputImageError(f"image is too large to open safely{size}: {path} (Pillow's guard against "
+                              f"decompression bombs; if you trust the file, raise the limit with --max_pixels)"
+                              ) from None
     except PermissionError:
         raise InputImageError(f"permission denied reading image: {path}") from None
     except (OSError, SyntaxError, ValueError) as exc:

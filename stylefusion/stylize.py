@@ -25,6 +25,8 @@ from .errors import ConfigError, InputImageError, OutputError
 from .fastnet import for_inference
 from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, is_image_file, load_pil, pil_to_tensor,
                      prepare_output_dir, resize_longest, save_image)
+from .tiling import (UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, default_budget, network_layers,
+                     plan_tiling)
 from .transformer import MIN_INPUT_SIDE
 
 # Two stride-2 convs then two 2x upsamples: sides that are multiples of 4 come back unchanged.
@@ -38,10 +40,14 @@ class Stylizer:
 
     Call it on a float batch (B, 3, H, W) in [0, 1] on any device; it returns the stylised batch in [0, 1],
     same shape, dtype and device. The network sees the batch reflect-padded to a multiple of 4 and cropped back.
+    Images that would not fit `max_memory` bytes (default: a safe share of the free memory) in one pass run
+    one at a time, in tiles if need be (tiling.py: the same result as one pass); `tile_size` forces tiles.
+    Set `on_tile` to a callable to hear of each tile of a tiled image.
     """
 
     def __init__(self, network: nn.Module, device: torch.device | str | None = None, precision: str = "fp32",
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, max_memory: int | None = None,
+                 tile_size: int | None = None) -> None:
         network = getattr(network, "module", network)  # unwrap DistributedDataParallel
         if device is None:
             device = next(network.parameters()).device
@@ -59,6 +65,34 @@ class Stylizer:
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.network = net
+        if max_memory is not None and max_memory <= 0:
+            raise ConfigError(f"the memory budget must be positive, got {max_memory} bytes")
+        if tile_size is not None and tile_size < 1:
+            raise ConfigError(f"--tile_size must be at least 1, got {tile_size}")
+        self.max_memory = max_memory if max_memory is not None else default_budget(self.device)
+        self.tile_size = tile_size
+        # A bf16 network holds its activations in half the bytes.
+        self.bytes_per_pixel = UNTILED_BYTES_PER_PIXEL * (0.5 if self._pure_low_precision else 1.0)
+        self.on_tile: Callable[[TileProgress], Any] | None = None
+        self._runner: TiledRunner | None = None
+
+    def batch_limit(self, height: int, width: int) -> int:
+        """How many images of this size fit one whole pass in the budget (0: each needs tiles)."""
+        if self.tile_size is not None:
+            return 0
+        padded = (height + -height % SIZE_MULTIPLE) * (width + -width % SIZE_MULTIPLE)
+        return int(self.max_memory // (self.bytes_per_pixel * padded))
+
+    def tile_plan(self, height: int, width: int) -> TilePlan:
+        """How an image of this size runs in tiles within the budget (ConfigError when it cannot)."""
+        runner = self._tiled_runner()
+        return plan_tiling(runner.layers, height + -height % SIZE_MULTIPLE, width + -width % SIZE_MULTIPLE,
+                           self.max_memory, self.compute_dtype, self.tile_size, self.bytes_per_pixel)
+
+    def _tiled_runner(self) -> TiledRunner:
+        if self._runner is None:
+            self._runner = TiledRunner(network_layers(self.network), self.compute_dtype, self.channels_last)
+        return self._runner
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if not (isinstance(batch, torch.Tensor) and batch.dim() == 4 and batch.shape[1] == 3
@@ -67,6 +101,26 @@ class Stylizer:
             raise ConfigError(f"expected a float batch of shape (B, 3, H, W), got {shape}")
         height, width = batch.shape[-2:]
         check_image_size(height, width)
+        fits = self.batch_limit(height, width)
+        if fits >= batch.shape[0]:
+            return self._whole(batch)
+        if fits >= 1:  # one image at a time fits: smaller batches
+            return torch.cat([self._whole(part) for part in batch.split(fits)])
+        plan = self.tile_plan(height, width)
+        return torch.cat([self._tiled(image[None], plan) for image in batch])
+
+    def _tiled(self, image: torch.Tensor, plan: TilePlan) -> torch.Tensor:
+        """One (1, 3, H, W) image through the network in tiles."""
+        height, width = image.shape[-2:]
+        padded = (height + -height % SIZE_MULTIPLE, width + -width % SIZE_MULTIPLE)
+        amp = contextlib.nullcontext() if self._pure_low_precision else autocast(self.device, self.precision)
+        output = torch.empty_like(image)  # made outside inference mode: callers may modify it in place
+        with torch.inference_mode(), amp:
+            return self._tiled_runner().run(image, plan, padded, self.device, self.on_tile, output)
+
+    def _whole(self, batch: torch.Tensor) -> torch.Tensor:
+        """The batch through the network in one pass."""
+        height, width = batch.shape[-2:]
         with torch.inference_mode():
             x = batch.to(self.device, non_blocking=True).float()
             pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
@@ -222,13 +276,19 @@ def _load(source: Path, target: Path, max_size: int | None) -> _Loaded:
 
 
 def _prefetched(pairs: Iterable[tuple[Path, Path]], max_size: int | None, pool: ThreadPoolExecutor,
-                ahead: int) -> Iterator[_Loaded]:
-    """Load images on a worker thread, `ahead` files in advance, so decoding overlaps the network."""
+                ahead: int, max_bytes: int) -> Iterator[_Loaded]:
+    """Load images on a worker thread, up to `ahead` files in advance, so decoding overlaps the network; fewer
+    when the decoded images are large (at most about `max_bytes` of them waiting)."""
     queue: deque[Future[_Loaded]] = deque()
+    last_bytes = 0
     for source, target in pairs:
         queue.append(pool.submit(_load, source, target, max_size))
-        if len(queue) > ahead:
-            yield queue.popleft().result()
+        limit = ahead if last_bytes == 0 else max(1, min(ahead, max_bytes // last_bytes))
+        while len(queue) > limit:
+            item = queue.popleft().result()
+            if item.image is not None:
+                last_bytes = item.image.numel() * item.image.element_size()
+            yield item
     while queue:
         yield queue.popleft().result()
 
@@ -288,8 +348,10 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
         for i, item in enumerate(batch):
             result = preserve_color(stylised[i], content[i], options.preserve_color)
             saves.append(writer.submit(_save, result, item.target))
-        # Surface a write error (disk full, ...) early, and never queue many results behind a slow disk.
-        while saves and (saves[0].done() or len(saves) > 2 * options.batch_size):
+        # Surface a write error (disk full, ...) early, and never queue many results behind a slow disk; a large
+        # image's result is written before the next image starts.
+        large = batch_for((content.shape[-2], content.shape[-1])) < options.batch_size
+        while saves and (saves[0].done() or len(saves) > (0 if large else 2 * options.batch_size)):
             saves.pop(0).result()
         for item in batch:
             report(item, None)
@@ -297,10 +359,16 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
     # Never hold more than this many decoded images waiting for a same-size partner.
     max_pending = 2 * options.batch_size
     pending: dict[tuple[int, int], list[_Loaded]] = {}
+    batch_limit = getattr(stylizer, "batch_limit", None)
+
+    def batch_for(size: tuple[int, int]) -> int:  # large images go alone: the budget holds one at a time
+        return options.batch_size if batch_limit is None else max(1, min(options.batch_size, batch_limit(*size)))
+
+    prefetch_bytes = getattr(stylizer, "max_memory", 4 << 30) // 4
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="save") as writer:
-            for item in _prefetched(plan.pairs, options.max_size, loader, ahead=options.batch_size + 1):
+            for item in _prefetched(plan.pairs, options.max_size, loader, options.batch_size + 1, prefetch_bytes):
                 if item.error is not None:
                     if plan.single_file:
                         raise InputImageError(item.error)
@@ -310,7 +378,7 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
                 size = (item.image.shape[-2], item.image.shape[-1])
                 bucket = pending.setdefault(size, [])
                 bucket.append(item)
-                if len(bucket) == options.batch_size:
+                if len(bucket) >= batch_for(size):
                     run(pending.pop(size), writer)
                 elif sum(len(b) for b in pending.values()) > max_pending:
                     run(pending.pop(next(iter(pending))), writer)  # the oldest size group goes partly filled

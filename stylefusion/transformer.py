@@ -70,6 +70,11 @@ class UpsampleConvLayer(nn.Module):
 class TransformerNet(nn.Module):
     """Image transformation network. Input and output: RGB in the 0-255 range, as in pytorch/examples."""
 
+    # The order forward() runs its children in; tiling.py reads it to run the network in tiles.
+    LAYER_ORDER = ("conv1", "in1", "relu", "conv2", "in2", "relu", "conv3", "in3", "relu",
+                   "res1", "res2", "res3", "res4", "res5",
+                   "deconv1", "in4", "relu", "deconv2", "in5", "relu", "deconv3")
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = ConvLayer(3, 32, 9, 1)
@@ -90,14 +95,14 @@ class TransformerNet(nn.Module):
         self.deconv3 = ConvLayer(32, 3, 9, 1)
         self.relu = nn.ReLU()
 
+    def layers(self) -> list[nn.Module]:
+        """The children in the order forward() runs them (looked up now: inference swaps some of them)."""
+        return [getattr(self, name) for name in self.LAYER_ORDER]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.in1(self.conv1(x)))
-        y = self.relu(self.in2(self.conv2(y)))
-        y = self.relu(self.in3(self.conv3(y)))
-        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
-        y = self.relu(self.in4(self.deconv1(y)))
-        y = self.relu(self.in5(self.deconv2(y)))
-        return self.deconv3(y)
+        for layer in self.layers():
+            x = layer(x)
+        return x
 
 
 _STALE_KEY = re.compile(r"in\d+\.running_(mean|var)$|\.num_batches_tracked$")

@@ -68,6 +68,8 @@ class VideoConfig:
     crf: int = 18                    # x264 quality: 0 lossless .. 51 worst; 18 is visually transparent
     preset: str = "medium"           # x264 speed/size trade-off
     channels_last: bool | None = None  # NHWC convolutions; None: on for CPU and CUDA (see stylize.Stylizer)
+    max_memory: int | None = None    # bytes the network may use; larger frames run in tiles (None: a safe share)
+    tile_size: int | None = None     # force tiles of about this side (px)
     measure_flicker: bool = True
 
 
@@ -463,7 +465,8 @@ def stylize_video(config: VideoConfig, callback: Callable[[VideoProgress], None]
         if config.model_path is None:
             raise ConfigError("a model path is required to stylise a video")
         network, _ = load_model(config.model_path, map_location="cpu")
-    stylizer = Stylizer(network, device, config.precision, config.channels_last)
+    stylizer = Stylizer(network, device, config.precision, config.channels_last, config.max_memory,
+                        config.tile_size)
     prepare_output_dir(target.parent)
 
     with atomic_path(target) as tmp:
