@@ -93,15 +93,21 @@ def load_pil(path: str | os.PathLike) -> Image.Image:
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB Pillow image -> float tensor (3, H, W) in [0, 1]."""
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    arr = np.array(img, dtype=np.uint8)  # one writable copy; the float tensor below is the only other
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """Float tensor (3, H, W) or (1, 3, H, W) in [0, 1] -> RGB Pillow image (clamped, rounded)."""
     if image.dim() == 4:
         image = image[0]
-    arr = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    image = image.detach()
+    height, width = image.shape[-2:]
+    arr = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, (16 << 20) // max(1, 3 * width * 4))  # converted in bands: a 48 MP image needs no float copy
+    for top in range(0, height, rows):
+        band = image[:, top:top + rows].float().clamp(0, 1).mul_(255).round_().byte()
+        arr[top:top + rows] = band.permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr, mode="RGB")
 
 

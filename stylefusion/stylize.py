@@ -343,7 +343,7 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
                                    counts["failed"], item.source, error))
 
     def run(batch: list[_Loaded], writer: ThreadPoolExecutor) -> None:
-        content = torch.stack([item.image for item in batch])
+        content = batch[0].image[None] if len(batch) == 1 else torch.stack([item.image for item in batch])
         stylised = stylizer(content)
         for i, item in enumerate(batch):
             result = preserve_color(stylised[i], content[i], options.preserve_color)

@@ -163,3 +163,73 @@ def test_peak_memory_stays_within_the_budget_as_the_image_grows() -> None:
     small, large = peak_growth(512, budget), peak_growth(1024, budget)
     assert large <= budget + (40 << 20), (small, large)
     assert large < 400 << 20
+
+
+# ------------------------------------------------------------------------------------------ through the CLIs
+@pytest.fixture(scope="module")
+def cli_case(tmp_path_factory: pytest.TempPathFactory, network: TransformerNet) -> dict:
+    from stylefusion.transformer import save_model
+    from tests.helpers import scene
+
+    base = tmp_path_factory.mktemp("tiled-cli")
+    save_model(network, base / "model.pth")
+    scene((70, 53), 3).save(base / "photo.png")
+    return {"base": base, "model": base / "model.pth", "photo": base / "photo.png"}
+
+
+def run_image_mode(case: dict, out: str, *extra: str):
+    from tests.helpers import run_script
+
+    return run_script("fast_style_transfer.py", "--mode", "image", "--input_images_dir", case["photo"],
+                      "--output_images_dir", case["base"] / out, "--model_path", case["model"],
+                      "--precision", "fp32", *extra)
+
+
+def test_image_mode_in_tiles_writes_the_untiled_result(cli_case: dict) -> None:
+    from PIL import Image
+
+    whole = run_image_mode(cli_case, "whole")
+    tiled = run_image_mode(cli_case, "tiled", "--tile_size", "24")
+    assert whole.returncode == 0 and tiled.returncode == 0, whole.stderr + tiled.stderr
+    a = Image.open(cli_case["base"] / "whole" / "photo.png")
+    b = Image.open(cli_case["base"] / "tiled" / "photo.png")
+    assert a.size == b.size == (70, 53)
+    import numpy as np
+    diff = np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)
+    assert np.abs(diff).max() <= 1  # PNG rounding of a float difference far below 1/255
+
+
+def test_image_mode_budget_below_one_tile_is_one_line(cli_case: dict) -> None:
+    from tests.helpers import assert_one_line_error
+
+    result = run_image_mode(cli_case, "none", "--max_memory", "0.0001")
+    assert_one_line_error(result, "does not fit in the memory budget", "--max_memory")
+    assert not (cli_case["base"] / "none").exists()
+
+
+def test_image_above_the_pixel_limit_names_the_option(cli_case: dict) -> None:
+    from tests.helpers import assert_one_line_error
+
+    # 70x53 = 3710 pixels, above a 0.001 MP limit: Pillow's decompression-bomb guard refuses it.
+    assert_one_line_error(run_image_mode(cli_case, "bomb", "--max_pixels", "0.001"), "--max_pixels",
+                          "too large to open safely")
+
+
+def test_video_frames_run_in_tiles(tmp_path) -> None:
+    from stylefusion.video import VideoConfig, stylize_video
+    from tests.test_video import make_clip, read_video
+
+    torch.manual_seed(0)
+    clip = make_clip(tmp_path / "clip.mp4", frames=6)
+    from stylefusion.transformer import save_model
+    save_model(TransformerNet(), tmp_path / "m.pth")
+    outs = {}
+    for name, tile in (("whole", None), ("tiled", 20)):
+        outs[name] = tmp_path / f"{name}.mp4"
+        result = stylize_video(VideoConfig(clip, outs[name], tmp_path / "m.pth", device="cpu", precision="fp32",
+                                           batch_size=2, tile_size=tile, measure_flicker=False))
+        assert result.frames == 6
+    whole, tiled = read_video(outs["whole"]), read_video(outs["tiled"])
+    assert len(tiled["frames"]) == 6 and tiled["size"] == (64, 48)
+    for a, b in zip(whole["frames"], tiled["frames"]):  # the same frames before lossy encoding: same video
+        assert abs(a.astype(float) - b.astype(float)).max() <= 2
