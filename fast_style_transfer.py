@@ -125,7 +125,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from cli_common import info
+    from cli_common import Interrupted, info, stop_signals
     from stylefusion.distributed import distributed_context
     from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
 
@@ -145,10 +145,8 @@ def run_train(args: argparse.Namespace) -> int:
     first_signal: list[float] = []
 
     def on_signal(signum: int, frame: object) -> None:
-        if first_signal and time.monotonic() - first_signal[0] > 2.0:
-            raise KeyboardInterrupt  # a second Ctrl-C: abort now (checkpoints on disk are complete)
         if first_signal:
-            return  # the same stop reaching us twice (terminal + torchrun forwarding it)
+            raise Interrupted(signum)  # a second stop: abort now (checkpoints on disk are complete)
         first_signal.append(time.monotonic())
         stop.request(signal.Signals(signum).name)
         if main_rank:
@@ -165,12 +163,10 @@ def run_train(args: argparse.Namespace) -> int:
                                f"{p.images_per_s:.1f} img/s", refresh=False)
         bar[0].update(1)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = train(config, on_progress if main_rank else None, stop)
+        with stop_signals(on_signal):  # repeats within 2 s (terminal + torchrun forwarding) are ignored
+            result = train(config, on_progress if main_rank else None, stop)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if bar:
             bar[0].close()
     if not main_rank:
