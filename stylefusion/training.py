@@ -35,7 +35,8 @@ from .distributed import DistContext, any_process, all_reduce_sum, barrier, gath
 from .errors import ConfigError, DeviceError, ModelError, OutputError
 from .images import atomic_path, ensure_not_input, load_image, load_pil, prepare_output_dir, save_image
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
-from .transformer import TransformerNet, clean_state_dict, load_model, save_model
+from .memory import check_fits
+from .transformer import TransformerNet, clean_state_dict, load_model, load_weights, save_model
 from .vgg import load_vgg19
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ CHECKPOINT_FORMAT = "stylefusion-train-checkpoint-v1"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_step_(\d+)\.pt$")
 # Training crops must reach relu4_3 (behind three 2x poolings) with at least 4x4 activations.
 MIN_IMAGE_SIDE = 32
+# A lower bound on training memory per crop pixel (network + VGG activations and gradients): measured about
+# 5.5 KB per pixel per image on the CPU at 256 px, so sizes refused with this bound can never fit.
+TRAIN_BYTES_PER_PIXEL = 4096
+STYLE_BYTES_PER_PIXEL = 512  # the style image's VGG pass: at least two 64-channel fp32 activations per pixel
 LOG_COLUMNS = ("step", "epoch", "content", "style", "tv", "stability", "total")
 
 
@@ -195,6 +200,16 @@ def validate_config(config: TrainConfig) -> tuple[dict[str, float], dict[str, fl
             parse_layer_weights(config.style_layers, "style_layers"))
 
 
+def check_training_memory(config: TrainConfig, device: torch.device) -> None:
+    """Refuse a crop size / batch size whose training step cannot fit in the device's free memory."""
+    images = config.batch_size * (2 if config.stability_weight > 0 else 1)  # the stability term doubles the batch
+    style_side = config.style_size or config.image_size  # its Gram matrices come from one VGG pass (no gradients)
+    needed = images * config.image_size ** 2 * TRAIN_BYTES_PER_PIXEL + style_side ** 2 * STYLE_BYTES_PER_PIXEL
+    sizes = f"--image_size {config.image_size}" + (f", --style_size {config.style_size}" if config.style_size else "")
+    check_fits(needed, device, f"training at {sizes} with --batch_size {config.batch_size}",
+               "lower --image_size" + (", --style_size" if config.style_size else "") + " or --batch_size")
+
+
 def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
     """Refuse a model path that is a folder or one of the inputs."""
     if paths.model.is_dir():
@@ -308,7 +323,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a training checkpoint with weights_only=True; ModelError when it is not one."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = load_weights(path, map_location)
     except Exception as exc:  # truncated zip, refused globals, ...
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot read checkpoint {path}: {first}") from None
@@ -415,6 +430,7 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     paths = train_paths(config)
     device = resolve_device(config.device)
     check_precision(config.precision, device)
+    check_training_memory(config, device)
 
     load_pil(config.style_image)  # fail early on a missing or unreadable style image
     dataset = ContentImages(find_images(config.content_dataset), config.image_size)
