@@ -83,6 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_output_names(config) -> None:
+    """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
+    from stylefusion.images import ensure_not_input
+    from stylefusion.iterative import INITS
+
+    out, ext = Path(config.output_dir), config.output_format
+    inputs = [config.content_image, *config.style_images, *([config.init] if config.init not in INITS else [])]
+    for name in ("loss_log.csv", *(f"epoch_{e:03d}.{ext}" for e in range(1, config.epochs + 1)), f"final.{ext}"):
+        ensure_not_input(out / name, inputs)
+
+
+def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) -> None:
+    """After a run that failed before saving any image: remove its loss log and the folders it made."""
+    import contextlib
+    import os
+
+    if not log_existed:
+        (output_dir / "loss_log.csv").unlink(missing_ok=True)
+    if created is not None and created.is_dir():
+        for dirpath, _, _ in sorted(os.walk(created), key=lambda entry: -len(entry[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)  # kept when something else is in it
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
@@ -102,8 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
         output_format=args.output_format)
+    check_output_names(config)
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
+    output_dir = Path(config.output_dir)
+    created = next((p for p in reversed((output_dir, *output_dir.parents)) if not p.exists()), None)
+    log_existed = (output_dir / "loss_log.csv").exists()
+    saved: list[Path] = []
 
     bars: list = []  # made at the first step, so an error before any work prints only its one line
 
@@ -112,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
         if p.saved is not None:
+            saved.append(p.saved)
             bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}")
             return
         bar.update(p.step - bar.n)
@@ -120,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = stylize(config, on_progress)
+    except BaseException:
+        if not saved:  # nothing to show for the run: leave nothing behind (its log, the folders it made)
+            remove_leftovers(output_dir, created, log_existed)
+        raise
     finally:
         for bar in bars:
             bar.close()

@@ -145,7 +145,20 @@ def download_released_models(models_dir: str | os.PathLike = "models", url: str 
 
     A network failure raises ModelError naming the URL, ending with `offline_hint`.
     """
-    models_dir = prepare_output_dir(models_dir)
+    created = next((p for p in reversed((Path(models_dir), *Path(models_dir).parents)) if not p.exists()), None)
+    try:
+        return _download_into(prepare_output_dir(models_dir), url, timeout, callback, offline_hint)
+    except BaseException:
+        if created is not None:  # a failed download leaves no empty folder behind
+            for dirpath, _, _ in sorted(os.walk(created), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(dirpath)  # kept when something is in it
+        raise
+
+
+def _download_into(models_dir: Path, url: str, timeout: float, callback: Callable[[DownloadProgress], Any] | None,
+                   offline_hint: str) -> list[Path]:
+    """download_released_models once the folder exists."""
     local = _local_path(url)
     if local is not None:
         if not local.is_file():
