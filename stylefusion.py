@@ -96,21 +96,19 @@ def check_output_names(config) -> None:
 
 def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) -> None:
     """After a run that failed before saving any image: remove its loss log and the folders it made."""
-    import contextlib
-    import os
+    from stylefusion.images import remove_empty_tree
 
-    if not log_existed:
-        (output_dir / "loss_log.csv").unlink(missing_ok=True)
-    if created is not None and created.is_dir():
-        for dirpath, _, _ in sorted(os.walk(created), key=lambda entry: -len(entry[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)  # kept when something else is in it
+    log = output_dir / "loss_log.csv"
+    if not log_existed and log.is_file():
+        log.unlink()
+    remove_empty_tree(created)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
+    from stylefusion.images import first_missing
     from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize
 
     demo = args.content_image is None and args.style_image is None
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
     output_dir = Path(config.output_dir)
-    created = next((p for p in reversed((output_dir, *output_dir.parents)) if not p.exists()), None)
+    created = first_missing(output_dir)
     log_existed = (output_dir / "loss_log.csv").exists()
     saved: list[Path] = []
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import ModelError, StyleFusionError
-from .images import atomic_path, prepare_output_dir
+from .images import atomic_path, no_empty_folders_on_failure, prepare_output_dir
 from .transformer import load_model
 
 RELEASED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
@@ -145,15 +145,8 @@ def download_released_models(models_dir: str | os.PathLike = "models", url: str 
 
     A network failure raises ModelError naming the URL, ending with `offline_hint`.
     """
-    created = next((p for p in reversed((Path(models_dir), *Path(models_dir).parents)) if not p.exists()), None)
-    try:
+    with no_empty_folders_on_failure(models_dir):  # a failed download leaves no empty folder behind
         return _download_into(prepare_output_dir(models_dir), url, timeout, callback, offline_hint)
-    except BaseException:
-        if created is not None:  # a failed download leaves no empty folder behind
-            for dirpath, _, _ in sorted(os.walk(created), key=lambda entry: -len(entry[0])):
-                with contextlib.suppress(OSError):
-                    os.rmdir(dirpath)  # kept when something is in it
-        raise
 
 
 def _download_into(models_dir: Path, url: str, timeout: float, callback: Callable[[DownloadProgress], Any] | None,

@@ -35,7 +35,8 @@ from .dataset import ContentImages, EpochSampler, collate, find_images, ignore_s
 from .device import autocast, check_precision, needs_grad_scaler, resolve_device
 from .distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
 from .errors import ConfigError, DeviceError, ModelError, OutputError
-from .images import atomic_path, ensure_not_input, load_image, load_pil, prepare_output_dir, save_image
+from .images import (atomic_path, ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir,
+                     remove_empty_tree, save_image, write_failure)
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from .memory import check_fits
 from .transformer import TransformerNet, clean_state_dict, load_model, load_weights, save_model
@@ -222,15 +223,8 @@ def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
 
 def _new_outputs(config: TrainConfig, paths: TrainPaths) -> list[Path]:
     """The files and folders a run will create that do not exist yet, outermost folder first."""
-    created = []
-    for folder in (paths.model.parent, paths.checkpoint_dir, *([paths.preview_dir] if config.preview_interval else [])):
-        missing = None
-        for candidate in (folder, *folder.parents):
-            if candidate.exists():
-                break
-            missing = candidate
-        if missing is not None and missing not in created:
-            created.append(missing)
+    folders = (paths.model.parent, paths.checkpoint_dir, *([paths.preview_dir] if config.preview_interval else []))
+    created = list(dict.fromkeys(m for f in folders if (m := first_missing(f)) is not None))
     return created + [p for p in (paths.loss_log, paths.loss_curve) if not p.exists()]
 
 
@@ -242,9 +236,7 @@ def _remove_unfinished(paths: TrainPaths, created: list[Path]) -> None:
         shutil.rmtree(paths.preview_dir, ignore_errors=True)  # only this run's previews: the folder is new
     for path in reversed(created):
         if path.is_dir():
-            for dirpath, _, _ in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
-                with contextlib.suppress(OSError):
-                    os.rmdir(dirpath)  # kept when something else is in it
+            remove_empty_tree(path)
         else:
             path.unlink(missing_ok=True)
 
@@ -340,25 +332,13 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _write_failure(path: Path, exc: BaseException) -> str:
-    """Why writing `path` failed, in words: torch's zip writer reports a full disk as a bare RuntimeError."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    try:
-        if shutil.disk_usage(path.parent).free < 64 * 1024 ** 2:
-            return "No space left on device"
-    except OSError:
-        pass
-    return "the write failed (disk full or removed?)"
-
-
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:
     """Write a checkpoint atomically (temporary name, then rename); OutputError, in one line, when it fails."""
     try:
         with atomic_path(path) as tmp:
             torch.save(dict(state), tmp)
     except (OSError, RuntimeError) as exc:  # a full disk surfaces from torch.save as RuntimeError
-        raise OutputError(f"cannot write checkpoint {path}: {_write_failure(path, exc)}") from None
+        raise OutputError(f"cannot write checkpoint {path}: {write_failure(path, exc)}") from None
     return path
 
 
@@ -475,13 +455,13 @@ class _LossLog:
         try:
             self.writer.writerow(self._format(values))
         except OSError as exc:
-            raise OutputError(f"cannot write loss log {self.path}: {_write_failure(self.path, exc)}") from None
+            raise OutputError(f"cannot write loss log {self.path}: {write_failure(self.path, exc)}") from None
 
     def flush(self) -> None:
         try:
             self.file.flush()
         except OSError as exc:
-            raise OutputError(f"cannot write loss log {self.path}: {_write_failure(self.path, exc)}") from None
+            raise OutputError(f"cannot write loss log {self.path}: {write_failure(self.path, exc)}") from None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # a failed flush was reported already
@@ -706,7 +686,7 @@ def _run(config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: Cont
                 try:
                     save_model(network, paths.model, settings)
                 except (OSError, RuntimeError) as exc:
-                    raise OutputError(f"cannot write model {paths.model}: {_write_failure(paths.model, exc)}"
+                    raise OutputError(f"cannot write model {paths.model}: {write_failure(paths.model, exc)}"
                                       ) from None
                 model_path = paths.model
         barrier(ctx)  # the other ranks wait until rank 0's files are complete
