@@ -88,6 +88,10 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         signum = getattr(exc, "signum", signal.SIGINT)
         error(f"interrupted by {signal.Signals(signum).name}: stopped, no partial output left behind")
         return 128 + int(signum)
+    except OSError as exc:  # a write the library did not wrap, e.g. a full disk while flushing a log file
+        where = f": {exc.filename}" if exc.filename else ""
+        error(f"{exc.strerror or exc}{where}")
+        return EXIT_ERROR
     except MemoryError:
         error("out of memory: try a smaller --image_size / --max_size or --batch_size")
         return EXIT_ERROR
