@@ -238,7 +238,8 @@ def _remove_unfinished(paths: TrainPaths, created: list[Path]) -> None:
         if path.is_dir():
             remove_empty_tree(path)
         else:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # e.g. a "folder" that is a file: nothing was made there
+                path.unlink(missing_ok=True)
 
 
 def _prepare_outputs(config: TrainConfig, paths: TrainPaths) -> None:

@@ -528,7 +528,7 @@ def full_disk(tmp_path_factory) -> Path:
     except OSError:
         pass
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
 DISK_RUNS = {
