@@ -158,7 +158,8 @@ def _video_sigterm(b: Path, w: Path) -> Outcome:
     """The hostile run's case: SIGTERM while the video is being written (the temporary file exists)."""
     clip = make_clip(w / "long.mp4", width=32, height=24, frames=400, audio=None)
     proc = spawn("fast", ["--mode", "video", "--device", "cpu", "--video_input", str(clip), "--video_output",
-                          str(w / "out" / "o.mp4"), "--model_path", str(b / "models" / "good.pth"), "--batch_size", "1"])
+                          str(w / "out" / "o.mp4"), "--model_path", str(b / "models" / "good.pth"),
+                          "--batch_size", "1"])
     _signal_when(proc, lambda: bool(temp_files(w / "out")), signal.SIGTERM)
     return finished(proc)
 
@@ -266,8 +267,10 @@ CONTENT, STYLE = ["--content_image", "{b}/one.png"], ["--style_image", "{b}/styl
 
 # id: (script, argv, needle in the one error line, exit code or None for any non-zero)
 BAD: dict[str, tuple[str, list[str], str, int | None]] = {
-    "image-missing-input": ("fast", [*IMG, "--input_images_dir", "{b}/nope", "--model_path", GOOD], "input not found", 1),
-    "image-empty-folder": ("fast", [*IMG, "--input_images_dir", "{b}/emptydir", "--model_path", GOOD], "no image files", 1),
+    "image-missing-input": ("fast", [*IMG, "--input_images_dir", "{b}/nope", "--model_path", GOOD],
+                            "input not found", 1),
+    "image-empty-folder": ("fast", [*IMG, "--input_images_dir", "{b}/emptydir", "--model_path", GOOD],
+                           "no image files", 1),
     "image-no-model-flag": ("fast", [*IMG, "--input_images_dir", "{b}/imgs"], "needs --model_path", 1),
     "image-model-missing": ("fast", [*IMG, "--input_images_dir", "{b}/imgs", "--model_path", "{b}/nope.pth"],
                             "model file not found", 1),
@@ -297,7 +300,8 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                                 "not an image file", 1),
     "image-input-truncated": ("fast", [*IMG, "--input_images_dir", "{b}/truncated.jpg", "--model_path", GOOD],
                               "truncated.jpg", 1),
-    "image-input-too-small": ("fast", [*IMG, "--input_images_dir", "{b}/tiny.png", "--model_path", GOOD], "too small", 1),
+    "image-input-too-small": ("fast", [*IMG, "--input_images_dir", "{b}/tiny.png", "--model_path", GOOD],
+                              "too small", 1),
     "image-max-size-4": ("fast", [*IMG, "--input_images_dir", "{b}/imgs", "--model_path", GOOD, "--max_size", "4"],
                          "too small", 1),
     "image-batch-size-0": ("fast", [*IMG, "--input_images_dir", "{b}/imgs", "--model_path", GOOD, "--batch_size", "0"],
@@ -375,6 +379,12 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "iterative-epochs-0": ("iter", [*ITER, *CONTENT, *STYLE, "--epochs", "0"], "--epochs", 2),
     "iterative-output-is-a-file": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", "{b}/one.png"],
                                    "output directory is a file", 1),
+    "iterative-vgg-plain-pickle": ("iter", [*ITER, *CONTENT, *STYLE, "--vgg_weights", "{b}/models/pickle4.pth"],
+                                   "not a plain weights file", 1),
+    "iterative-vgg-empty": ("iter", [*ITER, *CONTENT, *STYLE, "--vgg_weights", "{b}/models/empty.pth"],
+                            "empty (0 bytes)", 1),
+    "train-vgg-truncated": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--vgg_weights",
+                                     "{b}/models/truncated.pth"], "corrupt or truncated", 1),
     "iterative-nan-weight": ("iter", [*ITER, *CONTENT, *STYLE, "--style_weight", "nan"], "--style_weight", 2),
     "flags-unknown-mode": ("fast", ["--mode", "webcam2"], "invalid choice", 2),
     "flags-unknown-option": ("fast", ["--mode", "image", "--no_such_flag"], "unrecognized arguments", 2),
@@ -611,3 +621,16 @@ def test_every_option_is_in_the_mode_table():
     dests = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "mode")}
     assert dests == set(fast_style_transfer.MODE_OPTIONS)
     assert all(set(modes) <= set(fast_style_transfer.MODES) for modes in fast_style_transfer.MODE_OPTIONS.values())
+
+
+def test_resume_past_a_corrupt_checkpoint_warns_in_one_line(base, tmp_path):
+    argv = _fill([*TRAIN, "--style_image", "{b}/stripes.png", "--checkpoint_interval", "1"], base, tmp_path)
+    assert invoke("fast", [*argv, "--max_steps", "2"]).rc == 0
+    newest = tmp_path / "out" / "m_checkpoints" / "checkpoint_step_00000002.pt"
+    newest.write_bytes(newest.read_bytes()[:4096])  # cut off mid-write, as by a crash or a full disk
+    result = invoke("fast", [*argv, "--max_steps", "3", "--resume"])
+    assert result.rc == 0, result.stderr
+    warnings = [line for line in result.lines if line.startswith("warning:")]
+    assert warnings == [f"warning: resuming from checkpoint_step_00000001.pt (step 1) because the newer checkpoint "
+                        f"is unreadable: checkpoint {newest} is truncated or damaged (not a readable PyTorch archive)"]
+    assert torch.load(tmp_path / "out" / "m.pth", weights_only=True)["settings"]["steps"] == 3

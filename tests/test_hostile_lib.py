@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -140,7 +139,7 @@ def test_full_disk_for_real_on_a_small_tmpfs(data, tiny_disk):
 def two_checkpoints(data, tmp_path_factory):
     """A run with checkpoints at steps 1 and 2."""
     out = tmp_path_factory.mktemp("checkpoints")
-    result = train(train_config(data, out, checkpoint_interval=1, max_steps=2))
+    train(train_config(data, out, checkpoint_interval=1, max_steps=2))
     return out, [p.read_bytes() for p in sorted(train_paths(train_config(data, out)).checkpoint_dir.iterdir())]
 
 
