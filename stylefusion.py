@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli_common import (HelpFormatter, OneLineParser, info, non_negative_float, positive_float, positive_int,
                         run_cli)
+
+if TYPE_CHECKING:
+    from stylefusion.iterative import IterativeConfig
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONTENT = HERE / "data" / "city.jpg"
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_output_names(config) -> None:
+def check_output_names(config: "IterativeConfig") -> None:
     """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
     from stylefusion.images import ensure_not_input
     from stylefusion.iterative import INITS
