@@ -7,14 +7,59 @@ on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
 import sys
-from typing import Callable
+import time
+from typing import Callable, Iterator
 
 from stylefusion.errors import StyleFusionError
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM exits 143 (128 + SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A repeat of the same stop within this many seconds is the same request arriving twice (terminal + launcher).
+REPEAT_WINDOW_S = 2.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by a stop signal: unwinds like Ctrl-C, so temporary files are removed."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    """Default stop handler: raise Interrupted at the next bytecode of the main thread."""
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def stop_signals(handler: Callable[[int, object], None] = raise_interrupted) -> Iterator[None]:
+    """Handle SIGINT and SIGTERM alike with `handler` inside the block; repeats within 2 s are ignored.
+
+    The previous handlers come back on exit. Outside the main thread signals cannot be handled: no-op.
+    """
+    first: list[float] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if first and time.monotonic() - first[0] <= REPEAT_WINDOW_S:
+            return  # the same stop reaching us twice, or a second signal during the clean-up it started
+        first[:] = [time.monotonic()]
+        handler(signum, frame)
+
+    try:
+        previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def error(message: str) -> None:
@@ -28,15 +73,25 @@ def info(message: str) -> None:
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run `main`, mapping library errors and interrupts to a one-line message and an exit code."""
+    """Run `main`, mapping library errors and interrupts to a one-line message and an exit code.
+
+    SIGTERM is treated like Ctrl-C: the work unwinds (temporary files are removed) and the exit code is
+    128 + the signal number (130 for SIGINT, 143 for SIGTERM).
+    """
     try:
-        return main(argv)
+        with stop_signals():
+            return main(argv)
     except StyleFusionError as exc:
         error(str(exc))
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        error("interrupted")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        error(f"interrupted by {signal.Signals(signum).name}: stopped, no partial output left behind")
+        return 128 + int(signum)
+    except OSError as exc:  # a write the library did not wrap, e.g. a full disk while flushing a log file
+        where = f": {exc.filename}" if exc.filename else ""
+        error(f"{exc.strerror or exc}{where}")
+        return EXIT_ERROR
     except MemoryError:
         error("out of memory: try a smaller --image_size / --max_size or --batch_size")
         return EXIT_ERROR

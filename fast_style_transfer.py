@@ -24,6 +24,34 @@ from cli_common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "export", "download")
 
+_TRAIN_ONLY = ("style_image", "content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "style_size",
+               "lr", "content_weight", "style_weight", "tv_weight", "stability_weight", "content_layers",
+               "style_layers", "vgg_weights", "pretrained_model_path", "checkpoint_dir", "checkpoint_interval",
+               "preview_interval", "resume", "num_workers", "seed")
+# Which modes read each option (argparse dest -> modes). An option given to another mode is warned about.
+MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "model_path": ("image", "video", "export"),
+    "batch_size": ("train", "image", "video"),
+    "max_size": ("image", "video"),
+    "max_memory": ("image", "video"),
+    "tile_size": ("image", "video"),
+    "max_pixels": ("image",),
+    "preserve_color": ("image", "video"),
+    "device": ("train", "image", "video"),
+    "precision": ("train", "image", "video"),
+    **{dest: ("train",) for dest in _TRAIN_ONLY},
+    "input_images_dir": ("image",),
+    "output_images_dir": ("image",),
+    "video_input": ("video",),
+    "video_output": ("video",),
+    "start": ("video",),
+    "duration": ("video",),
+    "crf": ("video",),
+    "export_path": ("export",),
+    "models_dir": ("download",),
+    "models_url": ("download",),
+}
+
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes."""
@@ -149,7 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from cli_common import info
+    from cli_common import Interrupted, info, stop_signals
     from stylefusion.distributed import distributed_context
     from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
 
@@ -169,10 +197,8 @@ def run_train(args: argparse.Namespace) -> int:
     first_signal: list[float] = []
 
     def on_signal(signum: int, frame: object) -> None:
-        if first_signal and time.monotonic() - first_signal[0] > 2.0:
-            raise KeyboardInterrupt  # a second Ctrl-C: abort now (checkpoints on disk are complete)
         if first_signal:
-            return  # the same stop reaching us twice (terminal + torchrun forwarding it)
+            raise Interrupted(signum)  # a second stop: abort now (checkpoints on disk are complete)
         first_signal.append(time.monotonic())
         stop.request(signal.Signals(signum).name)
         if main_rank:
@@ -189,12 +215,12 @@ def run_train(args: argparse.Namespace) -> int:
                                f"{p.images_per_s:.1f} img/s", refresh=False)
         bar[0].update(1)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = train(config, on_progress if main_rank else None, stop)
+        with stop_signals(on_signal):  # repeats within 2 s (terminal + torchrun forwarding) are ignored
+            result = train(config, on_progress if main_rank else None, stop,
+                           warn=(lambda message: tqdm.write(f"warning: {message}", file=sys.stderr))
+                           if main_rank else None)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if bar:
             bar[0].close()
     if not main_rank:
@@ -264,10 +290,12 @@ def run_image(args: argparse.Namespace) -> int:
             tile_bar.update(progress.done - tile_bar.n)
 
         stylizer.on_tile = on_tile
-
+        for _, reason in plan.unreadable:  # sub-folders that could not be listed: reported like files
+            bar.write(f"skipped: {reason}", file=sys.stderr)
         summary = stylize_images(plan, stylizer, options, on_progress)
-    print(f"{summary.stylised} stylised, {summary.failed} failed (output: {plan.output_dir})", flush=True)
-    return 1 if summary.failed else 0
+    failed = summary.failed + len(plan.unreadable)
+    print(f"{summary.stylised} stylised, {failed} failed (output: {plan.output_dir})", flush=True)
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------------------- video
@@ -409,8 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def ignored_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The options set away from their default that --mode args.mode does not read, as --flags."""
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    return [flags[dest] for dest, modes in MODE_OPTIONS.items()
+            if args.mode not in modes and getattr(args, dest, None) != parser.get_default(dest)]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ignored = ignored_options(parser, args)
+    if ignored:
+        from cli_common import info
+
+        info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
+             f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")
     runner = {"train": run_train, "image": run_image, "video": run_video,
               "export": run_export, "download": run_download}[args.mode]
     return runner(args)

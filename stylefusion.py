@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli_common import (HelpFormatter, OneLineParser, info, non_negative_float, positive_float, positive_int,
                         run_cli)
+
+if TYPE_CHECKING:
+    from stylefusion.iterative import IterativeConfig
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONTENT = HERE / "data" / "city.jpg"
@@ -83,10 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_output_names(config: "IterativeConfig") -> None:
+    """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
+    from stylefusion.images import ensure_not_input
+    from stylefusion.iterative import INITS
+
+    out, ext = Path(config.output_dir), config.output_format
+    inputs = [config.content_image, *config.style_images, *([config.init] if config.init not in INITS else [])]
+    for name in ("loss_log.csv", *(f"epoch_{e:03d}.{ext}" for e in range(1, config.epochs + 1)), f"final.{ext}"):
+        ensure_not_input(out / name, inputs)
+
+
+def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) -> None:
+    """After a run that failed before saving any image: remove its loss log and the folders it made."""
+    from stylefusion.images import remove_empty_tree
+
+    log = output_dir / "loss_log.csv"
+    if not log_existed and log.is_file():
+        log.unlink()
+    remove_empty_tree(created)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
+    from stylefusion.images import first_missing
     from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize
 
     demo = args.content_image is None and args.style_image is None
@@ -102,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
         output_format=args.output_format)
+    check_output_names(config)
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
+    output_dir = Path(config.output_dir)
+    created = first_missing(output_dir)
+    log_existed = (output_dir / "loss_log.csv").exists()
+    saved: list[Path] = []
 
     bars: list = []  # made at the first step, so an error before any work prints only its one line
 
@@ -112,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
         if p.saved is not None:
+            saved.append(p.saved)
             bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}")
             return
         bar.update(p.step - bar.n)
@@ -120,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = stylize(config, on_progress)
+    except BaseException:
+        if not saved:  # nothing to show for the run: leave nothing behind (its log, the folders it made)
+            remove_leftovers(output_dir, created, log_existed)
+        raise
     finally:
         for bar in bars:
             bar.close()

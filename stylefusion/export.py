@@ -7,6 +7,7 @@ The exported graph is the bare network, as in pytorch/examples: input and output
 from __future__ import annotations
 
 import copy
+import io
 import os
 import warnings
 from pathlib import Path
@@ -43,12 +44,16 @@ def export_model(network: nn.Module, path: str | os.PathLike) -> Path:
     try:
         with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and constant-folding notices
+            # Serialised in memory, then written by Python: torch's own file writers abort the whole process
+            # (C++ terminate) when the disk is full, where a Python write raises OSError.
+            buffer = io.BytesIO()
             if fmt == "ONNX":
-                _export_onnx(network, example, tmp)
+                _export_onnx(network, example, buffer)
             else:
                 with torch.no_grad():
                     traced = torch.jit.trace(network, example, check_trace=False)
-                traced.save(str(tmp))
+                torch.jit.save(traced, buffer)
+            tmp.write_bytes(buffer.getvalue())
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except (RuntimeError, torch.jit.Error) as exc:  # an exporter failure, e.g. an unsupported operator
@@ -57,10 +62,11 @@ def export_model(network: nn.Module, path: str | os.PathLike) -> Path:
     return path
 
 
-def _export_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _export_onnx(network: nn.Module, example: torch.Tensor, path: Path | io.BytesIO) -> None:
     # dynamo=False: the torch.export-based exporter (default since torch 2.9) needs the onnxscript package;
     # the TorchScript-based one handles this network's reflection padding and nearest upsampling offline.
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(network, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+    target = path if isinstance(path, io.BytesIO) else str(path)
+    torch.onnx.export(network, (example,), target, dynamo=False, opset_version=ONNX_OPSET,
                       input_names=["input"], output_names=["output"],
                       dynamic_axes={"input": dynamic, "output": dynamic})

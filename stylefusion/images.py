@@ -202,6 +202,42 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def first_missing(folder: str | os.PathLike) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what creating it would add), or None."""
+    folder = Path(folder)
+    return next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
+
+
+def remove_empty_tree(root: Path | None) -> None:
+    """Remove `root` and the folders under it that hold no file; anything with a file in it is kept."""
+    if root is None or not root.is_dir():
+        return
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)  # fails, and is kept, when not empty
+
+
+@contextlib.contextmanager
+def no_empty_folders_on_failure(folder: str | os.PathLike) -> Iterator[None]:
+    """If the block fails, remove the folders on `folder`'s path that it created and left empty."""
+    created = first_missing(folder)
+    try:
+        yield
+    except BaseException:
+        remove_empty_tree(created)
+        raise
+
+
+def write_failure(path: Path, exc: BaseException) -> str:
+    """Why writing `path` failed, in words (torch's writers report a full disk as a bare RuntimeError)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    with contextlib.suppress(OSError):
+        if os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize < 64 * 1024 ** 2:
+            return "No space left on device"
+    return "the write failed (disk full or removed?)"
+
+
 def ensure_not_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
     """Refuse an output path that is one of the inputs (never overwrite an input)."""
     out = Path(output).resolve()

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import ModelError, StyleFusionError
-from .images import atomic_path, prepare_output_dir
+from .images import atomic_path, no_empty_folders_on_failure, prepare_output_dir
 from .transformer import load_model
 
 RELEASED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
@@ -145,7 +145,13 @@ def download_released_models(models_dir: str | os.PathLike = "models", url: str 
 
     A network failure raises ModelError naming the URL, ending with `offline_hint`.
     """
-    models_dir = prepare_output_dir(models_dir)
+    with no_empty_folders_on_failure(models_dir):  # a failed download leaves no empty folder behind
+        return _download_into(prepare_output_dir(models_dir), url, timeout, callback, offline_hint)
+
+
+def _download_into(models_dir: Path, url: str, timeout: float, callback: Callable[[DownloadProgress], Any] | None,
+                   offline_hint: str) -> list[Path]:
+    """download_released_models once the folder exists."""
     local = _local_path(url)
     if local is not None:
         if not local.is_file():

@@ -25,8 +25,8 @@ from .errors import ConfigError, InputImageError, OutputError
 from .fastnet import for_inference
 from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, is_image_file, load_pil, pil_to_tensor,
                      prepare_output_dir, resize_longest, save_image)
-from .tiling import (UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, default_budget, network_layers,
-                     plan_tiling)
+from .memory import default_budget
+from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, network_layers, plan_tiling
 from .transformer import MIN_INPUT_SIDE
 
 # Two stride-2 convs then two 2x upsamples: sides that are multiples of 4 come back unchanged.
@@ -160,12 +160,14 @@ class ImagePlan:
     output_dir: Path
     pairs: tuple[tuple[Path, Path], ...]
     single_file: bool
+    unreadable: tuple[tuple[Path, str], ...] = ()  # sub-folders that could not be listed, and why
 
     def shard(self, rank: int, world_size: int) -> "ImagePlan":
         """This process's share under torchrun: every world_size-th file, so N processes take disjoint parts."""
         if world_size <= 1:
             return self
-        return ImagePlan(self.input_path, self.output_dir, self.pairs[rank::world_size], self.single_file)
+        return ImagePlan(self.input_path, self.output_dir, self.pairs[rank::world_size], self.single_file,
+                         self.unreadable if rank == 0 else ())  # reported once
 
 
 @dataclass(frozen=True)
@@ -212,10 +214,23 @@ def _output_name(relative: Path) -> Path:
     return relative.with_suffix(_OUTPUT_FALLBACK_SUFFIX)
 
 
-def _walk_images(root: Path, exclude: Path) -> list[Path]:
-    """Image files under `root`, sorted, skipping hidden entries and the folder `exclude` (the output)."""
+def _walk_images(root: Path, exclude: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Image files under `root`, sorted, skipping hidden entries and the folder `exclude` (the output).
+
+    Sub-folders that cannot be listed are appended to `unreadable` with a reason; an unreadable `root` raises.
+    """
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):  # does not follow directory symlinks: no loops
+
+    def on_error(exc: OSError) -> None:
+        folder = Path(exc.filename) if exc.filename else root
+        message = (f"permission denied reading folder: {folder}" if isinstance(exc, PermissionError)
+                   else f"cannot read folder {folder}: {exc.strerror or exc}")
+        if folder == root:
+            raise InputImageError(message)
+        if unreadable is not None:
+            unreadable.append((folder, message))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):  # no symlinked folders: no loops
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != exclude)
         found.extend(here / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(Path(f)))
@@ -235,6 +250,7 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) ->
     out_resolved = out.resolve()
     single = source.is_file()
     root = source.parent if single else source
+    unreadable: list[tuple[Path, str]] = []
     if out_resolved == root.resolve():
         raise OutputError(f"the output folder {out} is the input folder: the results would overwrite the "
                           f"inputs; choose another --output_images_dir")
@@ -243,16 +259,17 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) ->
             raise InputImageError(f"not an image file (unknown extension '{source.suffix}'): {source}")
         inputs = [source]
     else:
-        inputs = _walk_images(source, exclude=out_resolved)
+        inputs = _walk_images(source, out_resolved, unreadable)
         if not inputs:
             raise InputImageError(f"no image files found in {source} "
-                                  f"(looked for {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
+                                  f"(looked for {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})"
+                                  + (f"; {len(unreadable)} unreadable, e.g. {unreadable[0][1]}" if unreadable else ""))
     pairs = tuple((path, out / _output_name(path.relative_to(root))) for path in inputs)
     resolved_inputs = {path.resolve() for path in inputs}
     for path, target in pairs:
         if target.resolve() in resolved_inputs:
             raise OutputError(f"refusing to overwrite an input file: {target} (choose another --output_images_dir)")
-    return ImagePlan(source, out, pairs, single)
+    return ImagePlan(source, out, pairs, single, tuple(unreadable))
 
 
 @dataclass

@@ -18,7 +18,6 @@ small ones: a quarter- or sixteenth-resolution map has 8-16 values per input pix
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -26,13 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, DeviceError
+from .errors import ConfigError
 
 # Peak bytes per pixel of a whole-image pass (fp32, CPU, channels_last), measured at 1-4 MP
 # (bench/tiled.py): 723-887. A low-precision network needs about half.
 UNTILED_BYTES_PER_PIXEL = 800
-# The budget share that a default (no --max_memory) run may use of the memory that is free now.
-DEFAULT_BUDGET_SHARE = 0.5
 # Full-resolution tile side (px): tiles smaller than this spend most of their work on halos.
 MIN_TILE = 32
 # Largest tile side tried when the budget allows; larger tiles gain nothing measurable (bench/tiled.py).
@@ -536,32 +533,3 @@ class TiledRunner:
             keep = _live_after(plan.stages, n + 1)
             maps = {k: v for k, v in maps.items() if k in keep}
         return output
-
-
-# ------------------------------------------------------------------------------------------------- budgets
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for tensors on `device` now (None when it cannot be told)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo", encoding="ascii") as meminfo:
-                for line in meminfo:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    return None
-
-
-def default_budget(device: torch.device) -> int:
-    """A safe share of the memory free now: what a run may use when --max_memory is not given."""
-    free = available_memory(device)
-    if free is None:
-        return 4 << 30
-    return int(free * DEFAULT_BUDGET_SHARE)

@@ -13,11 +13,13 @@ only rank 0 writes files; checkpoints hold the unwrapped network, so they resume
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import random
 import re
+import shutil
 import time
 from array import array
 from dataclasses import dataclass
@@ -33,9 +35,11 @@ from .dataset import ContentImages, EpochSampler, collate, find_images, ignore_s
 from .device import autocast, check_precision, needs_grad_scaler, resolve_device
 from .distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
 from .errors import ConfigError, DeviceError, ModelError, OutputError
-from .images import atomic_path, ensure_not_input, load_image, load_pil, prepare_output_dir, save_image
+from .images import (atomic_path, ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir,
+                     remove_empty_tree, save_image, write_failure)
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
-from .transformer import TransformerNet, clean_state_dict, load_model, save_model
+from .memory import check_fits
+from .transformer import TransformerNet, clean_state_dict, load_model, load_weights, save_model
 from .vgg import load_vgg19
 
 if TYPE_CHECKING:
@@ -45,6 +49,10 @@ CHECKPOINT_FORMAT = "stylefusion-train-checkpoint-v1"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_step_(\d+)\.pt$")
 # Training crops must reach relu4_3 (behind three 2x poolings) with at least 4x4 activations.
 MIN_IMAGE_SIDE = 32
+# A lower bound on training memory per crop pixel (network + VGG activations and gradients): measured about
+# 5.5 KB per pixel per image on the CPU at 256 px, so sizes refused with this bound can never fit.
+TRAIN_BYTES_PER_PIXEL = 4096
+STYLE_BYTES_PER_PIXEL = 512  # the style image's VGG pass: at least two 64-channel fp32 activations per pixel
 LOG_COLUMNS = ("step", "epoch", "content", "style", "tv", "stability", "total")
 
 
@@ -195,12 +203,43 @@ def validate_config(config: TrainConfig) -> tuple[dict[str, float], dict[str, fl
             parse_layer_weights(config.style_layers, "style_layers"))
 
 
+def check_training_memory(config: TrainConfig, device: torch.device) -> None:
+    """Refuse a crop size / batch size whose training step cannot fit in the device's free memory."""
+    images = config.batch_size * (2 if config.stability_weight > 0 else 1)  # the stability term doubles the batch
+    style_side = config.style_size or config.image_size  # its Gram matrices come from one VGG pass (no gradients)
+    needed = images * config.image_size ** 2 * TRAIN_BYTES_PER_PIXEL + style_side ** 2 * STYLE_BYTES_PER_PIXEL
+    sizes = f"--image_size {config.image_size}" + (f", --style_size {config.style_size}" if config.style_size else "")
+    check_fits(needed, device, f"training at {sizes} with --batch_size {config.batch_size}",
+               "lower --image_size" + (", --style_size" if config.style_size else "") + " or --batch_size")
+
+
 def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
     """Refuse a model path that is a folder or one of the inputs."""
     if paths.model.is_dir():
         raise OutputError(f"--model_save_path is a directory, expected a file name: {paths.model}")
     inputs = [config.style_image] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
     ensure_not_input(paths.model, inputs)
+
+
+def _new_outputs(config: TrainConfig, paths: TrainPaths) -> list[Path]:
+    """The files and folders a run will create that do not exist yet, outermost folder first."""
+    folders = (paths.model.parent, paths.checkpoint_dir, *([paths.preview_dir] if config.preview_interval else []))
+    created = list(dict.fromkeys(m for f in folders if (m := first_missing(f)) is not None))
+    return created + [p for p in (paths.loss_log, paths.loss_curve) if not p.exists()]
+
+
+def _remove_unfinished(paths: TrainPaths, created: list[Path]) -> None:
+    """After a failed fresh run with no checkpoint: remove the log, curve, previews and folders it made."""
+    if find_latest_checkpoint(paths.checkpoint_dir) is not None:
+        return  # a complete checkpoint: keep it and its log, --resume continues from there
+    if any(p == paths.preview_dir or p in paths.preview_dir.parents for p in created):
+        shutil.rmtree(paths.preview_dir, ignore_errors=True)  # only this run's previews: the folder is new
+    for path in reversed(created):
+        if path.is_dir():
+            remove_empty_tree(path)
+        else:
+            with contextlib.suppress(OSError):  # e.g. a "folder" that is a file: nothing was made there
+                path.unlink(missing_ok=True)
 
 
 def _prepare_outputs(config: TrainConfig, paths: TrainPaths) -> None:
@@ -295,26 +334,62 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:
-    """Write a checkpoint atomically (temporary name, then rename)."""
+    """Write a checkpoint atomically (temporary name, then rename); OutputError, in one line, when it fails."""
     try:
         with atomic_path(path) as tmp:
             torch.save(dict(state), tmp)
-    except OSError as exc:
-        raise OutputError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError) as exc:  # a full disk surfaces from torch.save as RuntimeError
+        raise OutputError(f"cannot write checkpoint {path}: {write_failure(path, exc)}") from None
     return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint with weights_only=True; ModelError when it is not one."""
+    """Read a training checkpoint with weights_only=True; ModelError, saying what is wrong, when it is not one."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, refused globals, ...
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot read checkpoint {path}: {first}") from None
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or 'not accessible'}") from None
+    if size == 0:
+        raise ModelError(f"checkpoint {path} is empty (0 bytes): it was cut off while being written")
+    try:
+        state = load_weights(path, map_location)
+    except Exception as exc:  # truncated zip, refused globals, ... (torch's own text is no help to a user)
+        what = ("holds objects other than plain weights" if "Unsupported global" in str(exc)
+                else "is truncated or damaged (not a readable PyTorch archive)")
+        raise ModelError(f"checkpoint {path} {what}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path} is not a StyleFusion training checkpoint")
     return state
+
+
+def find_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """The checkpoints in `directory`, newest (highest step) first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def load_latest_checkpoint(directory: str | os.PathLike, warn: Callable[[str], None] | None = None
+                           ) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint that reads; unreadable newer ones are passed over with a warning."""
+    unreadable: list[ModelError] = []
+    for path in find_checkpoints(directory):
+        try:
+            state = load_checkpoint(path)
+        except ModelError as exc:
+            unreadable.append(exc)
+            continue
+        if unreadable and warn is not None:
+            newer = f"{len(unreadable)} newer checkpoints are" if len(unreadable) > 1 else "the newer checkpoint is"
+            warn(f"resuming from {path.name} (step {int(state['step'])}) because {newer} unreadable: "
+                 f"{unreadable[0]}")
+        return path, state
+    if unreadable:
+        raise ModelError(f"--resume: no readable checkpoint in {directory}; the newest {unreadable[0]}")
+    raise ConfigError(f"--resume: no checkpoint found in {directory}; run without --resume to start")
 
 
 def _prune_checkpoints(directory: Path, keep: int) -> None:
@@ -378,13 +453,20 @@ class _LossLog:
     def add(self, row: Mapping[str, float]) -> None:
         values = [float(row[k]) for k in LOG_COLUMNS]
         self._keep(values)
-        self.writer.writerow(self._format(values))
+        try:
+            self.writer.writerow(self._format(values))
+        except OSError as exc:
+            raise OutputError(f"cannot write loss log {self.path}: {write_failure(self.path, exc)}") from None
 
     def flush(self) -> None:
-        self.file.flush()
+        try:
+            self.file.flush()
+        except OSError as exc:
+            raise OutputError(f"cannot write loss log {self.path}: {write_failure(self.path, exc)}") from None
 
     def close(self) -> None:
-        self.file.close()
+        with contextlib.suppress(OSError):  # a failed flush was reported already
+            self.file.close()
 
     def draw(self, path: Path) -> Path:
         from .plotting import draw_loss_curve  # Pillow drawing, only needed when writing the PNG
@@ -404,29 +486,30 @@ def _preview(network: TransformerNet, image: torch.Tensor, path: Path, precision
 
 
 def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None = None,
-          stop: StopFlag | None = None) -> TrainResult:
+          stop: StopFlag | None = None, warn: Callable[[str], None] | None = None) -> TrainResult:
     """Train (or resume, or fine-tune) a transformer network for one style and save it with its settings.
 
     `callback` receives a TrainProgress after every step on rank 0. Setting `stop` (from a signal handler or
     the callback) ends the run after the current step with a checkpoint, as does reaching `max_steps`.
+    `warn` receives one-line warnings (e.g. resuming from an older checkpoint because the newest is unreadable).
     """
     stop = stop if stop is not None else StopFlag()
     content_layers, style_layers = validate_config(config)
     paths = train_paths(config)
     device = resolve_device(config.device)
     check_precision(config.precision, device)
+    check_training_memory(config, device)
 
     load_pil(config.style_image)  # fail early on a missing or unreadable style image
     dataset = ContentImages(find_images(config.content_dataset), config.image_size)
     preview_index = dataset.first_readable()
     _check_model_path(config, paths)
-    checkpoint_path = find_latest_checkpoint(paths.checkpoint_dir)
-    if config.resume and checkpoint_path is None:
-        raise ConfigError(f"--resume: no checkpoint found in {paths.checkpoint_dir}; run without --resume to start")
-    if not config.resume and checkpoint_path is not None:
+    checkpoint_path, checkpoint = None, None
+    if config.resume:
+        checkpoint_path, checkpoint = load_latest_checkpoint(paths.checkpoint_dir, warn)
+    elif find_latest_checkpoint(paths.checkpoint_dir) is not None:
         raise ConfigError(f"{paths.checkpoint_dir} already holds checkpoints of an earlier run: pass --resume to "
                           "continue it, or choose another --checkpoint_dir")
-    checkpoint = load_checkpoint(checkpoint_path) if config.resume else None
     signature = _resume_signature(config, content_layers, style_layers, len(dataset))
     if checkpoint is not None:
         for key, value in signature.items():
@@ -438,11 +521,16 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
         if config.pretrained_model_path and checkpoint is None else None
     # Truncated at the deepest layer used; loaded before any output folder is made (WeightsError).
     vgg = load_vgg19(list(dict.fromkeys([*content_layers, *style_layers])), config.vgg_weights)
-    _prepare_outputs(config, paths)
-
-    with process_group(device, config.dist_timeout_s) as ctx:
-        return _run(config, paths, ctx, dataset, preview_index, vgg, content_layers, style_layers, signature,
-                    checkpoint, checkpoint_path, pretrained, callback, stop)
+    created = _new_outputs(config, paths)
+    try:
+        _prepare_outputs(config, paths)
+        with process_group(device, config.dist_timeout_s) as ctx:
+            return _run(config, paths, ctx, dataset, preview_index, vgg, content_layers, style_layers, signature,
+                        checkpoint, checkpoint_path, pretrained, callback, stop)
+    except BaseException:
+        if checkpoint is None:  # a fresh run that failed before its first checkpoint leaves nothing behind
+            _remove_unfinished(paths, created)
+        raise
 
 
 def _run(config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: ContentImages, preview_index: int,
@@ -598,8 +686,9 @@ def _run(config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: Cont
                 settings.update(steps=step, epochs=epoch + position / n, images_seen=images_seen)
                 try:
                     save_model(network, paths.model, settings)
-                except OSError as exc:
-                    raise OutputError(f"cannot write model {paths.model}: {exc.strerror or exc}") from None
+                except (OSError, RuntimeError) as exc:
+                    raise OutputError(f"cannot write model {paths.model}: {write_failure(paths.model, exc)}"
+                                      ) from None
                 model_path = paths.model
         barrier(ctx)  # the other ranks wait until rank 0's files are complete
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +114,42 @@ def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not _STALE_KEY.search(k)}
 
 
+def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with weights_only=True and torch's own warnings (pickle protocol ...) kept off stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _check_finite(network: TransformerNet, path: Path) -> None:
+    """Refuse weights with NaN/inf, and weights whose output on a small probe image is not finite."""
+    bad = [name for name, value in network.state_dict().items()
+           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ModelError(f"{path} holds NaN or infinite weights (in {bad[0]}{more}): its training diverged or "
+                         "the file is damaged; retrain it or use another model")
+    ramp = torch.linspace(0.0, 255.0, 32)
+    probe = torch.stack([ramp.expand(32, 32), ramp.expand(32, 32).T, torch.full((32, 32), 128.0)])[None]
+    with torch.inference_mode():
+        out = network(probe)
+    if not bool(torch.isfinite(out).all()):
+        raise ModelError(f"{path} produces NaN or infinite pixels (its weights overflow): retrain it or use "
+                         "another model")
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                ) -> tuple[TransformerNet, dict[str, Any]]:
-    """Load a model file (ours, or a pytorch/examples released model) as (network in eval mode, settings)."""
+    """Load a model file (ours, or a pytorch/examples released model) as (network in eval mode, settings).
+
+    Weights with NaN/inf, or that turn a small probe image into NaN/inf, raise ModelError.
+    """
     path = require_file(path, "model", ModelError)
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = load_weights(path, map_location)
     except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...
-        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):  # a pickle of code objects, not weights
+        if any(s in str(exc) for s in ("Unsupported global", "GLOBAL", "Unsupported operand")):
+            # a pickle of code objects, or a plain Python pickle: not a PyTorch weights file
             raise ModelError(f"{path} is not a plain weights file (refused by weights_only loading)") from None
         # torch's own text ("101", "failed finding central directory ...") does not help a user: leave it out.
         raise ModelError(f"cannot read model file {path} (corrupt or truncated, or not a PyTorch weights file)"
@@ -137,7 +166,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         network.load_state_dict(clean_state_dict(state))
     except RuntimeError:
         raise ModelError(f"{path} is a model of another architecture, not a fast style transfer network") from None
-    return network.eval().requires_grad_(False), settings
+    network = network.eval().requires_grad_(False)
+    _check_finite(network, path)
+    return network, settings
 
 
 def save_model(network: nn.Module, path: str | os.PathLike, settings: dict[str, Any] | None = None) -> None:

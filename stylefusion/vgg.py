@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, WeightsError
+from .transformer import load_weights
 
 # torchvision vgg19().features layout: (block, convs in block).
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
@@ -203,11 +204,15 @@ def _file_weights(path: Path) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], 
         raise WeightsError(f"VGG-19 weights file not found: {path} (or use 'caffe' / 'torchvision')")
     if path.is_dir():
         raise WeightsError(f"VGG-19 weights path is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"VGG-19 weights file is empty (0 bytes): {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)  # weights_only=True, torch's pickle warnings kept off stderr
     except Exception as exc:  # unpickling errors, truncated zip archives, refused globals ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot load VGG-19 weights from {path}: {first[:200]}") from None
+        if any(s in str(exc) for s in ("Unsupported global", "GLOBAL", "Unsupported operand")):
+            raise WeightsError(f"{path} is not a plain weights file (refused by weights_only loading)") from None
+        raise WeightsError(f"cannot load VGG-19 weights from {path} (corrupt or truncated, or not a PyTorch "
+                           "weights file)") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -29,7 +29,7 @@ from . import color
 from .device import check_precision, resolve_device
 from .errors import ConfigError, DeviceError, OutputError, VideoError, require_file
 from .flicker import FlickerMeter
-from .images import atomic_path, ensure_not_input, prepare_output_dir
+from .images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
 from .stylize import Stylizer
 from .transformer import MIN_INPUT_SIDE, load_model
 
@@ -467,8 +467,16 @@ def stylize_video(config: VideoConfig, callback: Callable[[VideoProgress], None]
         network, _ = load_model(config.model_path, map_location="cpu")
     stylizer = Stylizer(network, device, config.precision, config.channels_last, config.max_memory,
                         config.tile_size)
-    prepare_output_dir(target.parent)
+    with no_empty_folders_on_failure(target.parent):  # a failed run leaves no empty output folder
+        prepare_output_dir(target.parent)
+        return _write(config, source, target, plan, container_format, copy_codecs, rotation, stylizer, total,
+                      started, callback)
 
+
+def _write(config: VideoConfig, source: Path, target: Path, plan: _Plan, container_format: str,
+           copy_codecs: frozenset[str] | None, rotation: int, stylizer: Stylizer, total: int | None, started: float,
+           callback: Callable[[VideoProgress], None] | None) -> VideoResult:
+    """Stylise into a temporary file renamed onto `target` when complete."""
     with atomic_path(target) as tmp:
         frames, pix_fmt, audio_mode, flicker = _run_pipeline(
             plan, tmp, container_format, copy_codecs, rotation, config, stylizer, total, started, callback)

@@ -1,0 +1,73 @@
+"""How much memory a device has free, to refuse sizes that cannot fit before allocating anything."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes left under this process's cgroup v2 memory limit, or None when there is no limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new allocations on `device` (host RAM for the CPU), or None when it cannot be told."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type != "cpu":
+        return None
+    free: int | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    headroom = _cgroup_headroom()
+    return free if headroom is None else min(free, max(headroom, 0))
+
+
+# The share of the memory free now that a run may use when no budget is given (--max_memory).
+DEFAULT_BUDGET_SHARE = 0.5
+
+
+def default_budget(device: torch.device) -> int:
+    """A safe share of the memory free now: what a run may use when --max_memory is not given."""
+    free = available_memory(device)
+    return 4 << 30 if free is None else int(free * DEFAULT_BUDGET_SHARE)
+
+
+def format_bytes(count: float) -> str:
+    """1536 -> '1.5 KB' (powers of 1024, one decimal)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TB"  # unreachable
+
+
+def check_fits(needed: int, device: torch.device, what: str, hint: str) -> None:
+    """Raise ConfigError when `needed` bytes are more than `device` has free (nothing is allocated)."""
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise ConfigError(f"{what} needs at least {format_bytes(needed)} of memory, but only {format_bytes(free)} "
+                          f"is available on {device}: {hint}")
