@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli_common import HelpFormatter, OneLineParser, positive_int, run_cli
+from cli_common import HelpFormatter, OneLineParser, add_live_args, positive_int, run_cli, start_live
 
 MODES = ("train", "image", "video", "webcam", "export", "download")
 
@@ -114,12 +114,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                    help="continue exactly from the latest checkpoint in --checkpoint_dir")
     g.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="image-loading worker processes")
+    add_live_args(parser)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """--mode train."""
     import signal
     import time
+    from pathlib import Path
 
     from stylefusion.errors import ConfigError
 
@@ -130,6 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from cli_common import info
     from stylefusion.distributed import distributed_context
+    from stylefusion.live import report_training
     from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
 
     config = TrainConfig(
@@ -159,8 +162,11 @@ def run_train(args: argparse.Namespace) -> int:
                        file=sys.stderr)
 
     bar: list[tqdm] = []
+    live = start_live(args, f"StyleFusion: training {Path(config.model_save_path).name}") if main_rank else None
 
     def on_progress(p: TrainProgress) -> None:
+        if live is not None:
+            report_training(live, p)
         if not bar:
             bar.append(tqdm(total=p.total_steps, initial=p.step - 1, unit="step", dynamic_ncols=True,
                             desc="train"))
@@ -176,6 +182,8 @@ def run_train(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
         if bar:
             bar[0].close()
+        if live is not None:
+            live.close()
     if not main_rank:
         return 0 if not result.stopped else 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
     if result.skipped_files:
