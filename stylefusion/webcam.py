@@ -22,8 +22,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import av
-import cv2
+import cv2  # before av: with PyAV's FFmpeg libraries loaded first, OpenCV's Qt window (cv2.imshow) hangs
+import av  # noqa: I001
 import numpy as np
 import torch
 from PIL import Image
@@ -82,6 +82,7 @@ class WebcamFrame:
     side_by_side: bool
     fps: float                   # stylised frames per second (smoothed)
     latency_s: float             # capture -> stylised frame ready
+    stylise_s: float             # of which in the network (the rest: waiting to be taken, converting)
     dropped: int                 # camera frames never stylised so far
     snapshot: Path | None = None  # set on the frame after a snapshot command
 
@@ -148,7 +149,7 @@ class _Newest:
     def take(self, stop: threading.Event) -> _Captured | None:
         """The newest frame, waiting for one; None when the input ended or `stop` was set."""
         with self._cond:
-            while self._item is None:
+            while self._item is None or stop.is_set():
                 if self._ended or stop.is_set():
                     return None
                 self._cond.wait(_POLL_S)
@@ -378,6 +379,7 @@ def _stream(capture: cv2.VideoCapture, first: np.ndarray, size: tuple[int, int],
                 state.reason = "stopped" if stop.is_set() else "end of input"
                 break
             name, stylizer = models[state.model]
+            taken = time.monotonic()
             stylised = _stylise(stylizer, item.image, config.preserve_color)
             now = time.monotonic()
             if recorder is not None:
@@ -391,7 +393,7 @@ def _stream(capture: cv2.VideoCapture, first: np.ndarray, size: tuple[int, int],
             state.latencies.append(now - item.time)
             if callback is not None:
                 frame = WebcamFrame(state.frames, item.image, stylised, state.model, name, state.side_by_side,
-                                    state.fps, now - item.time, slot.dropped, state.pending_snapshot)
+                                    state.fps, now - item.time, now - taken, slot.dropped, state.pending_snapshot)
                 state.pending_snapshot = None
                 if not state.apply(callback(frame), len(models), stylised, config):
                     break
