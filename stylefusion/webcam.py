@@ -438,10 +438,10 @@ def run_webcam(config: WebcamConfig, callback: Callable[[WebcamFrame], str | int
     check_precision(config.precision, device)
     stop = stop or threading.Event()
     capture, first, camera_fps, is_file = open_camera(config.camera)
-    started = time.monotonic()
     try:
         size = working_size(first.shape[0], first.shape[1], config.max_size)
         models = [(Path(p).stem, Stylizer(load_model(p)[0], device, config.precision)) for p in config.model_paths]
+        started = time.monotonic()  # frames/s counts from here: the models are loaded
         if target is not None:
             prepare_output_dir(target.parent)
         with (atomic_path(target) if target is not None else contextlib.nullcontext()) as tmp:
