@@ -22,7 +22,7 @@ from stylefusion.live import LiveServer, report_iterative  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
-EPOCHS = 4
+EPOCHS = 3
 
 
 def screenshot(url: str, target: Path, browser: str) -> None:
@@ -48,7 +48,7 @@ def main() -> int:
                 screenshot(live.url, raw, browser)
 
         config = IterativeConfig(content_image=REPO / "data" / "city.jpg", style_images=[REPO / "data" / "udnie.jpg"],
-                                 output_dir=Path(tmp) / "out", image_size=256, epochs=EPOCHS, steps_per_epoch=8)
+                                 output_dir=Path(tmp) / "out", image_size=256, epochs=EPOCHS, steps_per_epoch=6)
         stylize(config, on_progress)
         # A 256-colour palette keeps the PNG small (the page is flat colours, the image is small).
         Image.open(raw).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(target, optimize=True)
