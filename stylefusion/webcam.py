@@ -180,8 +180,8 @@ def _quiet_opencv() -> Iterator[None]:
 def open_camera(camera: str | int) -> tuple[cv2.VideoCapture, np.ndarray, float, bool]:
     """Open a camera index, file or URL: (capture, first BGR frame, frames per second, is a file)."""
     spec = _camera_spec(camera)
-    is_file = isinstance(spec, str) and Path(spec).is_file()
-    if isinstance(spec, str) and "://" not in spec and not is_file:
+    is_file = isinstance(spec, str) and Path(spec).is_file()  # paced like a camera; /dev/video0 is not a file
+    if isinstance(spec, str) and "://" not in spec and not Path(spec).exists():
         raise VideoError(f"camera not found: '{spec}' is not a device index, an existing file or a URL")
     with _quiet_opencv():
         capture = cv2.VideoCapture(spec)
@@ -243,11 +243,15 @@ class _Recorder:
             self.output = av.open(str(path), "w", format=container_format)
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot write {config.video_output}: {exc}") from None
-        self.time_base = Fraction(1, 1000)
-        stream = self.output.add_stream("libx264", rate=Fraction(round(fps)),
-                                        options={"crf": str(config.crf), "preset": config.preset})
-        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
-        stream.time_base = stream.codec_context.time_base = self.time_base
+        self.time_base = Fraction(1, 1000)  # frames carry their capture times: the recording plays in real time
+        try:
+            stream = self.output.add_stream("libx264", rate=Fraction(round(fps)),
+                                            options={"crf": str(config.crf), "preset": config.preset})
+            stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+            stream.time_base = stream.codec_context.time_base = self.time_base
+        except (av.FFmpegError, ValueError) as exc:
+            self.output.close()
+            raise VideoError(f"cannot set up the H.264 encoder: {exc}") from None
         self.stream = stream
         self.queue: queue.Queue = queue.Queue(maxsize=_RECORD_QUEUE)
         self.frames, self.error = 0, None
