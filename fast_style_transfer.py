@@ -255,7 +255,7 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
     g.add_argument("--video_output", default=None,
                    help="stylised video: .mp4/.m4v/.mov (H.264) or .mkv; default "
-                        "output/videos/<input>_<model>.mp4")
+                        "output/videos/<input>_<model>.mp4 (webcam mode: record the stream here; default none)")
     g.add_argument("--start", type=non_negative_float, default=None,
                    help="video: start this many seconds into the input (audio is cut to match)")
     g.add_argument("--duration", type=positive_float, default=None,
