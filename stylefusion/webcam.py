@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2  # before av: with PyAV's FFmpeg libraries loaded first, OpenCV's Qt window (cv2.imshow) hangs
 import av  # noqa: I001
