@@ -173,25 +173,28 @@ def test_iterative_cli_serves_the_run(tmp_path: Path) -> None:
     try:
         url = _read_url(proc, time.monotonic() + 60)
         seen: dict[int, dict] = {}
+        images = 0
         while proc.poll() is None:
             try:
                 data = state(url)
+                if data["image_version"]:
+                    status, kind, body = get(url + "image")
+                    assert status == 200 and kind == "image/jpeg"
+                    width, height = Image.open(io.BytesIO(body)).size  # a whole image at the working size
+                    assert f"{width}x{height}" == data["size"]
+                    images += 1
             except (urllib.error.URLError, ConnectionError):
-                break  # the run ended and the server with it
+                proc.wait(timeout=60)  # only the end of the run closes the server (checked below)
+                break
             if data.get("step"):
                 seen[data["step"]] = data
-            if data["image_version"]:
-                status, kind, body = get(url + "image")
-                assert status == 200 and kind == "image/jpeg"
-                width, height = Image.open(io.BytesIO(body)).size  # a whole image at the working size
-                assert f"{width}x{height}" == data["size"]
             time.sleep(0.05)
         rest = proc.stderr.read()
         assert proc.wait(timeout=60) == 0, "".join(proc.lines) + rest
     finally:
         proc.kill()
         proc.wait()
-    assert seen, "never saw a step"
+    assert seen and images, f"saw {len(seen)} steps and {images} images"
     assert "".join(proc.lines + [rest]).count("live view:") == 1
     with (tmp_path / "out" / "loss_log.csv").open() as f:
         log = {int(row["step"]): row for row in csv.DictReader(f)}
