@@ -153,3 +153,24 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required:
             return text
         return super()._get_help_string(action)
+
+
+def add_live_args(parser: argparse.ArgumentParser) -> None:
+    """--live and its address options (a local page that shows the run as it happens)."""
+    g = parser.add_argument_group("live view")
+    g.add_argument("--live", action="store_true",
+                   help="serve a local page with the current image, loss curves and progress (URL on stderr)")
+    g.add_argument("--live_port", type=non_negative_int, default=0, help="port of the live page (0: any free one)")
+    g.add_argument("--live_host", default="127.0.0.1",
+                   help="address the live page listens on (0.0.0.0 makes it reachable from other machines)")
+
+
+def start_live(args: argparse.Namespace, title: str):  # -> stylefusion.live.LiveServer | None
+    """Start the live page when --live was given, printing its URL once; None otherwise."""
+    if not getattr(args, "live", False):
+        return None
+    from stylefusion.live import LiveServer
+
+    server = LiveServer(title, args.live_host, args.live_port)
+    info(f"live view: {server.url}")
+    return server

@@ -8,6 +8,8 @@ images, folders and videos in one pass.
         --output_images_dir output/images_generated --model_path models/udnie.pth
     python fast_style_transfer.py --mode video --video_input data/maigua.mp4 \
         --video_output output/videos/maigua_udnie.mp4 --model_path models/udnie.pth
+    python fast_style_transfer.py --mode webcam --camera 0 --model_path models/udnie.pth models/candy.pth \
+        --max_size 640
     python fast_style_transfer.py --mode export --model_path models/udnie.pth --export_path udnie.onnx
     python fast_style_transfer.py --mode download
 
@@ -19,10 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli_common import HelpFormatter, OneLineParser, positive_int, run_cli
+from cli_common import HelpFormatter, OneLineParser, add_live_args, positive_int, run_cli, start_live
 from cli_common import positive_float as positive_float_arg
 
-MODES = ("train", "image", "video", "export", "download")
+MODES = ("train", "image", "video", "webcam", "export", "download")
 
 _TRAIN_ONLY = ("style_image", "content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "style_size",
                "lr", "content_weight", "style_weight", "tv_weight", "stability_weight", "content_layers",
@@ -30,20 +32,27 @@ _TRAIN_ONLY = ("style_image", "content_dataset", "model_save_path", "epochs", "m
                "preview_interval", "resume", "num_workers", "seed")
 # Which modes read each option (argparse dest -> modes). An option given to another mode is warned about.
 MODE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "model_path": ("image", "video", "export"),
+    "model_path": ("image", "video", "webcam", "export"),
     "batch_size": ("train", "image", "video"),
-    "max_size": ("image", "video"),
+    "max_size": ("image", "video", "webcam"),
     "max_memory": ("image", "video"),
     "tile_size": ("image", "video"),
     "max_pixels": ("image",),
-    "preserve_color": ("image", "video"),
-    "device": ("train", "image", "video"),
-    "precision": ("train", "image", "video"),
+    "preserve_color": ("image", "video", "webcam"),
+    "device": ("train", "image", "video", "webcam"),
+    "precision": ("train", "image", "video", "webcam"),
     **{dest: ("train",) for dest in _TRAIN_ONLY},
     "input_images_dir": ("image",),
     "output_images_dir": ("image",),
     "video_input": ("video",),
-    "video_output": ("video",),
+    "video_output": ("video", "webcam"),
+    "camera": ("webcam",),
+    "no_window": ("webcam",),
+    "max_frames": ("webcam",),
+    "snapshot_dir": ("webcam",),
+    "live": ("train",),
+    "live_port": ("train",),
+    "live_host": ("train",),
     "start": ("video",),
     "duration": ("video",),
     "crf": ("video",),
@@ -57,8 +66,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes."""
     g = parser.add_argument_group("common")
     g.add_argument("--mode", required=True, choices=MODES, help="what to do")
-    g.add_argument("--model_path", default=None,
-                   help="transformer model file to use (image, video, export modes)")
+    g.add_argument("--model_path", nargs="+", default=None, metavar="PATH",
+                   help="transformer model file to use (image, video, export modes); webcam mode takes several "
+                        "and switches between them")
     g.add_argument("--batch_size", type=positive_int, default=None,
                    help="images per batch (train default 4; image/video default 4)")
     g.add_argument("--max_size", type=positive_int, default=None,
@@ -163,12 +173,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                    help="continue exactly from the latest checkpoint in --checkpoint_dir")
     g.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="image-loading worker processes")
+    add_live_args(parser)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """--mode train."""
     import signal
     import time
+    from pathlib import Path
 
     from stylefusion.errors import ConfigError
 
@@ -179,6 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from cli_common import Interrupted, info, stop_signals
     from stylefusion.distributed import distributed_context
+    from stylefusion.live import report_training
     from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
 
     config = TrainConfig(
@@ -206,8 +219,11 @@ def run_train(args: argparse.Namespace) -> int:
                        file=sys.stderr)
 
     bar: list[tqdm] = []
+    live = start_live(args, f"StyleFusion: training {Path(config.model_save_path).name}") if main_rank else None
 
     def on_progress(p: TrainProgress) -> None:
+        if live is not None:
+            report_training(live, p)
         if not bar:
             bar.append(tqdm(total=p.total_steps, initial=p.step - 1, unit="step", dynamic_ncols=True,
                             desc="train"))
@@ -223,6 +239,8 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar[0].close()
+        if live is not None:
+            live.close()
     if not main_rank:
         return 0 if not result.stopped else 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
     if result.skipped_files:
@@ -307,7 +325,7 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
     g.add_argument("--video_output", default=None,
                    help="stylised video: .mp4/.m4v/.mov (H.264) or .mkv; default "
-                        "output/videos/<input>_<model>.mp4")
+                        "output/videos/<input>_<model>.mp4 (webcam mode: record the stream here; default none)")
     g.add_argument("--start", type=non_negative_float, default=None,
                    help="video: start this many seconds into the input (audio is cut to match)")
     g.add_argument("--duration", type=positive_float, default=None,
@@ -360,6 +378,83 @@ def run_video(args: argparse.Namespace) -> int:
         info(f"note: the frame size is odd, so the video is H.264 {result.pix_fmt} (High 4:4:4 profile), which "
              "browsers and QuickTime cannot play; use --max_size for an even size in plain 4:2:0")
     return 0
+
+
+# ------------------------------------------------------------------------------------------------ webcam
+def add_webcam_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --mode webcam (it also takes --video_output to record, and --max_size for the working size)."""
+    g = parser.add_argument_group("webcam mode (keys: n/p or 1-9 model, s side-by-side, space snapshot, q/Esc quit)")
+    g.add_argument("--camera", default="0", help="camera device index, or a video file / stream URL OpenCV opens")
+    g.add_argument("--no_window", action="store_true", help="webcam: no window (record with --video_output)")
+    g.add_argument("--max_frames", type=positive_int, default=None,
+                   help="webcam: stop after this many stylised frames (default: until q/Esc or Ctrl-C)")
+    g.add_argument("--snapshot_dir", default="output/snapshots", help="webcam: where the space key saves frames")
+
+
+def run_webcam(args: argparse.Namespace) -> int:
+    """--mode webcam: stylise a camera live in a window and/or into a recording."""
+    import os
+    import signal
+    import threading
+
+    from cli_common import info
+    from stylefusion.errors import ConfigError
+
+    if args.no_window and not args.video_output:
+        raise ConfigError("--no_window needs --video_output (otherwise nothing is shown or saved)")
+    if not args.no_window and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                                         or os.environ.get("WAYLAND_DISPLAY")):
+        raise ConfigError("no display for the webcam window (DISPLAY is unset): use --no_window --video_output PATH")
+    models = args.model_path or []
+    if not models:
+        raise ConfigError("--mode webcam needs --model_path (one or more, e.g. models/udnie.pth from --mode "
+                          "download)")
+    for path in models:
+        args.model_path = path
+        require_model(args, "webcam")
+    from stylefusion.webcam import WebcamConfig, WebcamFrame, command_for_key, run_webcam as run
+
+    config = WebcamConfig(camera=args.camera, model_paths=models, max_size=args.max_size,
+                          video_output=args.video_output, snapshot_dir=args.snapshot_dir,
+                          max_frames=args.max_frames, preserve_color=args.preserve_color, device=args.device,
+                          precision=args.precision)
+    stop, stopped_by = threading.Event(), []
+    title = "StyleFusion webcam (n/p model, s side-by-side, space snapshot, q quit)"
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stopped_by:
+            raise KeyboardInterrupt  # a second Ctrl-C: abort (the recording is discarded)
+        stopped_by.append(signum)
+        stop.set()
+
+    def on_frame(frame: WebcamFrame) -> str | int | None:
+        import cv2
+
+        if frame.snapshot is not None:
+            info(f"saved snapshot {frame.snapshot}")
+        if args.no_window:
+            return None
+        cv2.imshow(title, frame.display_bgr())
+        key = cv2.waitKey(1)
+        if frame.index > 1 and cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:
+            return "quit"  # the window was closed
+        return command_for_key(key) if key >= 0 else None
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = run(config, on_frame, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if not args.no_window:
+            import cv2
+
+            cv2.destroyAllWindows()
+    recorded = f"; recorded to {result.output}" if result.output else ""
+    info(f"{result.frames} frames at {result.width}x{result.height}, {result.fps:.2f} frames/s, latency "
+         f"{result.latency_mean_s * 1000:.0f} ms mean, {result.dropped} of {result.captured} camera frames "
+         f"dropped ({result.stop_reason}){recorded}")
+    return 128 + stopped_by[0] if stopped_by else 0
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -432,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(parser)
     add_image_args(parser)
     add_video_args(parser)
+    add_webcam_args(parser)
     add_export_args(parser)
     add_download_args(parser)
     return parser
@@ -453,7 +549,11 @@ def main(argv: list[str] | None = None) -> int:
 
         info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
              f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")
-    runner = {"train": run_train, "image": run_image, "video": run_video,
+    if args.model_path is not None and args.mode != "webcam":  # one model, except in webcam mode
+        if len(args.model_path) > 1:
+            parser.error(f"--mode {args.mode} takes one --model_path, got {len(args.model_path)}")
+        args.model_path = args.model_path[0]
+    runner = {"train": run_train, "image": run_image, "video": run_video, "webcam": run_webcam,
               "export": run_export, "download": run_download}[args.mode]
     return runner(args)
 

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli_common import (HelpFormatter, OneLineParser, info, non_negative_float, positive_float, positive_int,
-                        run_cli)
+from cli_common import (HelpFormatter, OneLineParser, add_live_args, info, non_negative_float, positive_float,
+                        positive_int, run_cli, start_live)
 
 if TYPE_CHECKING:
     from stylefusion.iterative import IterativeConfig
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--precision", default=C.precision, help="auto, fp32, bf16 or fp16 (autocast); auto is bf16 where the CPU/GPU computes it "
                           "natively, else fp32")
     net.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_live_args(p)
     return p
 
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stylefusion.images import first_missing
     from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize
+    from stylefusion.live import report_iterative
 
     demo = args.content_image is None and args.style_image is None
     config = IterativeConfig(
@@ -137,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     saved: list[Path] = []
 
     bars: list = []  # made at the first step, so an error before any work prints only its one line
+    live = start_live(args, f"StyleFusion: {Path(config.content_image).name} (iterative)")
 
     def on_progress(p: IterativeProgress) -> None:
+        if live is not None:
+            report_iterative(live, p)
         if not bars:
             bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
@@ -159,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for bar in bars:
             bar.close()
+        if live is not None:
+            live.close()
     info(f"final image: {result.final_path} (loss log: {result.loss_log})")
     return 0
 
