@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .losses import LossTerms, PerceptualLoss
+from .losses import LossTerms, PerceptualLoss, check_weight
 from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19Features
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in this evaluation)
@@ -183,3 +183,31 @@ def tiled_loss(loss_fn: PerceptualLoss, image: torch.Tensor, content_targets: Ma
         m_grads = {n: m.grad for n, m in maps.items() if m.grad is not None}
         image.grad += tiled_backward(loss_fn.vgg, image, tiles, g_grads, m_grads, on_tile).to(image.grad.dtype)
     return LossTerms(*(t.detach() for t in terms))
+
+
+@torch.no_grad()
+def tiled_style_grams(vgg: VGG19Features, style_images: list[torch.Tensor], blend_weights: list[float] | None,
+                      layers: Iterable[str], tile: int) -> dict[str, torch.Tensor]:
+    """losses.style_grams computed on tiles: the blended Gram targets of large style images."""
+    layers = list(layers)
+    weights = [check_weight("style blend weight", w) for w in (blend_weights or [1.0] * len(style_images))]
+    total = sum(weights)
+    grams: dict[str, torch.Tensor] = {}
+    for image, weight in zip(style_images, weights):
+        if weight == 0:
+            continue
+        tiles = plan_tiles(*image.shape[-2:], tile, halo_px(layers), alignment(layers))
+        for n, g in tiled_statistics(vgg, image, tiles, layers, [])[0].items():
+            g = g.mean(0, keepdim=True) * (weight / total)
+            grams[n] = grams[n] + g if n in grams else g
+    return grams
+
+
+@torch.no_grad()
+def tiled_content_targets(loss_fn: PerceptualLoss, content: torch.Tensor, tile: int) -> dict[str, torch.Tensor]:
+    """PerceptualLoss.content_targets computed on tiles."""
+    if not loss_fn.content_layers or loss_fn.content_weight == 0:
+        return {}
+    layers = list(loss_fn.content_layers)
+    tiles = plan_tiles(*content.shape[-2:], tile, halo_px(layers), alignment(layers))
+    return tiled_statistics(loss_fn.vgg, content, tiles, [], layers)[1]
