@@ -1,6 +1,6 @@
 """Exact VGG-19 losses of images too large for one pass: the network runs on tiles with receptive-field halos.
 
-Two passes per evaluation (a deviation in method, not in result, from Gatys et al.'s single pass):
+Two passes per evaluation (the last tile's pass-1 graph is kept for pass 2) (a deviation in method, not in result, from Gatys et al.'s single pass):
 1. no grad, tile by tile: sum each tile's core-feature Gram contributions into whole-image Grams and copy
    the core content feature maps into whole-image maps; the loss and its gradient w.r.t. those Grams
    (C x C) and maps follow on the small tensors;
@@ -103,45 +103,71 @@ def _flat(features: torch.Tensor) -> torch.Tensor:
     return features.float().reshape(features.shape[0], features.shape[1], -1)
 
 
-@torch.no_grad()
-def tiled_statistics(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram_layers: Iterable[str],
-                     map_layers: Iterable[str], on_tile: TileCallback | None = None
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Whole-image Gram matrices (B, C, C, as losses.gram_matrix) and fp32 feature maps, one tile at a time."""
-    gram_layers, map_layers = list(gram_layers), list(map_layers)
+Kept = tuple[torch.Tensor, dict[str, torch.Tensor]]  # a tile's input window (leaf) and core features with graph
+
+
+def _statistics(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram_layers: list[str],
+                map_layers: list[str], keep_last: bool, on_tile: TileCallback | None, passes: int
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Kept | None]:
+    """Pass 1: sum Gram contributions and fill maps tile by tile; optionally keep the last tile's graph."""
     layers = list(dict.fromkeys([*gram_layers, *map_layers]))
     b, _, h, w = image.shape
     grams: dict[str, torch.Tensor] = {}
     maps: dict[str, torch.Tensor] = {}
+    kept: Kept | None = None
     for i, tile in enumerate(tiles):
-        feats = _core_features(vgg, _window(image, tile), tile, layers)
-        with torch.autocast(device_type=image.device.type, enabled=False):
+        last = keep_last and i == len(tiles) - 1
+        with torch.set_grad_enabled(last):  # the last tile's graph serves pass 2 too: one forward fewer
+            window = _window(image, tile).detach().requires_grad_(last)
+            feats = _core_features(vgg, window, tile, layers)
+        if last:
+            kept = (window, feats)
+        with torch.no_grad(), torch.autocast(device_type=image.device.type, enabled=False):
             for n in gram_layers:
                 f = _flat(feats[n])
                 part = torch.bmm(f, f.transpose(1, 2))
                 grams[n] = grams[n] + part if n in grams else part
-        for n in map_layers:
-            level, f = pool_level(n), feats[n]
-            if n not in maps:
-                maps[n] = torch.zeros(b, f.shape[1], h >> level, w >> level, device=image.device)
-            maps[n][..., tile.y0 >> level:tile.y1 >> level, tile.x0 >> level:tile.x1 >> level] = f.float()
+            for n in map_layers:
+                level, f = pool_level(n), feats[n]
+                if n not in maps:
+                    maps[n] = torch.zeros(b, f.shape[1], h >> level, w >> level, device=image.device)
+                maps[n][..., tile.y0 >> level:tile.y1 >> level, tile.x0 >> level:tile.x1 >> level] = f.float()
         if on_tile:
-            on_tile(i + 1, 2 * len(tiles))
+            on_tile(i + 1, passes)
     for n in gram_layers:  # the same C*H*W normalisation as losses.gram_matrix
         level = pool_level(n)
         grams[n] = grams[n] / (grams[n].shape[1] * (h >> level) * (w >> level))
+    return grams, maps, kept
+
+
+def tiled_statistics(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram_layers: Iterable[str],
+                     map_layers: Iterable[str], on_tile: TileCallback | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Whole-image Gram matrices (B, C, C, as losses.gram_matrix) and fp32 feature maps, one tile at a time."""
+    grams, maps, _ = _statistics(vgg, image, tiles, list(gram_layers), list(map_layers), False, on_tile,
+                                 len(tiles))
     return grams, maps
 
 
 def tiled_backward(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram_grads: Mapping[str, torch.Tensor],
-                   map_grads: Mapping[str, torch.Tensor], on_tile: TileCallback | None = None) -> torch.Tensor:
-    """Exact d(loss)/d(image) from dL/dGram and dL/dFeatureMap, recomputing each tile's features with grad."""
+                   map_grads: Mapping[str, torch.Tensor], on_tile: TileCallback | None = None,
+                   kept: Kept | None = None) -> torch.Tensor:
+    """Exact d(loss)/d(image) from dL/dGram and dL/dFeatureMap, recomputing each tile's features with grad.
+
+    `kept` holds the last tile's window and features from pass 1; that tile goes first, freeing its graph.
+    """
     layers = list(dict.fromkeys([*gram_grads, *map_grads]))
     h, w = image.shape[-2:]
     grad = torch.zeros(image.shape, dtype=torch.float32, device=image.device)
-    for i, tile in enumerate(tiles):
-        window = _window(image, tile).detach().requires_grad_(True)
-        feats = _core_features(vgg, window, tile, layers)
+    order = [tiles[-1], *tiles[:-1]] if kept is not None else tiles
+    done = len(tiles) - (1 if kept is not None else 0)
+    for i, tile in enumerate(order):
+        if i == 0 and kept is not None:
+            window, feats = kept
+            kept = None
+        else:
+            window = _window(image, tile).detach().requires_grad_(True)
+            feats = _core_features(vgg, window, tile, layers)
         with torch.autocast(device_type=image.device.type, enabled=False):
             surrogate = window.new_zeros((), dtype=torch.float32)
             for n, g in gram_grads.items():
@@ -155,8 +181,9 @@ def tiled_backward(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], g
         if surrogate.requires_grad:
             surrogate.backward()
             _window(grad, tile).add_(window.grad.float())  # halo pixels get their share from every window
+        del window, feats, surrogate
         if on_tile:
-            on_tile(len(tiles) + i + 1, 2 * len(tiles))
+            on_tile(done + i + 1, done + len(tiles))
     return grad
 
 
@@ -172,7 +199,9 @@ def tiled_loss(loss_fn: PerceptualLoss, image: torch.Tensor, content_targets: Ma
         terms = loss_fn.combine(image, {}, {}, content_targets, grams)
     else:
         tiles = plan_tiles(*image.shape[-2:], tile, halo_px(layers), alignment(layers))
-        image_grams, maps = tiled_statistics(loss_fn.vgg, image.detach(), tiles, style_layers, content_layers, on_tile)
+        passes = 2 * len(tiles) - 1
+        image_grams, maps, kept = _statistics(loss_fn.vgg, image.detach(), tiles, style_layers, content_layers,
+                                              True, on_tile, passes)
         image_grams = {n: g.requires_grad_(True) for n, g in image_grams.items()}
         maps = {n: m.requires_grad_(True) for n, m in maps.items()}
         terms = loss_fn.combine(image, maps, image_grams, content_targets, grams)
@@ -181,7 +210,7 @@ def tiled_loss(loss_fn: PerceptualLoss, image: torch.Tensor, content_targets: Ma
     if layers:
         g_grads = {n: g.grad for n, g in image_grams.items() if g.grad is not None}
         m_grads = {n: m.grad for n, m in maps.items() if m.grad is not None}
-        image.grad += tiled_backward(loss_fn.vgg, image, tiles, g_grads, m_grads, on_tile).to(image.grad.dtype)
+        image.grad += tiled_backward(loss_fn.vgg, image, tiles, g_grads, m_grads, on_tile, kept).to(image.grad.dtype)
     return LossTerms(*(t.detach() for t in terms))
 
 

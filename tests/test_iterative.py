@@ -185,7 +185,7 @@ def test_tiled_run_lowers_the_loss_and_reports_tiles(tmp_path, images):
     rows = read_log(result.loss_log)
     assert float(rows[-1]["total"]) < 0.7 * float(rows[0]["total"])
     tiles = [p.tile for p in progress if p.tile is not None]
-    assert tiles and tiles[-1][0] == tiles[-1][1] and tiles[-1][1] == 2 * 2 * 2  # 64x48: 2x2 cores, 2 passes
+    assert tiles and tiles[-1][0] == tiles[-1][1] == 2 * 4 - 1  # 64x48: 2x2 cores, 2 passes, last tile kept
     assert [p.step for p in progress if p.saved is None and p.tile is None] == list(range(1, 9))
 
 
