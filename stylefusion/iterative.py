@@ -278,6 +278,29 @@ def _targets(config: IterativeConfig, loss_fn: PerceptualLoss, content: torch.Te
             tiled_style_grams(loss_fn.vgg, styles, config.style_blend_weights, style_layers, tile))
 
 
+def _closure(optimizer: torch.optim.Optimizer, image: torch.Tensor, loss_fn: PerceptualLoss,
+             targets: dict[str, torch.Tensor], grams: dict[str, torch.Tensor], tile: int | None,
+             loss_scale: LossScale, cast: tuple[torch.device, str], terms: list[LossTerms],
+             on_tile: Callable[[int, int], None] | None) -> Callable[[], torch.Tensor]:
+    """The optimiser's closure: loss with image.grad set, whole image or on tiles; appends the terms."""
+    def closure() -> torch.Tensor:
+        if tile is not None:  # tiled_loss sets image.grad itself (two passes over the tiles)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(*cast):
+                t = tiled_loss(loss_fn, image, targets, grams, tile, on_tile)
+            terms.append(t)
+            return t.total
+        while True:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(*cast):
+                t = loss_fn(image, targets, grams)
+            if loss_scale.backward(t.total, image):
+                break
+        terms.append(t)
+        return t.total
+    return closure
+
+
 def stylize(config: IterativeConfig,
             callback: Callable[[IterativeProgress], None] | None = None) -> IterativeResult:
     """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
@@ -355,24 +378,8 @@ def stylize(config: IterativeConfig,
 
             for _ in range(epoch_steps):
                 terms: list[LossTerms] = []
-
-                def closure() -> torch.Tensor:
-                    if tile is not None:  # tiled_loss sets image.grad itself (two passes over the tiles)
-                        optimizer.zero_grad(set_to_none=True)
-                        with autocast(device, precision):
-                            t = tiled_loss(loss_fn, image, targets, grams, tile, on_tile if callback else None)
-                        terms.append(t)
-                        return t.total
-                    while True:
-                        optimizer.zero_grad(set_to_none=True)
-                        with autocast(device, precision):
-                            t = loss_fn(image, targets, grams)
-                        if loss_scale.backward(t.total, image):
-                            break
-                    terms.append(t)
-                    return t.total
-
-                optimizer.step(closure)
+                optimizer.step(_closure(optimizer, image, loss_fn, targets, grams, tile, loss_scale,
+                                        (device, precision), terms, on_tile if callback else None))
                 if config.optimizer == "adam":
                     with torch.no_grad():
                         image.clamp_(0, 1)
