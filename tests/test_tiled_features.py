@@ -16,8 +16,8 @@ def vgg():
     return load_vgg19(["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"])
 
 
-def _loss(vgg, content_weight=1.0, style_weight=3.0, tv_weight=0.0, pooling_vgg=None):
-    return PerceptualLoss(pooling_vgg or vgg, parse_layer_weights(CONTENT, "c"), parse_layer_weights(STYLE, "s"),
+def _loss(vgg, content_weight=1.0, style_weight=3.0, tv_weight=0.0):
+    return PerceptualLoss(vgg, parse_layer_weights(CONTENT, "c"), parse_layer_weights(STYLE, "s"),
                           content_weight, style_weight, tv_weight)
 
 
