@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "it reached a higher loss than single-scale in the same time; see bench/RESULTS.md)")
     opt.add_argument("--num_scales", type=positive_int, default=None,
                      help="number of scales, each twice the previous (default: start near 128 px)")
+    opt.add_argument("--scale_steps", type=step_list, default=None, metavar="N,N,...",
+                     help="steps per scale, coarse to fine, sizes doubling up to --image_size (e.g. 300,100,50,30 "
+                          "with --image_size 4096: 512, 1024, 2048, 4096 px); replaces --epochs/--steps_per_epoch")
 
     loss = p.add_argument_group("losses")
     loss.add_argument("--content_weight", type=non_negative_float, default=C.content_weight)
@@ -83,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--device", default=C.device, help="auto, cpu, cuda, cuda:N or mps")
     net.add_argument("--precision", default=C.precision, help="auto, fp32, bf16 or fp16 (autocast); auto is bf16 where the CPU/GPU computes it "
                           "natively, else fp32")
+    net.add_argument("--max_memory", type=positive_float, default=None, metavar="GB",
+                     help="memory budget; larger images run VGG on tiles (exact gradients) and a shorter L-BFGS "
+                          "history to fit (default: half of the memory available at the start)")
+    net.add_argument("--tile_size", type=positive_int, default=None, metavar="PX",
+                     help="force VGG tiles of this core size (default: only when over --max_memory)")
     net.add_argument("--quiet", action="store_true", help="no progress bar")
     add_live_args(p)
     return p
@@ -109,6 +117,11 @@ def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) 
     remove_empty_tree(created)
 
 
+def step_list(text: str) -> list[int]:
+    """argparse type: comma-separated step counts, each >= 1."""
+    return [positive_int(part) for part in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
@@ -129,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         optimizer=args.optimizer, lr=args.lr, lbfgs_history=args.lbfgs_history, init=args.init, seed=args.seed,
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
-        output_format=args.output_format)
+        output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
+        tile_size=args.tile_size)
     check_output_names(config)
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
@@ -147,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         if not bars:
             bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
+        if p.tile is not None:  # within a long tiled step: show the tile pass so it does not look frozen
+            bar.set_postfix_str(f"tile pass {p.tile[0]}/{p.tile[1]}, size={p.size[1]}x{p.size[0]}")
+            return
         if p.saved is not None:
             saved.append(p.saved)
             bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}")

@@ -30,6 +30,10 @@ class DeviceError(StyleFusionError):
     """The requested device or precision is not available here."""
 
 
+class MemoryBudgetError(StyleFusionError):
+    """The requested image size cannot fit the memory budget, even in tiles."""
+
+
 class OutputError(StyleFusionError):
     """An output path cannot be written (unwritable, or it would overwrite an input)."""
 

@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from . import color
 from .device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
 from .errors import ConfigError
+from .memory import default_budget
+from .iterative_memory import GB, MemoryPlan, plan_memory
 from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from .losses import LossTerms, PerceptualLoss, check_weight, parse_layer_weights, style_grams
+from .tiled_features import tiled_content_targets, tiled_loss, tiled_style_grams
 from .vgg import load_vgg19
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -64,6 +67,11 @@ class IterativeConfig:
     # reached a lower loss (0.900) than the 128->256->512 schedule (0.917).
     multiscale: bool = False
     num_scales: int | None = None  # None: as many factor-2 steps as fit above MIN_SCALE
+    # Steps per scale, coarse to fine, factor-2 sizes ending at image_size (e.g. 300,100,50,30 for 4096 px:
+    # 512, 1024, 2048, 4096); one epoch per scale. Overrides epochs, steps_per_epoch and multiscale.
+    scale_steps: Sequence[int] | None = None
+    max_memory: float | None = None  # GB the run may use; None: half of the memory available at the start
+    tile_size: int | None = None   # force VGG tiles with this core size (px); None: only when over max_memory
     preserve_color: str = "none"
     pooling: str = "max"
     vgg_weights: str = "caffe"
@@ -88,6 +96,8 @@ class IterativeProgress:
     total_loss: float
     elapsed: float
     saved: Path | None = None
+    # Set on reports within a tiled step: (tiles done, tile passes in this step); `step` is the last finished.
+    tile: tuple[int, int] | None = None
 
 
 @dataclass
@@ -157,6 +167,16 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError(f"lbfgs_history must be an integer >= 1, got {config.lbfgs_history}")
     if config.num_scales is not None and config.num_scales < 1:
         raise ConfigError("num_scales must be >= 1")
+    if config.scale_steps is not None:
+        if not config.scale_steps or any(not isinstance(n, int) or n < 1 for n in config.scale_steps):
+            raise ConfigError(f"scale_steps must be integers >= 1, got {list(config.scale_steps)}")
+        if config.image_size / 2 ** (len(config.scale_steps) - 1) < MIN_WORKING_SIDE:
+            raise ConfigError(f"{len(config.scale_steps)} scales halve image_size {config.image_size} below "
+                              f"{MIN_WORKING_SIDE} px: give fewer scale_steps")
+    if config.tile_size is not None and config.tile_size < 16:
+        raise ConfigError(f"tile_size must be at least 16 px, got {config.tile_size}")
+    if config.max_memory is not None and not (math.isfinite(config.max_memory) and config.max_memory > 0):
+        raise ConfigError(f"max_memory must be a number of GB > 0, got {config.max_memory}")
     if config.init not in INITS and not Path(config.init).is_file():
         raise ConfigError(f"--init must be content, noise, style or an existing image file, got '{config.init}'")
 
@@ -182,10 +202,39 @@ def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:
     return h, w
 
 
-def _make_optimizer(config: IterativeConfig, image: torch.Tensor) -> torch.optim.Optimizer:
+def step_plan(config: IterativeConfig) -> list[tuple[int, int]]:
+    """(longest side, steps) of each epoch, coarse to fine."""
+    if config.scale_steps is not None:
+        n = len(config.scale_steps)
+        return [(round(config.image_size / 2 ** k), steps) for k, steps in zip(reversed(range(n)), config.scale_steps)]
+    scales = scale_schedule(config.image_size, config.multiscale, config.num_scales)
+    return [(longest, config.steps_per_epoch) for longest in epoch_scales(config.epochs, scales)]
+
+
+def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_hw: tuple[int, int],
+                 style_hws: list[tuple[int, int]], layers: list[str], content_layers: list[str],
+                 device: torch.device) -> dict[tuple[int, int], MemoryPlan]:
+    """Tiling and L-BFGS history of each working size, raising MemoryBudgetError before anything large exists."""
+    budget = config.max_memory * GB if config.max_memory is not None else default_budget(device)
+    steps: dict[tuple[int, int], int] = {}
+    for longest, n in plan:
+        size = _working_size(content_hw, longest)
+        steps[size] = steps.get(size, 0) + n
+    plans = {}
+    for size, n in steps.items():
+        style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
+        style_px = max(h * w for h, w in (_working_size(s, style_long) for s in style_hws))
+        # L-BFGS history fills one entry per step; Adam's two moments cost as much as one entry.
+        history = min(config.lbfgs_history, n) if config.optimizer == "lbfgs" else 1
+        plans[size] = plan_memory(*size, layers, content_layers if config.content_weight > 0 else [], style_px,
+                                  history, budget, config.tile_size)
+    return plans
+
+
+def _make_optimizer(config: IterativeConfig, image: torch.Tensor, history: int) -> torch.optim.Optimizer:
     if config.optimizer == "lbfgs":
         # One L-BFGS iteration per step (history kept across steps), no line search, as neural-style does.
-        return torch.optim.LBFGS([image], lr=config.lr or 1.0, max_iter=1, history_size=config.lbfgs_history,
+        return torch.optim.LBFGS([image], lr=config.lr or 1.0, max_iter=1, history_size=history,
                                  tolerance_grad=-1, tolerance_change=-1)
     return torch.optim.Adam([image], lr=config.lr or 0.02)
 
@@ -217,6 +266,42 @@ class LossScale:
         return False
 
 
+def _targets(config: IterativeConfig, loss_fn: PerceptualLoss, content: torch.Tensor, styles: list[torch.Tensor],
+             style_layers: dict[str, float], tile: int | None, device: torch.device
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Content activations and blended style Grams at one scale, on tiles when the scale runs tiled."""
+    content = content.unsqueeze(0).to(device)
+    styles = [s.unsqueeze(0).to(device) for s in styles]
+    if tile is None:
+        return (loss_fn.content_targets(content),
+                style_grams(loss_fn.vgg, styles, config.style_blend_weights, style_layers))
+    return (tiled_content_targets(loss_fn, content, tile),
+            tiled_style_grams(loss_fn.vgg, styles, config.style_blend_weights, style_layers, tile))
+
+
+def _closure(optimizer: torch.optim.Optimizer, image: torch.Tensor, loss_fn: PerceptualLoss,
+             targets: dict[str, torch.Tensor], grams: dict[str, torch.Tensor], tile: int | None,
+             loss_scale: LossScale, cast: tuple[torch.device, str], terms: list[LossTerms],
+             on_tile: Callable[[int, int], None] | None) -> Callable[[], torch.Tensor]:
+    """The optimiser's closure: loss with image.grad set, whole image or on tiles; appends the terms."""
+    def closure() -> torch.Tensor:
+        if tile is not None:  # tiled_loss sets image.grad itself (two passes over the tiles)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(*cast):
+                t = tiled_loss(loss_fn, image, targets, grams, tile, on_tile)
+            terms.append(t)
+            return t.total
+        while True:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(*cast):
+                t = loss_fn(image, targets, grams)
+            if loss_scale.backward(t.total, image):
+                break
+        terms.append(t)
+        return t.total
+    return closure
+
+
 def stylize(config: IterativeConfig,
             callback: Callable[[IterativeProgress], None] | None = None) -> IterativeResult:
     """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
@@ -230,6 +315,12 @@ def stylize(config: IterativeConfig,
     content_full = load_image(config.content_image)
     styles_full = [load_image(p) for p in config.style_images]
     init_image = load_image(config.init) if config.init not in INITS else None
+    layers = list(dict.fromkeys([*content_layers, *style_layers]))
+    plan = step_plan(config)
+    memory = memory_plans(config, plan, tuple(content_full.shape[-2:]), [tuple(s.shape[-2:]) for s in styles_full],
+                          layers, list(content_layers), device)
+    if precision == "fp16" and any(m.tile is not None for m in memory.values()):
+        raise ConfigError("fp16 has no loss scaling on tiles: use --precision bf16 or fp32 for this size")
     output_dir = prepare_output_dir(config.output_dir)
     inputs = [config.content_image, *config.style_images]
 
@@ -238,17 +329,14 @@ def stylize(config: IterativeConfig,
     elif config.preserve_color == "luminance":  # Gatys et al. 2017: transfer on luminance only
         styles_full = [color.match_luminance(s, content_full) for s in styles_full]
 
-    vgg = load_vgg19(list(dict.fromkeys([*content_layers, *style_layers])), config.vgg_weights,
-                     config.pooling).to(device)
+    vgg = load_vgg19(layers, config.vgg_weights, config.pooling).to(device)
     loss_fn = PerceptualLoss(vgg, content_layers, style_layers, config.content_weight, config.style_weight,
                              config.tv_weight)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
 
     loss_scale = LossScale(needs_grad_scaler(device, precision))
-    scales = scale_schedule(config.image_size, config.multiscale, config.num_scales)
-    plan = epoch_scales(config.epochs, scales)
-    total_steps = config.epochs * config.steps_per_epoch
+    total_steps = sum(steps for _, steps in plan)
     ext = config.output_format
     log_path = output_dir / "loss_log.csv"
     ensure_not_input(log_path, inputs)
@@ -256,45 +344,43 @@ def stylize(config: IterativeConfig,
     start = time.perf_counter()
     step = 0
     image: torch.Tensor | None = None
+    optimizer: torch.optim.Optimizer | None = None
     current_size: tuple[int, int] | None = None
     final_loss = math.nan
+    values = [math.nan] * 4
 
     with log_path.open("w", newline="") as log_file:
         log = csv.writer(log_file)
         log.writerow(["step", "epoch", "height", "width", "content", "style", "tv", "total", "seconds"])
-        for epoch, longest in enumerate(plan, start=1):
+        for epoch, (longest, epoch_steps) in enumerate(plan, start=1):
             size = _working_size(tuple(content_full.shape[-2:]), longest)
+            tile = memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
+                optimizer = targets = grams = None  # free the coarser scale's state first
                 content = resize_to(content_full, size)
                 target_content = color.luminance(content) if config.preserve_color == "luminance" else content
                 style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
                 styles = [resize_to(s, _working_size(tuple(s.shape[-2:]), style_long)) for s in styles_full]
                 with autocast(device, precision):
-                    targets = loss_fn.content_targets(target_content.unsqueeze(0).to(device))
-                    grams = style_grams(vgg, [s.unsqueeze(0).to(device) for s in styles],
-                                        config.style_blend_weights, style_layers)
+                    targets, grams = _targets(config, loss_fn, target_content, styles, style_layers, tile, device)
                 if image is None:
                     start_image = _initial_image(config, target_content, styles[0], init_image, generator)
                 else:
                     start_image = F.interpolate(image.detach(), size=size, mode="bicubic", align_corners=False)[0]
+                del styles
                 image = start_image.unsqueeze(0).to(device).contiguous().requires_grad_(True)
-                optimizer = _make_optimizer(config, image)
+                del start_image
+                optimizer = _make_optimizer(config, image, memory[size].history)
                 current_size = size
 
-            for _ in range(config.steps_per_epoch):
+            def on_tile(done: int, passes: int) -> None:
+                callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
+                                           time.perf_counter() - start, tile=(done, passes)))
+
+            for _ in range(epoch_steps):
                 terms: list[LossTerms] = []
-
-                def closure() -> torch.Tensor:
-                    while True:
-                        optimizer.zero_grad(set_to_none=True)
-                        with autocast(device, precision):
-                            t = loss_fn(image, targets, grams)
-                        if loss_scale.backward(t.total, image):
-                            break
-                    terms.append(t)
-                    return t.total
-
-                optimizer.step(closure)
+                optimizer.step(_closure(optimizer, image, loss_fn, targets, grams, tile, loss_scale,
+                                        (device, precision), terms, on_tile if callback else None))
                 if config.optimizer == "adam":
                     with torch.no_grad():
                         image.clamp_(0, 1)

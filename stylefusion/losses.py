@@ -71,7 +71,12 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
     """MSE between the image's Gram matrix and the (blended) style Gram matrix (relative, see above)."""
-    return _relative_mse(gram_matrix(features), target_gram)
+    return gram_loss(gram_matrix(features), target_gram)
+
+
+def gram_loss(gram: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """Style loss from an already computed Gram matrix (the tiled path assembles it over tiles)."""
+    return _relative_mse(gram, target_gram)
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
@@ -147,11 +152,18 @@ class PerceptualLoss:
         """Loss of `image` (B, 3, H, W, RGB [0,1]) against content activations and style Gram targets."""
         wanted = [n for n in self.style_layers if self.style_weight > 0]
         wanted += [n for n in self.content_layers if n in content_targets]
-        zero = image.new_zeros((), dtype=torch.float32)
         feats = self.vgg(image, dict.fromkeys(wanted)) if wanted else {}
-        content = sum((w * content_loss(feats[n], content_targets[n])
+        image_grams = {n: gram_matrix(feats[n]) for n in self.style_layers if self.style_weight > 0}
+        return self.combine(image, feats, image_grams, content_targets, grams)
+
+    def combine(self, image: torch.Tensor, features: Mapping[str, torch.Tensor],
+                image_grams: Mapping[str, torch.Tensor], content_targets: Mapping[str, torch.Tensor],
+                grams: Mapping[str, torch.Tensor]) -> LossTerms:
+        """The weighted terms from the image's content features and Gram matrices (however they were computed)."""
+        zero = image.new_zeros((), dtype=torch.float32)
+        content = sum((w * content_loss(features[n], content_targets[n])
                        for n, w in self.content_layers.items() if n in content_targets), zero)
-        style = sum((w * style_loss(feats[n], grams[n])
+        style = sum((w * gram_loss(image_grams[n], grams[n])
                      for n, w in self.style_layers.items() if self.style_weight > 0), zero)
         tv = tv_loss(image) if self.tv_weight > 0 else zero
         content, style, tv = content * self.content_weight, style * self.style_weight, tv * self.tv_weight

@@ -44,7 +44,7 @@ def test_help_lists_every_option():
     for opt in ("--optimizer", "--lr", "--init", "--seed", "--content_weight", "--style_weight", "--tv_weight",
                 "--content_layers", "--style_layers", "--style_blend_weights", "--style_scale", "--image_size",
                 "--preserve_color", "--pooling", "--device", "--precision", "--vgg_weights", "--multiscale",
-                "--lbfgs_history"):
+                "--lbfgs_history", "--scale_steps", "--max_memory", "--tile_size"):
         assert opt in r.stdout
 
 
@@ -70,6 +70,8 @@ BAD = {
     "missing vgg file": (["--vgg_weights", "{d}/nope.pth"], "not found"),
     "unknown preserve_color": (["--preserve_color", "sepia"], "preserve_color"),
     "zero lbfgs history": (["--lbfgs_history", "0"], "lbfgs_history"),
+    "bad scale_steps": (["--scale_steps", "3,0"], "scale_steps"),
+    "tiny tile": (["--tile_size", "8"], "tile_size"),
 }
 
 
@@ -114,3 +116,20 @@ def test_error_without_quiet_is_still_one_line(files, tmp_path):
     r = run_script("stylefusion.py", "--content_image", files / "adir.jpg", "--style_image", files / "style.png",
                    "--output_dir", tmp_path / "out")
     assert_one_line_error(r, "directory")
+
+
+def test_huge_image_size_fails_in_one_line_before_any_output(files, tmp_path):
+    out = tmp_path / "out"
+    r = run_script("stylefusion.py", *args(files, out, "--image_size", "100000"), timeout=120)
+    assert_one_line_error(r, "max_memory", "GB")
+    assert not out.exists() or not (out / "loss_log.csv").exists()
+
+
+def test_tiles_and_scale_steps_from_the_command_line(files, tmp_path):
+    out = tmp_path / "out"
+    r = run_script("stylefusion.py", *args(files, out, "--image_size", "96", "--scale_steps", "2,1",
+                                           "--tile_size", "32", "--max_memory", "4", "--output_format", "png"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["epoch_001.png", "epoch_002.png", "final.png", "loss_log.csv"]
+    assert Image.open(out / "final.png").size == (96, 80)
+    assert len((out / "loss_log.csv").read_text().splitlines()) == 1 + 3

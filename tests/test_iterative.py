@@ -176,3 +176,53 @@ def test_loss_scale_rescues_fp16_gradients_that_underflow():
     assert not overflowing.backward(loss(x) * 1e6, x) and overflowing.scale == 5e37 and x.grad is None
     # A NaN loss is not retried 128 times: it goes back to the caller, whose NaN check reports it.
     assert scaler.backward((x * float("nan")).sum(), x) and scaler.scale == 2.0 ** 24
+
+
+def test_tiled_run_lowers_the_loss_and_reports_tiles(tmp_path, images):
+    content, style, _ = images
+    progress = []
+    result = stylize(config(tmp_path, content, style, tile_size=32, steps_per_epoch=8), progress.append)
+    rows = read_log(result.loss_log)
+    assert float(rows[-1]["total"]) < 0.7 * float(rows[0]["total"])
+    tiles = [p.tile for p in progress if p.tile is not None]
+    assert tiles and tiles[-1][0] == tiles[-1][1] == 2 * 4 - 1  # 64x48: 2x2 cores, 2 passes, last tile kept
+    assert [p.step for p in progress if p.saved is None and p.tile is None] == list(range(1, 9))
+
+
+def test_tiled_run_matches_the_whole_image_run(tmp_path, images):
+    # Exact gradients: a few L-BFGS steps on tiles land where the whole-image steps land.
+    content, style, _ = images
+    whole = stylize(config(tmp_path / "a", content, style, steps_per_epoch=3, precision="fp32"))
+    tiled = stylize(config(tmp_path / "b", content, style, steps_per_epoch=3, precision="fp32", tile_size=16))
+    assert torch.allclose(whole.image, tiled.image, atol=2e-3)
+    assert abs(whole.final_loss - tiled.final_loss) <= 1e-3 * whole.final_loss
+
+
+def test_scale_steps_runs_each_scale_with_its_steps(tmp_path, images):
+    content, style, _ = images
+    progress = []
+    result = stylize(config(tmp_path, content, style, image_size=128, scale_steps=[4, 2]), progress.append)
+    assert [p.size for p in progress if p.saved is not None] == [(48, 64), (96, 128)]
+    rows = read_log(result.loss_log)
+    assert [int(r["height"]) for r in rows] == [48] * 4 + [96] * 2
+    with pytest.raises(ConfigError, match="scale_steps"):
+        stylize(config(tmp_path, content, style, image_size=64, scale_steps=[1, 1, 1]))
+
+
+def test_too_large_fails_before_any_output(tmp_path, images):
+    from stylefusion.errors import MemoryBudgetError
+    content, style, _ = images
+    with pytest.raises(MemoryBudgetError, match="max_memory"):
+        stylize(config(tmp_path, content, style, image_size=100000))
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_plan_tiles_and_shortens_history_to_fit():
+    from stylefusion.iterative_memory import GB, plan_memory
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
+    small = plan_memory(384, 512, layers, ["relu4_2"], 512 * 512, 100, 8 * GB)
+    assert small.tile is None and small.history == 100
+    big = plan_memory(3072, 4096, layers, ["relu4_2"], 4096 * 4096, 30, 12 * GB)
+    assert big.tile is not None and 1 <= big.history < 30 and big.estimate <= 12 * GB
+    forced = plan_memory(384, 512, layers, ["relu4_2"], 512 * 512, 100, 8 * GB, tile=64)
+    assert forced.tile == 64

@@ -1,0 +1,82 @@
+"""How an iterative run at a given size fits a memory budget: whole image or tiles, and how long an L-BFGS history.
+
+The figures are fp32 CPU measurements (peak RSS, VGG-19 up to relu5_1, bench/RESULTS.md); bf16 needs less,
+so they are an upper bound there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from .errors import MemoryBudgetError
+from .tiled_features import alignment, halo_px, pool_level
+
+GB = 2 ** 30  # --max_memory is in GiB, as in image and video modes
+# Python, torch and the VGG-19 weights, measured before any image work: 0.90-0.97 GB.
+BASE_BYTES = 1.0e9
+# Forward + backward through relu5_1 with grad, per input pixel: measured 2.3 KB at 512x384, 2.5 KB at 1024x768.
+ACTIVATION_BYTES_PER_PX = 2600
+# Image-sized fp32 RGB buffers besides the history: image, its grad, content image, L-BFGS's flat gradient,
+# previous gradient, direction and step, the saved copy and the upsampling source.
+IMAGE_BUFFERS = 10
+RGB_BYTES_PER_PX = 12
+# Below this core size the halo makes tiles too wasteful (a 256 px core has a 416 px window: 2.6x the work).
+MIN_TILE = 128
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How one scale runs: tile core size (None: whole image), L-BFGS history, estimated peak bytes."""
+    tile: int | None
+    history: int
+    estimate: float
+
+
+def _window_px(height: int, width: int, tile: int, halo: int, align: int) -> int:
+    """Pixels in the largest tile window (core plus halo) for a core size, as tiled_features.plan_tiles cuts."""
+    tile = max(align, -(-tile // align) * align)
+
+    def side(length: int) -> int:
+        n = -(-length // tile)
+        step = -(-(-(-length // n)) // align) * align
+        return min(length, step + (2 * halo if n > 1 else 0))
+    return side(height) * side(width)
+
+
+def fixed_bytes(height: int, width: int, content_layers: Iterable[str], style_px: int) -> float:
+    """Memory that does not depend on tiling: base, image-sized buffers, content maps, the style image."""
+    px = height * width
+    maps = sum(3 * 4 * 512 / 4 ** pool_level(n) for n in content_layers)  # target, current, grad (<= 512 ch)
+    return BASE_BYTES + px * (IMAGE_BUFFERS * RGB_BYTES_PER_PX + maps) + 2 * RGB_BYTES_PER_PX * style_px
+
+
+def plan_memory(height: int, width: int, layers: Iterable[str], content_layers: Iterable[str], style_px: int,
+                history: int, budget: float, tile: int | None = None) -> MemoryPlan:
+    """Whole image when it fits with the full history, else the largest tile that leaves room for a history.
+
+    L-BFGS keeps 2 x history image-sized fp32 vectors (at 4096x3072 one is 151 MB, history 100 = 30 GB).
+    Shortening the history costs little (history 20 vs 100: +0.4 % loss after 300 steps at 512 px, see
+    bench/RESULTS.md) while tiles below ~1024 px cost much time in halos, so tiles may take up to half of the
+    memory left and the history gets the rest, down to 1. `history` is the history the run would use.
+    """
+    layers = list(layers)
+    px = height * width
+    per_history = 2 * RGB_BYTES_PER_PX * px
+    left = budget - fixed_bytes(height, width, content_layers, style_px)
+    if tile is None and px * ACTIVATION_BYTES_PER_PX + history * per_history <= left:
+        return MemoryPlan(None, history, budget - left + px * ACTIVATION_BYTES_PER_PX + history * per_history)
+    halo, align = halo_px(layers), alignment(layers)
+    if tile is None:
+        room = max(left - history * per_history, left / 2)
+        tile = max(height, width)
+        while tile > MIN_TILE and _window_px(height, width, tile, halo, align) * ACTIVATION_BYTES_PER_PX > room:
+            tile = max(MIN_TILE, int(tile * 0.8))
+    activations = _window_px(height, width, tile, halo, align) * ACTIVATION_BYTES_PER_PX
+    fits = int((left - activations) // per_history)
+    if fits < 1:
+        need = (budget - left + activations + per_history) / GB
+        raise MemoryBudgetError(f"{width}x{height} px needs about {need:.1f} GB even in {tile} px tiles, over the "
+                                f"{budget / GB:.1f} GB budget: lower --image_size or raise --max_memory")
+    history = min(history, fits)
+    return MemoryPlan(tile, history, budget - left + activations + history * per_history)
