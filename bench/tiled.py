@@ -105,7 +105,8 @@ def timed_run(argv: list[str]) -> tuple[float, float, int, str]:
     return wall, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status), lines[-1] if lines else ""
 
 
-def section_run(model: Path, sides: list[int], untiled: bool, budget_gb: float | None, precision: str) -> None:
+def section_run(model: Path, sides: list[int], untiled: bool, budget_gb: float | None, precision: str,
+                default_too: bool = False) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
@@ -114,8 +115,10 @@ def section_run(model: Path, sides: list[int], untiled: bool, budget_gb: float |
             mp = side * (side * 3 // 4) / 1e6
             variants = [("tiled" + (f" (--max_memory {budget_gb})" if budget_gb else " (default budget)"),
                          ["--max_memory", str(budget_gb)] if budget_gb else [])]
-            if untiled:
+            if untiled and mp <= 16:  # one pass of a 48 MP image needs ~36 GB: not on a 24 GB machine
                 variants.insert(0, ("untiled (--max_memory 22)", ["--max_memory", "22"]))
+            if default_too:
+                variants.append(("tiled (default budget)", []))
             for name, extra in variants:
                 out = Path(tmp) / f"out_{side}_{len(rows)}"
                 argv = [sys.executable, "fast_style_transfer.py", "--mode", "image", "--input_images_dir", str(src),
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--run_sides", type=int, nargs="+", default=[4000, 8000])
     parser.add_argument("--untiled", action="store_true", help="run section: also an untiled run per size")
     parser.add_argument("--budget", type=float, default=None, help="GB for the tiled runs (default: the CLI's)")
+    parser.add_argument("--default_too", action="store_true", help="run section: also a run with the default budget")
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
     flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f in ("avx2", "avx512_bf16")}) \
@@ -152,7 +156,8 @@ def main() -> None:
             section_speed(model, 256 if args.quick else args.speed_side, 1 if args.quick else args.reps,
                           0.05 if args.quick else 1.0)
         if "run" in args.sections:
-            section_run(model, [400] if args.quick else args.run_sides, args.untiled, args.budget, args.precision)
+            section_run(model, [400] if args.quick else args.run_sides, args.untiled, args.budget, args.precision,
+                        args.default_too)
 
 
 if __name__ == "__main__":

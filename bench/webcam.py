@@ -28,28 +28,12 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.video import make_clip  # noqa: E402  (the same panned-noise clip as the video benchmark)
 from stylefusion.transformer import TransformerNet, save_model  # noqa: E402
 from stylefusion.webcam import WebcamConfig, WebcamFrame, run_webcam  # noqa: E402
 
 WARMUP_FRAMES = 3
 FPS = 30
-
-
-def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
-    """A moving textured 30 fps clip (H.264, no audio): blocky noise panned 3 px per frame."""
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 256, size=(height // 8 + 2, (width + frames * 3) // 8 + 2, 3), dtype=np.uint8)
-    big = np.kron(texture, np.ones((8, 8, 1), dtype=np.uint8))
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            image = np.ascontiguousarray(big[:height, i * 3:i * 3 + width])
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def run_row(config: WebcamConfig, seconds: float) -> dict[str, float]:
@@ -94,7 +78,7 @@ def main() -> int:
             torch.manual_seed(0)
             model = folder / "random.pth"
             save_model(TransformerNet(), model)
-        camera = make_clip(folder / "camera.mp4", args.width, args.height, int(FPS * (args.seconds + 5)))
+        camera = make_clip(folder / "camera.mp4", args.width, args.height, int(FPS * (args.seconds + 5)), FPS)
         base = dict(camera=str(camera), model_paths=[model], max_size=max(args.width, args.height), device="cpu")
         rows = [(f"headless, no recording ({threads} torch threads)", WebcamConfig(**base), threads),
                 (f"headless, recording H.264 veryfast ({threads} torch threads)",

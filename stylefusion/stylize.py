@@ -23,8 +23,8 @@ from .color import check_mode, preserve_color
 from .device import autocast, check_precision, resolve_precision
 from .errors import ConfigError, InputImageError, OutputError
 from .fastnet import for_inference
-from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, is_image_file, load_pil, pil_to_tensor,
-                     prepare_output_dir, resize_longest, save_image)
+from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_tensor,
+                     prepare_output_dir, remove_empty_tree, resize_longest, save_image)
 from .memory import default_budget
 from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, network_layers, plan_tiling
 from .transformer import MIN_INPUT_SIDE
@@ -310,25 +310,6 @@ def _prefetched(pairs: Iterable[tuple[Path, Path]], max_size: int | None, pool: 
         yield queue.popleft().result()
 
 
-def _first_missing(folder: Path) -> Path | None:
-    """The outermost folder of `folder`'s path that does not exist yet (what creating it would add)."""
-    missing = None
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            break
-        missing = candidate
-    return missing
-
-
-def _remove_empty_tree(root: Path | None) -> None:
-    """Remove `root` and the folders under it if they hold no file (a run that wrote nothing leaves nothing)."""
-    if root is None or not root.is_dir():
-        return
-    for dirpath, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
-        with contextlib.suppress(OSError):
-            os.rmdir(dirpath)  # fails, and is kept, when not empty
-
-
 def _save(image: torch.Tensor, target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +327,7 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
     cannot be read raises InputImageError instead.
     """
     options.validate()
-    created = _first_missing(plan.output_dir)
+    created = first_missing(plan.output_dir)
     prepare_output_dir(plan.output_dir)
     total = len(plan.pairs)
     counts = {"stylised": 0, "failed": 0}
@@ -406,8 +387,8 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
     except BaseException:
         for future in saves:
             future.cancel()
-        _remove_empty_tree(created)
+        remove_empty_tree(created)
         raise
     if counts["stylised"] == 0:
-        _remove_empty_tree(created)
+        remove_empty_tree(created)
     return ImageSummary(counts["stylised"], counts["failed"], tuple(failures))
