@@ -21,7 +21,7 @@ from torch import nn
 
 from .color import check_mode, preserve_color
 from .device import autocast, check_precision, resolve_precision
-from .errors import ConfigError, InputImageError, OutputError
+from .errors import ConfigError, InputImageError, ModelError, OutputError
 from .fastnet import for_inference
 from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_tensor,
                      prepare_output_dir, remove_empty_tree, resize_longest, save_image)
@@ -103,11 +103,16 @@ class Stylizer:
         check_image_size(height, width)
         fits = self.batch_limit(height, width)
         if fits >= batch.shape[0]:
-            return self._whole(batch)
-        if fits >= 1:  # one image at a time fits: smaller batches
-            return torch.cat([self._whole(part) for part in batch.split(fits)])
-        plan = self.tile_plan(height, width)
-        return torch.cat([self._tiled(image[None], plan) for image in batch])
+            out = self._whole(batch)
+        elif fits >= 1:  # one image at a time fits: smaller batches
+            out = _joined([self._whole(part) for part in batch.split(fits)])
+        else:
+            plan = self.tile_plan(height, width)
+            out = _joined([self._tiled(image[None], plan) for image in batch])
+        if not torch.isfinite(out).all():  # clamp() keeps NaN: a broken model would write black images
+            raise ModelError("the model produced NaN or infinite values on this input: the model file is broken "
+                             "(e.g. trained until it diverged)")
+        return out
 
     def _tiled(self, image: torch.Tensor, plan: TilePlan) -> torch.Tensor:
         """One (1, 3, H, W) image through the network in tiles."""
@@ -136,6 +141,11 @@ class Stylizer:
         # Outside inference mode, so callers get an ordinary tensor they may modify in place.
         y = y[..., :height, :width].to(batch.dtype).div(255.0).clamp(0.0, 1.0)
         return y.to(batch.device).contiguous()
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The parts as one batch (a single part as it is: no copy of a large image)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def stylise(network: nn.Module | Stylizer, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:

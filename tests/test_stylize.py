@@ -257,3 +257,14 @@ def test_plan_shards_are_disjoint_and_cover_everything(tmp_path):
     assert sorted(flat) == sorted(plan.pairs) and len(flat) == len(set(flat)) == 7
     assert all(len(shard) >= 2 for shard in shards)
     assert plan.shard(0, 1) is plan
+
+
+def test_a_network_that_outputs_nan_is_refused_not_written_black() -> None:
+    from stylefusion.errors import ModelError
+
+    torch.manual_seed(0)
+    net = TransformerNet()
+    with torch.no_grad():
+        net.deconv3.conv2d.bias.fill_(float("nan"))  # finite-looking elsewhere; NaN would clamp to black
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        Stylizer(net, "cpu", "fp32")(torch.rand(1, 3, 24, 24))
