@@ -18,6 +18,7 @@ small ones: a quarter- or sixteenth-resolution map has 8-16 values per input pix
 from __future__ import annotations
 
 import math
+import mmap
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -32,6 +33,8 @@ from .errors import ConfigError
 UNTILED_BYTES_PER_PIXEL = 800
 # Full-resolution tile side (px): tiles smaller than this spend most of their work on halos.
 MIN_TILE = 32
+# Stored maps at least this large get their own memory mapping (see TiledRunner._empty_map).
+MAPPED_MAP_BYTES = 64 << 20
 # Largest tile side tried when the budget allows; larger tiles gain nothing measurable (bench/tiled.py).
 MAX_TILE = 1024
 
@@ -444,9 +447,21 @@ class TiledRunner:
         return x.to(device=device, dtype=self.compute_dtype, memory_format=layout, copy=True)
 
     def _empty_map(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A stored map in the compute layout, so tiles are read and written without transposing."""
+        """A stored map in the compute layout, so tiles are read and written without transposing.
+
+        A large CPU map gets its own anonymous memory mapping, returned to the OS when the map is freed: from
+        the heap (where retain_freed_memory() sends allocations below 1 GB) its hole would stay in the
+        process and fragment it.
+        """
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        return torch.empty(shape, dtype=dtype, device=device, memory_format=layout)
+        nbytes = math.prod(shape) * torch.finfo(dtype).bits // 8
+        if device.type != "cpu" or nbytes < MAPPED_MAP_BYTES:
+            return torch.empty(shape, dtype=dtype, device=device, memory_format=layout)
+        n, c, h, w = shape
+        flat = torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype)
+        if self.channels_last:
+            return flat.view(n, h, w, c).permute(0, 3, 1, 2)
+        return flat.view(n, c, h, w)
 
     def _forward(self, stage: Stage, x: torch.Tensor, box: Box, sizes: Sequence[tuple[int, int]],
                  affine: dict[int, tuple[torch.Tensor, torch.Tensor]], maps: dict[int, torch.Tensor]
