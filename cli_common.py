@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Callable, Iterator
 
+from stylefusion import __version__
 from stylefusion.errors import StyleFusionError
 
 EXIT_ERROR = 1
@@ -153,6 +154,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required:
             return text
         return super()._get_help_string(action)
+
+
+def add_version_arg(parser: argparse.ArgumentParser) -> None:
+    """--version: print the one version number (stylefusion.__version__) and exit."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def stylefusion_command() -> int:
+    """Console command `stylefusion`: runs stylefusion.py, shipped beside this module, exactly as the script."""
+    import importlib.util
+    from pathlib import Path
+
+    # Loaded by path under another name: `import stylefusion` is the library package.
+    spec = importlib.util.spec_from_file_location("stylefusion_script", Path(__file__).with_name("stylefusion.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return run_cli(module.main)
 
 
 def add_live_args(parser: argparse.ArgumentParser) -> None:

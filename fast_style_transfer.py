@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli_common import HelpFormatter, OneLineParser, add_live_args, positive_int, run_cli, start_live
+from cli_common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, positive_int, run_cli,
+                        start_live)
 from cli_common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "webcam", "export", "download")
@@ -521,8 +522,10 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The fast CLI's parser: every mode's options, grouped by mode."""
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            formatter_class=HelpFormatter)
+    add_version_arg(parser)
     add_common_args(parser)
     add_train_args(parser)
     add_image_args(parser)
@@ -558,5 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     return runner(args)
 
 
+def command() -> int:
+    """Console command `fast-style-transfer`: the same as running this script."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(command())
