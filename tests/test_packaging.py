@@ -12,10 +12,10 @@ import pytest
 import stylefusion
 
 REPO = Path(__file__).resolve().parents[1]
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 
 def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     with open(REPO / "pyproject.toml", "rb") as f:
         return tomllib.load(f)
 
@@ -62,3 +62,11 @@ def test_version_flag(script: str) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{script} {stylefusion.__version__}"
+
+
+def test_ci_runs_the_readme_test_line() -> None:
+    line = "pip install -r requirements-dev.txt && python -m pytest -q"
+    ci_lines = [l for l in (REPO / ".ci" / "run").read_text().splitlines() if l and not l.startswith("#")]
+    assert ci_lines[-1] == line
+    for readme in ("README.md", "README.zh-CN.md"):
+        assert f"```bash\n{line}\n```" in (REPO / readme).read_text()
