@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import signal
 import sys
 import time
 from typing import Callable, Iterator
 
 from stylefusion import __version__
-from stylefusion.errors import StyleFusionError
+from stylefusion.errors import (ConfigError, DatasetError, InputImageError, ModelError, StyleFusionError, VideoError,
+                                WeightsError, is_finite_non_negative)
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM exits 143 (128 + SIGTERM)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A repeat of the same stop within this many seconds is the same request arriving twice (terminal + launcher).
 REPEAT_WINDOW_S = 2.0
+# Errors in what the user gave: every torchrun process meets the same one, so only rank 0 reports it.
+SAME_ON_EVERY_RANK = (ConfigError, InputImageError, ModelError, WeightsError, DatasetError, VideoError)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -63,6 +65,16 @@ def stop_signals(handler: Callable[[int, object], None] = raise_interrupted) -> 
             signal.signal(s, old)
 
 
+def is_main_process() -> bool:
+    """False in torchrun's processes other than rank 0 (read from the environment, no process group needed)."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1) <= 1 or int(os.environ.get("RANK") or 0) == 0
+    except ValueError:
+        return True  # a malformed variable is reported by the library, by every process
+
+
 def error(message: str) -> None:
     """Print one line to stderr, prefixed with the program name."""
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -83,7 +95,8 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         with stop_signals():
             return main(argv)
     except StyleFusionError as exc:
-        error(str(exc))
+        if is_main_process() or not isinstance(exc, SAME_ON_EVERY_RANK):
+            error(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
@@ -104,7 +117,7 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if math.isnan(value) or math.isinf(value) or value < 0:
+    if not is_finite_non_negative(value):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
@@ -143,7 +156,8 @@ class OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        # The same command line reaches every torchrun process: rank 0 alone says what is wrong with it.
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n" if is_main_process() else None)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

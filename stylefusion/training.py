@@ -22,7 +22,7 @@ import re
 import shutil
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .dataset import ContentImages, EpochSampler, collate, find_images, ignore_stop_signals
-from .device import autocast, check_precision, needs_grad_scaler, resolve_device
+from .device import autocast, check_precision, needs_grad_scaler, resolve_device, training_precision
 from .distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
 from .errors import ConfigError, DeviceError, ModelError, OutputError
 from .images import (atomic_path, ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir,
@@ -87,7 +87,7 @@ class TrainConfig:
     seed: int = 42
     num_workers: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"             # auto: fp32 for training (device.training_precision)
     vgg_weights: str = "caffe"
     channels_last: bool = False          # NHWC tensors: faster convolutions on recent GPUs
     dist_timeout_s: float = 600.0        # a peer silent for this long is an error, not a hang
@@ -494,6 +494,7 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     `warn` receives one-line warnings (e.g. resuming from an older checkpoint because the newest is unreadable).
     """
     stop = stop if stop is not None else StopFlag()
+    config = replace(config, precision=training_precision(config.precision))
     content_layers, style_layers = validate_config(config)
     paths = train_paths(config)
     device = resolve_device(config.device)

@@ -454,11 +454,10 @@ def _hook(point: str, monkeypatch, sig: int) -> None:
     import stylefusion.released
     import stylefusion.stylize
     import stylefusion.training
-    import stylefusion.transformer
     import stylefusion.video
 
     if point == "image-early":
-        SignalAt(monkeypatch, stylefusion.transformer, "load_model", sig)
+        SignalAt(monkeypatch, stylefusion.stylize, "load_model", sig)
     elif point == "image-mid":
         SignalAt(monkeypatch, stylefusion.stylize, "save_image", sig, nth=1, after=True)
     elif point == "video-early":
