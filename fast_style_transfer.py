@@ -66,8 +66,7 @@ MODE_OPTIONS: dict[str, tuple[str, ...]] = {
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes (defaults from the config dataclasses: one place)."""
     from stylefusion.stylize import ImageConfig
-    from stylefusion.training import TrainConfig as T
-    from stylefusion.video import VideoConfig
+    from stylefusion.training import TrainConfig as T  # not video.py here: PyAV loaded before OpenCV's window hangs it
 
     g = parser.add_argument_group("common")
     g.add_argument("--mode", required=True, choices=MODES, help="what to do")
@@ -76,7 +75,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         "and switches between them")
     g.add_argument("--batch_size", type=positive_int, default=None,
                    help=f"images per batch (train default {T.batch_size}; image/video default "
-                        f"{ImageConfig.batch_size}/{VideoConfig.batch_size})")
+                        f"{ImageConfig.batch_size})")
     g.add_argument("--max_size", type=positive_int, default=None,
                    help="image/video: downscale inputs so the longest side is at most this (default: keep size)")
     g.add_argument("--max_memory", type=positive_float_arg, default=None, metavar="GB",
