@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import signal
 import sys
 import time
 from typing import Callable, Iterator
 
-from stylefusion.errors import StyleFusionError
+from stylefusion import __version__
+from stylefusion.errors import (ConfigError, DatasetError, InputImageError, ModelError, StyleFusionError, VideoError,
+                                WeightsError, is_finite_non_negative)
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM exits 143 (128 + SIGTERM)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A repeat of the same stop within this many seconds is the same request arriving twice (terminal + launcher).
 REPEAT_WINDOW_S = 2.0
+# Errors in what the user gave: every torchrun process meets the same one, so only rank 0 reports it.
+SAME_ON_EVERY_RANK = (ConfigError, InputImageError, ModelError, WeightsError, DatasetError, VideoError)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -62,6 +65,16 @@ def stop_signals(handler: Callable[[int, object], None] = raise_interrupted) -> 
             signal.signal(s, old)
 
 
+def is_main_process() -> bool:
+    """False in torchrun's processes other than rank 0 (read from the environment, no process group needed)."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1) <= 1 or int(os.environ.get("RANK") or 0) == 0
+    except ValueError:
+        return True  # a malformed variable is reported by the library, by every process
+
+
 def error(message: str) -> None:
     """Print one line to stderr, prefixed with the program name."""
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -82,7 +95,8 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         with stop_signals():
             return main(argv)
     except StyleFusionError as exc:
-        error(str(exc))
+        if is_main_process() or not isinstance(exc, SAME_ON_EVERY_RANK):
+            error(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
@@ -103,7 +117,7 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if math.isnan(value) or math.isinf(value) or value < 0:
+    if not is_finite_non_negative(value):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
@@ -142,7 +156,8 @@ class OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        # The same command line reaches every torchrun process: rank 0 alone says what is wrong with it.
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n" if is_main_process() else None)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -153,6 +168,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required:
             return text
         return super()._get_help_string(action)
+
+
+def add_version_arg(parser: argparse.ArgumentParser) -> None:
+    """--version: print the one version number (stylefusion.__version__) and exit."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def stylefusion_command() -> int:
+    """Console command `stylefusion`: runs stylefusion.py, shipped beside this module, exactly as the script."""
+    import importlib.util
+    from pathlib import Path
+
+    # Loaded by path under another name: `import stylefusion` is the library package.
+    spec = importlib.util.spec_from_file_location("stylefusion_script", Path(__file__).with_name("stylefusion.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return run_cli(module.main)
 
 
 def add_live_args(parser: argparse.ArgumentParser) -> None:

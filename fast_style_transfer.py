@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli_common import HelpFormatter, OneLineParser, add_live_args, positive_int, run_cli, start_live
+from cli_common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, is_main_process,
+                        positive_int, run_cli, start_live)
 from cli_common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "webcam", "export", "download")
@@ -63,14 +64,18 @@ MODE_OPTIONS: dict[str, tuple[str, ...]] = {
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Options shared by several modes."""
+    """Options shared by several modes (defaults from the config dataclasses: one place)."""
+    from stylefusion.stylize import ImageConfig
+    from stylefusion.training import TrainConfig as T  # not video.py here: PyAV loaded before OpenCV's window hangs it
+
     g = parser.add_argument_group("common")
     g.add_argument("--mode", required=True, choices=MODES, help="what to do")
     g.add_argument("--model_path", nargs="+", default=None, metavar="PATH",
                    help="transformer model file to use (image, video, export modes); webcam mode takes several "
                         "and switches between them")
     g.add_argument("--batch_size", type=positive_int, default=None,
-                   help="images per batch (train default 4; image/video default 4)")
+                   help=f"images per batch (train default {T.batch_size}; image/video default "
+                        f"{ImageConfig.batch_size})")
     g.add_argument("--max_size", type=positive_int, default=None,
                    help="image/video: downscale inputs so the longest side is at most this (default: keep size)")
     g.add_argument("--max_memory", type=positive_float_arg, default=None, metavar="GB",
@@ -90,7 +95,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help="auto|fp32|bf16|fp16. auto: image/video use bf16 where the CPU/GPU computes it natively "
                         "(about 2.5x faster on AVX512-BF16 CPUs, PSNR > 60 dB against fp32), else fp32; "
                         "training uses fp32 unless asked (default: auto)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (train default 42)")
+    g.add_argument("--seed", type=int, default=None, help=f"random seed (train default {T.seed})")
 
 
 # ---------------------------------------------------------------------------------------- shared checks
@@ -129,6 +134,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     import os
 
     from cli_common import non_negative_float, non_negative_int, positive_float
+    from stylefusion.training import TrainConfig as T
 
     g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
     g.add_argument("--style_image", default=None, help="style image to learn (required for --mode train)")
@@ -138,26 +144,26 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model_save_path", default="models/new_model.pth",
                    help="where to write the trained model; its loss log (.csv), loss curve (.png) and previews "
                         "go next to it")
-    g.add_argument("--epochs", type=positive_int, default=2, help="passes over the content dataset")
+    g.add_argument("--epochs", type=positive_int, default=T.epochs, help="passes over the content dataset")
     g.add_argument("--max_steps", type=positive_int, default=None,
                    help="stop after this many optimisation steps in total, counting resumed ones (unset: no limit)")
-    g.add_argument("--image_size", type=positive_int, default=256,
+    g.add_argument("--image_size", type=positive_int, default=T.image_size,
                    help="side of the square training crops (a multiple of 4, at least 32)")
     g.add_argument("--style_size", type=positive_int, default=None,
                    help="longest side the style image is resized to (unset: --image_size)")
-    g.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--content_weight", type=non_negative_float, default=1.0,
+    g.add_argument("--lr", type=positive_float, default=T.lr, help="Adam learning rate")
+    g.add_argument("--content_weight", type=non_negative_float, default=T.content_weight,
                    help="weight of the content loss (relative feature MSE)")
-    g.add_argument("--style_weight", type=non_negative_float, default=1.0,
+    g.add_argument("--style_weight", type=non_negative_float, default=T.style_weight,
                    help="weight of the style loss (relative Gram MSE): higher means stronger style")
-    g.add_argument("--tv_weight", type=non_negative_float, default=0.0,
+    g.add_argument("--tv_weight", type=non_negative_float, default=T.tv_weight,
                    help="weight of the total-variation smoothness loss")
-    g.add_argument("--stability_weight", type=non_negative_float, default=0.0,
+    g.add_argument("--stability_weight", type=non_negative_float, default=T.stability_weight,
                    help="weight of the temporal stability term (Wang et al. 2020) that reduces video flicker")
-    g.add_argument("--content_layers", default="relu2_2", help="VGG-19 content layers, as layer[:weight],...")
-    g.add_argument("--style_layers", default="relu1_2,relu2_2,relu3_3,relu4_3",
+    g.add_argument("--content_layers", default=T.content_layers, help="VGG-19 content layers, as layer[:weight],...")
+    g.add_argument("--style_layers", default=T.style_layers,
                    help="VGG-19 style layers, as layer[:weight],...")
-    g.add_argument("--vgg_weights", default="caffe",
+    g.add_argument("--vgg_weights", default=T.vgg_weights,
                    help="VGG-19 weights for the loss: caffe (bundled, offline), torchvision, or a file")
     g.add_argument("--pretrained_model_path", default=None,
                    help="fine-tune from this model (ours or a pytorch/examples release) instead of starting from "
@@ -165,9 +171,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint_dir", default=None,
                    help="where checkpoints go and --resume looks (unset: <model name>_checkpoints next to "
                         "--model_save_path)")
-    g.add_argument("--checkpoint_interval", type=non_negative_int, default=1000,
+    g.add_argument("--checkpoint_interval", type=non_negative_int, default=T.checkpoint_interval,
                    help="steps between checkpoints (0: only at the end or when stopped); the last 2 are kept")
-    g.add_argument("--preview_interval", type=non_negative_int, default=500,
+    g.add_argument("--preview_interval", type=non_negative_int, default=T.preview_interval,
                    help="steps between preview images of a fixed content image (0: none)")
     g.add_argument("--resume", action="store_true",
                    help="continue exactly from the latest checkpoint in --checkpoint_dir")
@@ -196,15 +202,15 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         style_image=args.style_image, content_dataset=args.content_dataset, model_save_path=args.model_save_path,
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size or 4, image_size=args.image_size,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size or TrainConfig.batch_size,
+        image_size=args.image_size,
         style_size=args.style_size, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, stability_weight=args.stability_weight, content_layers=args.content_layers,
         style_layers=args.style_layers, pretrained_model_path=args.pretrained_model_path,
         checkpoint_dir=args.checkpoint_dir, checkpoint_interval=args.checkpoint_interval,
         preview_interval=args.preview_interval, resume=args.resume,
-        seed=42 if args.seed is None else args.seed, num_workers=args.num_workers, device=args.device,
-        # auto means fp32 for training: bf16 gradients are not validated for quality here.
-        precision="fp32" if args.precision == "auto" else args.precision, vgg_weights=args.vgg_weights)
+        seed=TrainConfig.seed if args.seed is None else args.seed, num_workers=args.num_workers, device=args.device,
+        precision=args.precision, vgg_weights=args.vgg_weights)  # auto precision: fp32 (TrainConfig's policy)
     main_rank = distributed_context()[0] == 0
     stop = StopFlag()
     first_signal: list[float] = []
@@ -269,50 +275,51 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
 
 def run_image(args: argparse.Namespace) -> int:
     """--mode image: stylise a file or a folder tree with a trained model."""
+    import os
+
     from tqdm import tqdm
 
-    from stylefusion.device import check_precision, resolve_device
-    from stylefusion.distributed import distributed_context
     from stylefusion.errors import ConfigError
-    from stylefusion.fastnet import retain_freed_memory
-    from stylefusion.stylize import ImageOptions, ImageProgress, Stylizer, plan_images, stylize_images
+    from stylefusion.stylize import ImageConfig, ImageProgress, ImageStart, stylize_folder
     from stylefusion.tiling import TileProgress
-    from stylefusion.transformer import load_model
 
     if args.input_images_dir is None:
         raise ConfigError("--mode image needs --input_images_dir (an image file or a folder of images)")
-    options = ImageOptions(args.batch_size or 4, args.max_size, args.preserve_color)
-    options.validate()
-    device = resolve_device(args.device)
-    check_precision(args.precision, device)
-    rank, world_size = distributed_context()  # under torchrun each process takes a disjoint share
-    plan = plan_images(args.input_images_dir, args.output_images_dir).shard(rank, world_size)
-    network, settings = load_model(require_model(args, "image"))
-    stylizer = Stylizer(network, device, args.precision, max_memory=gigabytes(args.max_memory),
-                        tile_size=args.tile_size)
-    retain_freed_memory()  # this process runs the network over and over: keep its buffers mapped
+    config = ImageConfig(input=args.input_images_dir, output=args.output_images_dir,
+                         model_path=require_model(args, "image"),
+                         batch_size=args.batch_size or ImageConfig.batch_size, max_size=args.max_size,
+                         preserve_color=args.preserve_color, device=args.device, precision=args.precision,
+                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size)
     apply_pixel_limit(args.max_pixels)
-    if settings:  # how the model was trained, when its file records it
-        print("model settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
-    desc = f"stylising (process {rank + 1}/{world_size})" if world_size > 1 else "stylising"
-    with tqdm(total=len(plan.pairs), unit="img", desc=desc, disable=None) as bar, \
-            tqdm(unit="tile", desc="tiles", leave=False, disable=None, position=1) as tile_bar:
-        def on_progress(progress: ImageProgress) -> None:
-            bar.update(1)
-            if progress.error:
-                bar.write(f"skipped: {progress.error}", file=sys.stderr)
+    bars: list[tqdm] = []
 
-        def on_tile(progress: TileProgress) -> None:  # a large image is many tiles: show them, not silence
-            if tile_bar.total != progress.total:
-                tile_bar.reset(progress.total)
-            tile_bar.update(progress.done - tile_bar.n)
+    def on_start(start: ImageStart) -> None:
+        if start.model_settings and start.rank == 0:  # how the model was trained, when its file records it
+            print("model settings: " + ", ".join(f"{k}={v}" for k, v in start.model_settings.items()), flush=True)
+        desc = (f"stylising (process {start.rank + 1}/{start.world_size})" if start.world_size > 1
+                else "stylising")
+        bars.append(tqdm(total=start.total, unit="img", desc=desc, disable=None))
+        bars.append(tqdm(unit="tile", desc="tiles", leave=False, disable=None, position=1))
+        for _, reason in start.unreadable:  # sub-folders that could not be listed: reported like files
+            bars[0].write(f"skipped: {reason}", file=sys.stderr)
 
-        stylizer.on_tile = on_tile
-        for _, reason in plan.unreadable:  # sub-folders that could not be listed: reported like files
-            bar.write(f"skipped: {reason}", file=sys.stderr)
-        summary = stylize_images(plan, stylizer, options, on_progress)
-    failed = summary.failed + len(plan.unreadable)
-    print(f"{summary.stylised} stylised, {failed} failed (output: {plan.output_dir})", flush=True)
+    def on_progress(progress: ImageProgress) -> None:
+        bars[0].update(1)
+        if progress.error:
+            bars[0].write(f"skipped: {progress.error}", file=sys.stderr)
+
+    def on_tile(progress: TileProgress) -> None:  # a large image is many tiles: show them, not silence
+        if bars[1].total != progress.total:
+            bars[1].reset(progress.total)
+        bars[1].update(progress.done - bars[1].n)
+
+    try:
+        summary = stylize_folder(config, on_progress, on_tile, on_start)
+    finally:
+        for bar in reversed(bars):
+            bar.close()
+    failed = summary.failed + len(summary.unreadable)
+    print(f"{summary.stylised} stylised, {failed} failed (output: {os.path.normpath(config.output)})", flush=True)
     return 1 if failed else 0
 
 
@@ -359,7 +366,7 @@ def run_video(args: argparse.Namespace) -> int:
     output = args.video_output or str(Path("output") / "videos"
                                       / f"{Path(args.video_input).stem}_{Path(args.model_path).stem}.mp4")
     config = VideoConfig(video_input=args.video_input, video_output=output, model_path=args.model_path,
-                         batch_size=args.batch_size or 4, max_size=args.max_size,
+                         batch_size=args.batch_size or VideoConfig.batch_size, max_size=args.max_size,
                          preserve_color=args.preserve_color, device=args.device, precision=args.precision,
                          start=args.start, duration=args.duration, crf=args.crf,
                          max_memory=gigabytes(args.max_memory), tile_size=args.tile_size)
@@ -521,8 +528,10 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The fast CLI's parser: every mode's options, grouped by mode."""
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            formatter_class=HelpFormatter)
+    add_version_arg(parser)
     add_common_args(parser)
     add_train_args(parser)
     add_image_args(parser)
@@ -544,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     ignored = ignored_options(parser, args)
-    if ignored:
+    if ignored and is_main_process():  # under torchrun: said once
         from cli_common import info
 
         info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
@@ -558,5 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     return runner(args)
 
 
+def command() -> int:
+    """Console command `fast-style-transfer`: the same as running this script."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(command())

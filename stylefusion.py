@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli_common import (HelpFormatter, OneLineParser, add_live_args, info, non_negative_float, positive_float,
-                        positive_int, run_cli, start_live)
+from cli_common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, non_negative_float,
+                        positive_float, positive_int, run_cli, start_live)
 
 if TYPE_CHECKING:
     from stylefusion.iterative import IterativeConfig
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = OneLineParser(description=__doc__.split("\n\n")[0],
                       formatter_class=HelpFormatter)
+    add_version_arg(p)
     io = p.add_argument_group("images")
     io.add_argument("--content_image", default=None,
                     help=f"content photo (default: the demo image {DEMO_CONTENT.relative_to(HERE)})")

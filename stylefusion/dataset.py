@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .errors import DatasetError, InputImageError
-from .images import IMAGE_EXTENSIONS, is_image_file, load_pil, pil_to_tensor
+from .images import IMAGE_EXTENSIONS, load_pil, pil_to_tensor, walk_images
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:
@@ -23,11 +23,7 @@ def find_images(root: str | os.PathLike) -> list[Path]:
         raise DatasetError(f"content dataset folder not found: {root}")
     if not root.is_dir():
         raise DatasetError(f"content dataset must be a folder of images, got a file: {root}")
-    files = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip .git, .cache, ...
-        # Hidden files (macOS '._x.jpg' resource forks) are not images despite their extension.
-        files += [Path(folder) / n for n in names if not n.startswith(".") and is_image_file(Path(n))]
+    files = walk_images(root)  # hidden entries (.git, macOS '._x.jpg' forks) skipped; symlinks followed once
     if not files:
         raise DatasetError(f"no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) found in {root}")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())

@@ -59,6 +59,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def training_precision(precision: str) -> str:
+    """--precision for training: auto means fp32 (bf16/fp16 gradients are not validated for quality here)."""
+    return "fp32" if precision == "auto" else precision
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     """Raise DeviceError when --precision cannot run on this device."""
     if precision not in PRECISIONS:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterator
@@ -15,7 +14,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from .errors import StyleFusionError
+from .errors import StyleFusionError, first_line
 
 
 class DistributedError(StyleFusionError):
@@ -60,10 +59,16 @@ def distributed_context() -> tuple[int, int]:
     return rank, world_size
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of a backend error, without gloo's '[source/file.cc:123] ' prefix."""
-    text = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip())
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+def rank_device(device: torch.device) -> torch.device:
+    """This process's device: under torchrun (WORLD_SIZE > 1) CUDA means cuda:LOCAL_RANK, one GPU per process."""
+    rank, world_size = distributed_context()
+    if world_size == 1 or device.type != "cuda":
+        return device
+    local_rank = _env_int("LOCAL_RANK", rank)
+    if local_rank >= torch.cuda.device_count():
+        raise DistributedError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s); "
+                               "use --nproc_per_node <= the number of GPUs")
+    return torch.device("cuda", local_rank)
 
 
 @contextlib.contextmanager
@@ -78,11 +83,8 @@ def process_group(device: torch.device, timeout_s: float = 600.0) -> Iterator[Di
         yield DistContext(device=device)
         return
     local_rank = _env_int("LOCAL_RANK", rank)
+    device = rank_device(device)
     if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise DistributedError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s); "
-                                   "use --nproc_per_node <= the number of GPUs")
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     owned = not dist.is_initialized()
@@ -90,7 +92,7 @@ def process_group(device: torch.device, timeout_s: float = 600.0) -> Iterator[Di
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
         except (RuntimeError, ValueError, dist.DistError) as exc:
-            raise DistributedError(f"cannot start distributed training ({backend}): {_first_line(exc)}; "
+            raise DistributedError(f"cannot start distributed training ({backend}): {first_line(exc)}; "
                                    "launch with torchrun --nproc_per_node N") from None
     try:
         yield DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
@@ -107,7 +109,7 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         except (RuntimeError, dist.DistError) as exc:
             raise DistributedError(f"rank {ctx.rank}: a peer process stopped or timed out "
-                                   f"({_first_line(exc)})") from None
+                                   f"({first_line(exc)})") from None
     return tensor
 
 
@@ -128,7 +130,7 @@ def gather_ints(values: set[int], ctx: DistContext) -> set[int]:
         dist.all_gather_object(gathered, sorted(values))
     except (RuntimeError, dist.DistError) as exc:
         raise DistributedError(f"rank {ctx.rank}: a peer process stopped or timed out "
-                               f"({_first_line(exc)})") from None
+                               f"({first_line(exc)})") from None
     return {int(v) for part in gathered for v in (part or [])}
 
 
@@ -142,4 +144,4 @@ def barrier(ctx: DistContext) -> None:
                 dist.barrier()
         except (RuntimeError, dist.DistError) as exc:
             raise DistributedError(f"rank {ctx.rank}: a peer process stopped or timed out "
-                                   f"({_first_line(exc)})") from None
+                                   f"({first_line(exc)})") from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 
 
@@ -44,6 +46,25 @@ class VideoError(StyleFusionError):
 
 class DatasetError(StyleFusionError):
     """A training dataset is empty or has no readable image."""
+
+
+def first_line(exc: BaseException, limit: int = 200, default: str | None = None) -> str:
+    """One line for a user from an exception: its strerror or first message line, else `default` or its type."""
+    text = str(getattr(exc, "strerror", None) or exc).strip()
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's '[source/file.cc:123] ' prefix
+    return text.splitlines()[0][:limit] if text else (default or type(exc).__name__)
+
+
+def is_finite_non_negative(value: object) -> bool:
+    """True for a real number (int or float) that is finite and >= 0: weights, seconds, sizes."""
+    return isinstance(value, (int, float)) and not (math.isnan(value) or math.isinf(value)) and value >= 0
+
+
+def check_non_negative(what: str, value: object) -> float:
+    """`value` as a float when it is a finite number >= 0; else ConfigError naming `what`."""
+    if not is_finite_non_negative(value):
+        raise ConfigError(f"{what} must be a finite number >= 0, got {value}")
+    return float(value)
 
 
 def require_file(path: str | os.PathLike, what: str, error: type[StyleFusionError]) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, ModelError, OutputError
+from .errors import ConfigError, ModelError, OutputError, first_line
 from .images import atomic_path
 
 EXPORT_FORMATS = {".onnx": "ONNX", ".pt": "TorchScript"}
@@ -57,8 +57,7 @@ def export_model(network: nn.Module, path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except (RuntimeError, torch.jit.Error) as exc:  # an exporter failure, e.g. an unsupported operator
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{fmt} export failed: {first[:200]}") from None
+        raise ModelError(f"{fmt} export failed: {first_line(exc)}") from None
     return path
 
 

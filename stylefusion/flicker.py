@@ -106,7 +106,9 @@ class _RaftFlow:
         from torchvision.models import optical_flow
 
         self.model = getattr(optical_flow, name)(weights=None)
-        self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        from .transformer import load_weights
+
+        self.model.load_state_dict(load_weights(path))
         self.model.eval().requires_grad_(False)
 
     @torch.no_grad()

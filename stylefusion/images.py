@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputImageError, OutputError, require_file
+from .errors import InputImageError, OutputError, first_line, require_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # Pillow's format names for the extensions we write.
@@ -88,7 +88,40 @@ def load_pil(path: str | os.PathLike) -> Image.Image:
     except PermissionError:
         raise InputImageError(f"permission denied reading image: {path}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputImageError(f"cannot read image {path}: {str(exc).splitlines()[0] or 'corrupt or truncated'}") from None
+        raise InputImageError(f"cannot read image {path}: {first_line(exc, default='corrupt or truncated')}") from None
+
+
+def walk_images(root: Path, exclude: Path | None = None,
+                unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Image files under `root`, skipping hidden entries and the folder `exclude` (e.g. the output), in walk order.
+
+    Symlinked folders are followed, each real folder once (no loops). Sub-folders that cannot be listed are
+    appended to `unreadable` with a reason; an unreadable `root` raises InputImageError.
+    """
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def on_error(exc: OSError) -> None:
+        folder = Path(exc.filename) if exc.filename else root
+        message = (f"permission denied reading folder: {folder}" if isinstance(exc, PermissionError)
+                   else f"cannot read folder {folder}: {exc.strerror or exc}")
+        if folder == root:
+            raise InputImageError(message)
+        if unreadable is not None:
+            unreadable.append((folder, message))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
+        here = Path(dirpath)
+        seen.add(here.resolve())
+        kept = []
+        for d in sorted(dirnames):
+            real = (here / d).resolve()
+            if not d.startswith(".") and real != exclude and real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirnames[:] = kept
+        found.extend(here / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(Path(f)))
+    return found
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

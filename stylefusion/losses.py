@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .errors import ConfigError, check_non_negative
 from .vgg import VGG19Features, check_layers
 
 _EPS = 1e-8
@@ -17,9 +16,19 @@ _EPS = 1e-8
 
 def check_weight(name: str, value: float) -> float:
     """A loss or blend weight must be a finite number >= 0."""
-    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
+    return check_non_negative(name, value)
+
+
+def check_blend_weights(blend_weights: Sequence[float] | None, count: int) -> list[float]:
+    """One finite weight >= 0 per style image, not all zero (None: equal weights)."""
+    if blend_weights is None:
+        return [1.0] * count
+    if len(blend_weights) != count:
+        raise ConfigError(f"{count} style images but {len(blend_weights)} blend weights")
+    weights = [check_weight("style blend weight", w) for w in blend_weights]
+    if sum(weights) <= 0:
+        raise ConfigError("style blend weights must not all be zero")
+    return weights
 
 
 def parse_layer_weights(spec: str | Iterable[str] | Mapping[str, float], what: str) -> dict[str, float]:
@@ -92,14 +101,8 @@ def style_grams(vgg: VGG19Features, style_images: Sequence[torch.Tensor], blend_
                 layers: Iterable[str]) -> dict[str, torch.Tensor]:
     """Gram targets (1, C, C) per layer: a weighted average over several (1, 3, H, W) style images."""
     layers = list(layers)
-    if blend_weights is None:
-        blend_weights = [1.0] * len(style_images)
-    if len(blend_weights) != len(style_images):
-        raise ConfigError(f"{len(style_images)} style images but {len(blend_weights)} blend weights")
-    weights = [check_weight("style blend weight", w) for w in blend_weights]
+    weights = check_blend_weights(blend_weights, len(style_images))
     total = sum(weights)
-    if total <= 0:
-        raise ConfigError("style blend weights must not all be zero")
     grams: dict[str, torch.Tensor] = {}
     for image, weight in zip(style_images, weights):
         if weight == 0:
@@ -134,11 +137,6 @@ class PerceptualLoss:
             check_weight(name, getattr(self, name))
         check_layers(self.content_layers)
         check_layers(self.style_layers)
-
-    @property
-    def layers(self) -> list[str]:
-        """All layers any term uses (the VGG pass stops at the deepest)."""
-        return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
 
     @torch.no_grad()
     def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:

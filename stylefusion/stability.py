@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, check_non_negative
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,7 @@ class CompoundRegularization:
 
     def __post_init__(self) -> None:
         for name in ("max_shift", "max_rotation_deg", "max_zoom", "motion_std", "noise_std"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) or value < 0:
-                raise ConfigError(f"stability {name} must be a finite number >= 0, got {value}")
+            check_non_negative(f"stability {name}", getattr(self, name))
         if not isinstance(self.motion_grid, int) or self.motion_grid < 2:
             raise ConfigError(f"stability motion_grid must be an integer >= 2, got {self.motion_grid}")
 

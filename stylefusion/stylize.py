@@ -2,7 +2,8 @@
 
 `Stylizer` prepares a loaded network once for one device and precision; calling it maps a (B, 3, H, W)
 batch in [0, 1] to the stylised batch in [0, 1] of the same size (the video mode calls it on frames).
-`plan_images` + `stylize_images` stylise a file or a folder tree into a mirrored output tree.
+`stylize_folder(ImageConfig)` stylises a file or a folder tree into a mirrored output tree (image mode); it is
+`plan_images` + `stylize_images` with the model, device and torchrun share set up.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .color import check_mode, preserve_color
-from .device import autocast, check_precision, resolve_precision
+from .device import autocast, check_precision, resolve_device, resolve_precision
+from .distributed import distributed_context, rank_device
 from .errors import ConfigError, InputImageError, ModelError, OutputError
-from .fastnet import for_inference
+from .fastnet import for_inference, retain_freed_memory
 from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_tensor,
-                     prepare_output_dir, remove_empty_tree, resize_longest, save_image)
+                     prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
 from .memory import default_budget
 from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, network_layers, plan_tiling
-from .transformer import MIN_INPUT_SIDE
+from .transformer import MIN_INPUT_SIDE, load_model
 
 # Two stride-2 convs then two 2x upsamples: sides that are multiples of 4 come back unchanged.
 SIZE_MULTIPLE = 4
@@ -211,40 +213,53 @@ class ImageProgress:
 
 @dataclass(frozen=True)
 class ImageSummary:
-    """Outcome of a run: how many images were written, and which inputs failed and why."""
+    """Outcome of a run: how many images were written, and which inputs (files, then folders) failed and why."""
 
     stylised: int
     failed: int
     failures: tuple[tuple[Path, str], ...]
+    unreadable: tuple[tuple[Path, str], ...] = ()  # sub-folders that could not be listed (stylize_folder)
+
+
+@dataclass
+class ImageConfig:
+    """What image mode stylises and how; the CLI fills it from argparse, library users directly."""
+
+    input: str | os.PathLike                   # an image file, or a folder searched recursively
+    output: str | os.PathLike                  # folder for the mirrored output tree
+    model_path: str | os.PathLike | None = None  # not needed when a network is passed to stylize_folder
+    batch_size: int = ImageOptions.batch_size
+    max_size: int | None = None                # downscale so the longest side is at most this (None: keep)
+    preserve_color: str = "none"
+    device: str = "auto"                       # under torchrun, cuda means cuda:LOCAL_RANK
+    precision: str = "auto"                    # auto: bf16 where the device computes it natively, else fp32
+    max_memory: int | None = None              # bytes the network may use; larger images run in tiles
+    tile_size: int | None = None               # force tiles of about this side (px)
+    retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide; see fastnet.py)
+
+    def options(self) -> ImageOptions:
+        """The batching options, checked."""
+        options = ImageOptions(self.batch_size, self.max_size, self.preserve_color)
+        options.validate()
+        return options
+
+
+@dataclass(frozen=True)
+class ImageStart:
+    """Reported once before the first image: this process's share and what the model file says about itself."""
+
+    total: int
+    rank: int
+    world_size: int
+    output_dir: Path
+    model_settings: dict[str, Any]
+    unreadable: tuple[tuple[Path, str], ...]
 
 
 def _output_name(relative: Path) -> Path:
     if relative.suffix.lower() in SAVE_FORMATS:
         return relative
     return relative.with_suffix(_OUTPUT_FALLBACK_SUFFIX)
-
-
-def _walk_images(root: Path, exclude: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """Image files under `root`, sorted, skipping hidden entries and the folder `exclude` (the output).
-
-    Sub-folders that cannot be listed are appended to `unreadable` with a reason; an unreadable `root` raises.
-    """
-    found: list[Path] = []
-
-    def on_error(exc: OSError) -> None:
-        folder = Path(exc.filename) if exc.filename else root
-        message = (f"permission denied reading folder: {folder}" if isinstance(exc, PermissionError)
-                   else f"cannot read folder {folder}: {exc.strerror or exc}")
-        if folder == root:
-            raise InputImageError(message)
-        if unreadable is not None:
-            unreadable.append((folder, message))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):  # no symlinked folders: no loops
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != exclude)
-        found.extend(here / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(Path(f)))
-    return found
 
 
 def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) -> ImagePlan:
@@ -269,7 +284,7 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) ->
             raise InputImageError(f"not an image file (unknown extension '{source.suffix}'): {source}")
         inputs = [source]
     else:
-        inputs = _walk_images(source, out_resolved, unreadable)
+        inputs = walk_images(source, out_resolved, unreadable)
         if not inputs:
             raise InputImageError(f"no image files found in {source} "
                                   f"(looked for {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})"
@@ -402,3 +417,40 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
     if counts["stylised"] == 0:
         remove_empty_tree(created)
     return ImageSummary(counts["stylised"], counts["failed"], tuple(failures))
+
+
+def image_device(name: str) -> torch.device:
+    """The device image mode runs on: --device resolved, and under torchrun one GPU per process (LOCAL_RANK)."""
+    return rank_device(resolve_device(name))
+
+
+def stylize_folder(config: ImageConfig, callback: Callable[[ImageProgress], Any] | None = None,
+                   tile_callback: Callable[[TileProgress], Any] | None = None,
+                   on_start: Callable[[ImageStart], Any] | None = None,
+                   network: nn.Module | None = None) -> ImageSummary:
+    """Image mode: stylise config.input into config.output with a model (loaded from config.model_path unless given).
+
+    Under torchrun each process takes every world_size-th file on its own GPU; unreadable sub-folders are
+    reported (in `on_start` and the summary) by rank 0 only.
+    """
+    options = config.options()
+    device = image_device(config.device)
+    check_precision(config.precision, device)
+    rank, world_size = distributed_context()
+    plan = plan_images(config.input, config.output).shard(rank, world_size)
+    settings: dict[str, Any] = {}
+    if network is None:
+        if config.model_path is None:
+            raise ConfigError("a model path is required to stylise images")
+        network, settings = load_model(config.model_path)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    stylizer = Stylizer(network, device, config.precision, max_memory=config.max_memory,
+                        tile_size=config.tile_size)
+    stylizer.on_tile = tile_callback
+    if config.retain_freed_memory:
+        retain_freed_memory()  # the network runs over and over: keep its buffers mapped
+    if on_start is not None:
+        on_start(ImageStart(len(plan.pairs), rank, world_size, plan.output_dir, settings, plan.unreadable))
+    summary = stylize_images(plan, stylizer, options, callback)
+    return ImageSummary(summary.stylised, summary.failed, summary.failures, plan.unreadable)

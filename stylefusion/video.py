@@ -27,7 +27,8 @@ from torch import nn
 
 from . import color
 from .device import check_precision, resolve_device
-from .errors import ConfigError, DeviceError, OutputError, VideoError, require_file
+from .errors import (ConfigError, DeviceError, OutputError, VideoError, first_line, is_finite_non_negative,
+                     require_file)
 from .flicker import FlickerMeter
 from .images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
 from .stylize import Stylizer
@@ -127,8 +128,7 @@ def _open_input(path: Path) -> Any:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "strerror", None) or exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
+    return first_line(exc, 160)
 
 
 def _rotation_of(first_frame: Any | None) -> int:
@@ -432,7 +432,7 @@ def _check_config(config: VideoConfig) -> tuple[Path, Path, str, frozenset[str] 
         raise ConfigError(f"max size must be >= {MIN_INPUT_SIDE}, got {config.max_size}")
     for name in ("start", "duration"):
         value = getattr(config, name)
-        if value is not None and (math.isnan(value) or math.isinf(value) or value < 0):
+        if value is not None and not is_finite_non_negative(value):
             raise ConfigError(f"--{name} must be a finite number of seconds >= 0, got {value}")
     if config.duration is not None and config.duration == 0:
         raise ConfigError("--duration must be > 0 seconds")

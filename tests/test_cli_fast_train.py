@@ -111,3 +111,16 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(data, tmp_path):
     resumed = run(*_args(data, tmp_path, **{"--max_steps": str(stopped_at + 2)}), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert load_model(tmp_path / "m.pth")[1]["steps"] == stopped_at + 2
+
+
+def test_train_defaults_come_from_train_config():
+    import dataclasses
+
+    import fast_style_transfer
+    from stylefusion.training import TrainConfig
+
+    parser = fast_style_transfer.build_parser()
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in ("epochs", "image_size", "lr", "content_weight", "style_weight", "tv_weight", "stability_weight",
+                 "content_layers", "style_layers", "vgg_weights", "checkpoint_interval", "preview_interval"):
+        assert parser.get_default(name) == defaults[name], name

@@ -454,11 +454,10 @@ def _hook(point: str, monkeypatch, sig: int) -> None:
     import stylefusion.released
     import stylefusion.stylize
     import stylefusion.training
-    import stylefusion.transformer
     import stylefusion.video
 
     if point == "image-early":
-        SignalAt(monkeypatch, stylefusion.transformer, "load_model", sig)
+        SignalAt(monkeypatch, stylefusion.stylize, "load_model", sig)
     elif point == "image-mid":
         SignalAt(monkeypatch, stylefusion.stylize, "save_image", sig, nth=1, after=True)
     elif point == "video-early":
@@ -618,7 +617,7 @@ def test_options_of_another_mode_are_named_in_one_warning(base, tmp_path):
 
 def test_every_option_is_in_the_mode_table():
     parser = fast_style_transfer.build_parser()
-    dests = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "mode")}
+    dests = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "version", "mode")}
     assert dests == set(fast_style_transfer.MODE_OPTIONS)
     assert all(set(modes) <= set(fast_style_transfer.MODES) for modes in fast_style_transfer.MODE_OPTIONS.values())
 

@@ -481,3 +481,22 @@ def test_example_video_has_h264_video_and_aac_audio():
 def test_sample_data_stays_small():
     total = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
     assert total < 2_500_000
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symlinks")
+def test_walk_images_follows_symlinked_folders_once_and_never_loops(tmp_path):
+    from stylefusion.images import walk_images
+
+    root, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (root / "a").mkdir(parents=True)
+    elsewhere.mkdir()
+    Image.new("RGB", (4, 4)).save(root / "a" / "x.png")
+    Image.new("RGB", (4, 4)).save(elsewhere / "y.png")
+    Image.new("RGB", (4, 4)).save(root / ".hidden.png")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)  # followed
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)   # a loop: cut
+    (root / "again").symlink_to(root / "a", target_is_directory=True)  # the same folder twice: once
+    (root / "out").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "out" / "z.png")
+    found = walk_images(root, exclude=(root / "out").resolve())
+    assert sorted(p.relative_to(root).as_posix() for p in found) == ["a/x.png", "linked/y.png"]

@@ -88,3 +88,15 @@ def test_perceptual_loss_terms_and_gradient(vgg):
     assert image.grad is not None and image.grad.abs().sum() > 0
     with pytest.raises(ConfigError):
         PerceptualLoss(vgg, {"relu2_1": 1.0}, {"relu1_1": 1.0}, -1.0, 1.0, 0.0)
+
+
+def test_blend_weights_are_checked_in_one_place():
+    from stylefusion.errors import ConfigError
+    from stylefusion.losses import check_blend_weights
+
+    assert check_blend_weights(None, 3) == [1.0, 1.0, 1.0]
+    assert check_blend_weights([1, 0.5], 2) == [1.0, 0.5]
+    for weights, needle in [([1.0], "2 style images but 1"), ([0, 0], "not all be zero"),
+                            ([1, float("nan")], "finite number")]:
+        with pytest.raises(ConfigError, match=needle):
+            check_blend_weights(weights, 2)

@@ -268,3 +268,55 @@ def test_a_network_that_outputs_nan_is_refused_not_written_black() -> None:
         net.deconv3.conv2d.bias.fill_(float("nan"))  # finite-looking elsewhere; NaN would clamp to black
     with pytest.raises(ModelError, match="NaN or infinite"):
         Stylizer(net, "cpu", "fp32")(torch.rand(1, 3, 24, 24))
+
+
+@pytest.mark.parametrize("local_rank", [0, 1, 2])
+def test_image_device_is_one_gpu_per_torchrun_process(monkeypatch, local_rank):
+    from stylefusion.stylize import image_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", str(local_rank))
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    assert image_device("cuda") == torch.device("cuda", local_rank)
+    assert image_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: cuda stays as asked
+    assert image_device("cuda") == torch.device("cuda")
+
+
+def test_image_device_refuses_more_processes_than_gpus(monkeypatch):
+    from stylefusion.distributed import DistributedError
+    from stylefusion.stylize import image_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(DistributedError, match="LOCAL_RANK=3"):
+        image_device("cuda")
+
+
+def test_stylize_folder_runs_image_mode_in_one_call(tmp_path, net):
+    from stylefusion.stylize import ImageConfig, ImageStart, stylize_folder
+    from stylefusion.transformer import save_model
+
+    src = tmp_path / "in"
+    for i in range(3):
+        write(src / f"a{i}.png", (40, 32), seed=i)
+    (src / "broken.jpg").write_bytes(b"not an image")
+    model = tmp_path / "m.pth"
+    save_model(net, model)
+    starts: list[ImageStart] = []
+    events = []
+    config = ImageConfig(src, tmp_path / "out", model, batch_size=2, device="cpu", precision="fp32",
+                         tile_size=32, retain_freed_memory=False)
+    tiles = []
+    summary = stylize_folder(config, events.append, tiles.append, starts.append)
+    assert (summary.stylised, summary.failed, summary.unreadable) == (3, 1, ())
+    assert len(starts) == 1 and (starts[0].total, starts[0].rank, starts[0].world_size) == (4, 0, 1)
+    assert len(events) == 4 and tiles  # tile_size forces tiles: the tile callback hears of them
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a0.png", "a1.png", "a2.png"]
+    with pytest.raises(ConfigError, match="batch_size"):
+        stylize_folder(ImageConfig(src, tmp_path / "out2", model, batch_size=0))

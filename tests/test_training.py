@@ -208,3 +208,12 @@ def test_loss_curve_png(tmp_path):
     assert (214, 39, 40) in colours and (20, 20, 20) in colours  # the style and total lines were drawn
     empty = draw_loss_curve([], {}, tmp_path / "empty.png")
     assert empty.exists()
+
+
+def test_auto_precision_means_fp32_for_training():
+    from stylefusion.device import training_precision
+    from stylefusion.training import TrainConfig
+
+    assert TrainConfig("s.png", "d", "m.pth").precision == "auto"
+    assert training_precision("auto") == "fp32"
+    assert [training_precision(p) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]

@@ -1,0 +1,48 @@
+"""CLI plumbing: under torchrun a bad input is reported once, by rank 0; a rank's own failure by that rank."""
+
+from __future__ import annotations
+
+import pytest
+
+import cli_common
+from stylefusion.distributed import DistributedError
+from stylefusion.errors import ConfigError
+
+
+def _raise(error: Exception):
+    def main(argv: list[str] | None) -> int:
+        raise error
+    return main
+
+
+@pytest.mark.parametrize("rank, reported", [("0", True), ("1", False)])
+def test_bad_input_is_reported_by_rank_0_only(monkeypatch, capsys, rank, reported):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    assert cli_common.run_cli(_raise(ConfigError("--batch_size must be at least 1"))) == cli_common.EXIT_ERROR
+    assert ("error: --batch_size must be at least 1" in capsys.readouterr().err) == reported
+
+
+def test_a_ranks_own_failure_is_reported_by_that_rank(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert cli_common.run_cli(_raise(DistributedError("rank 1: a peer process stopped"))) == cli_common.EXIT_ERROR
+    assert "rank 1: a peer process stopped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rank, reported", [("0", True), ("1", False)])
+def test_usage_errors_are_reported_once(monkeypatch, capsys, rank, reported):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    parser = cli_common.OneLineParser(prog="x")
+    parser.add_argument("--n", type=int)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--n", "many"])
+    assert exit_info.value.code == 2
+    assert ("invalid int value" in capsys.readouterr().err) == reported
+
+
+def test_single_process_is_main(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "3")
+    assert cli_common.is_main_process()
