@@ -240,6 +240,10 @@ class _Worker(threading.Thread):
             self._stop_event.set()
 
 
+# How long a stopped pipeline waits for its decode and encode threads (they stop between frames).
+_WORKER_JOIN_S = 120.0
+
+
 @dataclass
 class _Plan:
     """Everything fixed before the first frame."""
@@ -610,7 +614,9 @@ def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: fr
         finally:
             stop.set()  # ends the decoder, and the encoder too on an error or Ctrl-C
             for worker in workers:
-                worker.join(timeout=10)
+                # Each stage checks `stop` between frames; wait for it before the containers are closed below,
+                # or a stage still inside FFmpeg would use a freed container (seen as a crash on a loaded CPU).
+                worker.join(timeout=_WORKER_JOIN_S)
         for worker in workers:
             if worker.error is not None:
                 raise _as_video_error(worker.error, config)
