@@ -233,3 +233,12 @@ def test_video_frames_run_in_tiles(tmp_path) -> None:
     assert len(tiled["frames"]) == 6 and tiled["size"] == (64, 48)
     for a, b in zip(whole["frames"], tiled["frames"]):  # the same frames before lossy encoding: same video
         assert abs(a.astype(float) - b.astype(float)).max() <= 2
+
+
+def test_maps_in_their_own_memory_mappings_give_the_same_result(network: TransformerNet, monkeypatch) -> None:
+    import stylefusion.tiling
+
+    monkeypatch.setattr(stylefusion.tiling, "MAPPED_MAP_BYTES", 0)  # every stored map mmap-backed, as at 48 MP
+    x = torch.rand(1, 3, 52, 60, generator=torch.Generator().manual_seed(5))
+    whole = Stylizer(network, "cpu", "fp32")(x)
+    assert psnr(Stylizer(network, "cpu", "fp32", tile_size=24)(x), whole) >= 40.0
