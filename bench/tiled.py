@@ -30,7 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from bench.fast import content_image, interleaved, proxy_model  # noqa: E402
 from stylefusion.device import cpu_supports_bf16  # noqa: E402
@@ -81,8 +80,7 @@ def section_speed(model: Path, side: int, reps: int, budget_gb: float) -> None:
     rows = []
     for precision in ["fp32"] + (["bf16"] if cpu_supports_bf16() else []):
         whole = Stylizer(network, "cpu", precision, max_memory=1 << 40)
-        tiled = Stylizer(network, "cpu", precision, max_memory=int(budget_gb * 2**30), tile_size=None)
-        tiled.max_memory = int(budget_gb * 2**30)
+        tiled = Stylizer(network, "cpu", precision, max_memory=int(budget_gb * 2**30))
         plan = tiled.tile_plan(*x.shape[-2:])
         run_tiled = lambda: tiled._tiled(x, plan)  # noqa: E731  (forced: the image would fit whole)
         best, outs = interleaved({"whole": lambda: whole(x), "tiled": run_tiled}, reps)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import mmap
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -147,10 +147,6 @@ class Box:
     y1: int
     x0: int
     x1: int
-
-    @property
-    def area(self) -> int:
-        return (self.y1 - self.y0) * (self.x1 - self.x0)
 
     def within(self, outer: "Box") -> tuple[slice, slice]:
         """Index of this box inside a tensor that holds `outer`."""

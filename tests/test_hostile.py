@@ -448,35 +448,33 @@ def _signal_inside(real: Callable, sig: int):
         yield tmp
 
 
-def _hook(point: str, monkeypatch, sig: int) -> None:
-    import stylefusion.export
-    import stylefusion.iterative
-    import stylefusion.released
-    import stylefusion.stylize
-    import stylefusion.training
-    import stylefusion.video
+# Where each signal case stops the run: (stylefusion module[.attribute], function, SignalAt options).
+SIGNAL_POINTS = {
+    "image-early": ("stylize", "load_model", {}),
+    "image-mid": ("stylize", "save_image", {"nth": 1, "after": True}),
+    "video-early": ("video", "load_model", {}),
+    "video-mid": ("stylize.Stylizer", "__call__", {"nth": 2}),
+    "iterative-early": ("iterative", "load_vgg19", {}),
+    "iterative-mid": ("iterative", "save_image", {"nth": 1, "after": True}),
+    "train-early": ("training", "load_vgg19", {}),
+    "train-mid": ("training", "train_step", {"nth": 2}),
+    "download-extracting": ("released", "install_from_zip", {}),
+}
 
-    if point == "image-early":
-        SignalAt(monkeypatch, stylefusion.stylize, "load_model", sig)
-    elif point == "image-mid":
-        SignalAt(monkeypatch, stylefusion.stylize, "save_image", sig, nth=1, after=True)
-    elif point == "video-early":
-        SignalAt(monkeypatch, stylefusion.video, "load_model", sig)
-    elif point == "video-mid":
-        SignalAt(monkeypatch, stylefusion.stylize.Stylizer, "__call__", sig, nth=2)
-    elif point == "iterative-early":
-        SignalAt(monkeypatch, stylefusion.iterative, "load_vgg19", sig)
-    elif point == "iterative-mid":
-        SignalAt(monkeypatch, stylefusion.iterative, "save_image", sig, nth=1, after=True)
-    elif point == "train-early":
-        SignalAt(monkeypatch, stylefusion.training, "load_vgg19", sig)
-    elif point == "train-mid":
-        SignalAt(monkeypatch, stylefusion.training, "train_step", sig, nth=2)
-    elif point == "export-writing":
+
+def _hook(point: str, monkeypatch, sig: int) -> None:
+    import importlib
+
+    import stylefusion.export
+
+    if point == "export-writing":  # the signal lands inside the atomic write itself
         real = stylefusion.export.atomic_path
         monkeypatch.setattr(stylefusion.export, "atomic_path", lambda path: _signal_inside(real(path), sig))
-    elif point == "download-extracting":
-        SignalAt(monkeypatch, stylefusion.released, "install_from_zip", sig)
+        return
+    where, name, options = SIGNAL_POINTS[point]
+    module, _, attribute = where.partition(".")
+    target = importlib.import_module(f"stylefusion.{module}")
+    SignalAt(monkeypatch, getattr(target, attribute) if attribute else target, name, sig, **options)
 
 
 SIGNAL_RUNS = {
