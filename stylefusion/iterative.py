@@ -302,6 +302,70 @@ def _closure(optimizer: torch.optim.Optimizer, image: torch.Tensor, loss_fn: Per
     return closure
 
 
+def _recoloured_styles(styles: list[torch.Tensor], content: torch.Tensor, preserve: str) -> list[torch.Tensor]:
+    """The style images as colour preservation wants them (Gatys et al. 2017)."""
+    if preserve == "histogram":  # recolour the style to the content's palette
+        return [color.match_color(s, content) for s in styles]
+    if preserve == "luminance":  # transfer on luminance only
+        return [color.match_luminance(s, content) for s in styles]
+    return styles
+
+
+def _start_scale(config: IterativeConfig, loss_fn: PerceptualLoss, content_full: torch.Tensor,
+                 styles_full: list[torch.Tensor], init_image: torch.Tensor | None, previous: torch.Tensor | None,
+                 size: tuple[int, int], tile: int | None, run: tuple[torch.device, str],
+                 generator: torch.Generator) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
+    """Targets and the starting image of one scale: (content, content targets, style Grams, image to optimise).
+
+    The first scale starts from config.init; a finer one from the previous scale's image, upsampled.
+    """
+    device, precision = run
+    content = resize_to(content_full, size)
+    target_content = color.luminance(content) if config.preserve_color == "luminance" else content
+    style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
+    styles = [resize_to(s, _working_size(tuple(s.shape[-2:]), style_long)) for s in styles_full]
+    with autocast(device, precision):
+        targets, grams = _targets(config, loss_fn, target_content, styles, loss_fn.style_layers, tile, device)
+    if previous is None:
+        start_image = _initial_image(config, target_content, styles[0], init_image, generator)
+    else:
+        start_image = F.interpolate(previous.detach(), size=size, mode="bicubic", align_corners=False)[0]
+    image = start_image.unsqueeze(0).to(device).contiguous().requires_grad_(True)
+    return content, targets, grams, image
+
+
+def _plan_memory(config: IterativeConfig, plan: list[tuple[int, int]], content: torch.Tensor,
+                 styles: list[torch.Tensor], layers: list[str], content_layers: list[str], device: torch.device,
+                 precision: str) -> dict[tuple[int, int], MemoryPlan]:
+    """memory_plans() for these images, refusing fp16 where a scale runs tiled."""
+    memory = memory_plans(config, plan, tuple(content.shape[-2:]), [tuple(s.shape[-2:]) for s in styles], layers,
+                          content_layers, device)
+    if precision == "fp16" and any(m.tile is not None for m in memory.values()):
+        raise ConfigError("fp16 has no loss scaling on tiles: use --precision bf16 or fp32 for this size")
+    return memory
+
+
+def _save(image: torch.Tensor, path: Path, inputs: list) -> Path:
+    """Save a result image, refusing a path that is one of the inputs."""
+    ensure_not_input(path, inputs)
+    save_image(image, path)
+    return path
+
+
+def _step(optimizer: torch.optim.Optimizer, image: torch.Tensor, clamp: bool,
+          make_closure: Callable[[list[LossTerms]], Callable[[], torch.Tensor]]) -> list[float]:
+    """One optimiser step; its (content, style, tv, total) loss values, refused when not finite."""
+    terms: list[LossTerms] = []
+    optimizer.step(make_closure(terms))
+    if clamp:  # Adam's steps may leave [0, 1]
+        with torch.no_grad():
+            image.clamp_(0, 1)
+    values = [float(v.detach()) for v in terms[-1]]
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError("the loss became NaN/inf: lower --lr or the weights, or use --precision fp32")
+    return values
+
+
 def stylize(config: IterativeConfig,
             callback: Callable[[IterativeProgress], None] | None = None) -> IterativeResult:
     """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
@@ -317,17 +381,11 @@ def stylize(config: IterativeConfig,
     init_image = load_image(config.init) if config.init not in INITS else None
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     plan = step_plan(config)
-    memory = memory_plans(config, plan, tuple(content_full.shape[-2:]), [tuple(s.shape[-2:]) for s in styles_full],
-                          layers, list(content_layers), device)
-    if precision == "fp16" and any(m.tile is not None for m in memory.values()):
-        raise ConfigError("fp16 has no loss scaling on tiles: use --precision bf16 or fp32 for this size")
+    memory = _plan_memory(config, plan, content_full, styles_full, layers, list(content_layers), device, precision)
     output_dir = prepare_output_dir(config.output_dir)
     inputs = [config.content_image, *config.style_images]
 
-    if config.preserve_color == "histogram":  # Gatys et al. 2017: recolour the style to the content's palette
-        styles_full = [color.match_color(s, content_full) for s in styles_full]
-    elif config.preserve_color == "luminance":  # Gatys et al. 2017: transfer on luminance only
-        styles_full = [color.match_luminance(s, content_full) for s in styles_full]
+    styles_full = _recoloured_styles(styles_full, content_full, config.preserve_color)
 
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling).to(device)
     loss_fn = PerceptualLoss(vgg, content_layers, style_layers, config.content_weight, config.style_weight,
@@ -357,19 +415,8 @@ def stylize(config: IterativeConfig,
             tile = memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
                 optimizer = targets = grams = None  # free the coarser scale's state first
-                content = resize_to(content_full, size)
-                target_content = color.luminance(content) if config.preserve_color == "luminance" else content
-                style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
-                styles = [resize_to(s, _working_size(tuple(s.shape[-2:]), style_long)) for s in styles_full]
-                with autocast(device, precision):
-                    targets, grams = _targets(config, loss_fn, target_content, styles, style_layers, tile, device)
-                if image is None:
-                    start_image = _initial_image(config, target_content, styles[0], init_image, generator)
-                else:
-                    start_image = F.interpolate(image.detach(), size=size, mode="bicubic", align_corners=False)[0]
-                del styles
-                image = start_image.unsqueeze(0).to(device).contiguous().requires_grad_(True)
-                del start_image
+                content, targets, grams, image = _start_scale(config, loss_fn, content_full, styles_full, init_image,
+                                                              image, size, tile, (device, precision), generator)
                 optimizer = _make_optimizer(config, image, memory[size].history)
                 current_size = size
 
@@ -378,17 +425,10 @@ def stylize(config: IterativeConfig,
                                            time.perf_counter() - start, tile=(done, passes)))
 
             for _ in range(epoch_steps):
-                terms: list[LossTerms] = []
-                optimizer.step(_closure(optimizer, image, loss_fn, targets, grams, tile, loss_scale,
-                                        (device, precision), terms, on_tile if callback else None))
-                if config.optimizer == "adam":
-                    with torch.no_grad():
-                        image.clamp_(0, 1)
+                values = _step(optimizer, image, config.optimizer == "adam", lambda terms: _closure(
+                    optimizer, image, loss_fn, targets, grams, tile, loss_scale, (device, precision), terms,
+                    on_tile if callback else None))
                 step += 1
-                t = terms[-1]
-                values = [float(v.detach()) for v in t]
-                if not all(math.isfinite(v) for v in values):
-                    raise ConfigError("the loss became NaN/inf: lower --lr or the weights, or use --precision fp32")
                 final_loss = values[3]
                 elapsed = time.perf_counter() - start
                 log.writerow([step, epoch, size[0], size[1], *(f"{v:.6g}" for v in values), f"{elapsed:.3f}"])
@@ -396,18 +436,15 @@ def stylize(config: IterativeConfig,
                     callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values, elapsed))
             log_file.flush()
 
-            path = output_dir / f"epoch_{epoch:03d}.{ext}"
-            ensure_not_input(path, inputs)
-            save_image(_finish(image, content, config.preserve_color), path)
+            path = _save(_finish(image, content, config.preserve_color), output_dir / f"epoch_{epoch:03d}.{ext}",
+                         inputs)
             result_paths.append(path)
             if callback:
                 callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
                                            time.perf_counter() - start, saved=path))
 
     final = _finish(image, content, config.preserve_color)
-    final_path = output_dir / f"final.{ext}"
-    ensure_not_input(final_path, inputs)
-    save_image(final, final_path)
+    final_path = _save(final, output_dir / f"final.{ext}", inputs)
     return IterativeResult(final.cpu(), final_path, result_paths, log_path, final_loss)
 
 

@@ -543,6 +543,20 @@ def _iter_frames(container: Any, stream: Any, source: Path) -> Iterator[Any]:
         raise VideoError(f"cannot read the video stream of {source}: {_reason(exc)}") from None
 
 
+def _output_frame(image: np.ndarray, t: float, plan: _Plan, pix_fmt: str, last_pts: int) -> Any:
+    """A stylised RGB frame as an encoder frame: rotated back, converted, timed at its input time (snapped
+    to the frame grid, and always after the previous frame)."""
+    if plan.rotation_k:
+        image = np.ascontiguousarray(np.rot90(image, -plan.rotation_k))
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt, dst_colorspace="ITU709")
+    rel = t - plan.start
+    slot = round(rel * plan.fps) / plan.fps  # undo e.g. Matroska's millisecond rounding
+    rel = float(slot) if abs(rel - float(slot)) <= plan.snap else rel
+    frame.pts = max(round(rel / plan.time_base), last_pts + 1)
+    frame.time_base = plan.time_base
+    return frame
+
+
 def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: frozenset[str] | None,
                   rotation: int, config: VideoConfig, stylizer: Stylizer,
                   total: int | None, started: float, callback: Callable[[VideoProgress], None] | None
@@ -584,15 +598,8 @@ def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: fr
             while (item := _get(stylised, stop)) is not _END:
                 images, times = item
                 for image, t in zip(images, times):
-                    if plan.rotation_k:
-                        image = np.ascontiguousarray(np.rot90(image, -plan.rotation_k))
-                    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                    frame = frame.reformat(format=video_out.pix_fmt, dst_colorspace="ITU709")
-                    rel = t - plan.start
-                    slot = round(rel * plan.fps) / plan.fps  # undo e.g. Matroska's millisecond rounding
-                    rel = float(slot) if abs(rel - float(slot)) <= plan.snap else rel
-                    pts = max(round(rel / plan.time_base), last_pts + 1)
-                    frame.pts, frame.time_base, last_pts = pts, plan.time_base, pts
+                    frame = _output_frame(image, t, plan, video_out.pix_fmt, last_pts)
+                    last_pts = frame.pts
                     _mux(output, video_out.encode(frame))
                     written[0] += 1
                     if audio is not None:
