@@ -32,6 +32,12 @@ class DeviceError(StyleFusionError):
     """The requested device or precision is not available here."""
 
 
+def non_finite_output() -> ModelError:
+    """The error for a network output with NaN/inf (clamping keeps NaN: a broken model would write black)."""
+    return ModelError("the model produced NaN or infinite values on this input: the model file is broken "
+                      "(e.g. trained until it diverged)")
+
+
 class MemoryBudgetError(StyleFusionError):
     """The requested image size cannot fit the memory budget, even in tiles."""
 

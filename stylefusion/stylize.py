@@ -23,9 +23,9 @@ from torch import nn
 from .color import check_mode, preserve_color
 from .device import autocast, check_precision, resolve_device, resolve_precision
 from .distributed import distributed_context, rank_device
-from .errors import ConfigError, InputImageError, ModelError, OutputError
+from .errors import ConfigError, InputImageError, OutputError, non_finite_output
 from .fastnet import for_inference, retain_freed_memory
-from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_tensor,
+from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_uint8,
                      prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
 from .memory import default_budget
 from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, network_layers, plan_tiling
@@ -41,7 +41,8 @@ class Stylizer:
     """A transformer network prepared once for inference on one device and precision.
 
     Call it on a float batch (B, 3, H, W) in [0, 1] on any device; it returns the stylised batch in [0, 1],
-    same shape, dtype and device. The network sees the batch reflect-padded to a multiple of 4 and cropped back.
+    same shape, dtype and device. A uint8 batch in [0, 255] gives a uint8 result: a large photo then needs a
+    quarter of the memory for itself and its result. The network sees the batch reflect-padded to a multiple of 4 and cropped back.
     Images that would not fit `max_memory` bytes (default: a safe share of the free memory) in one pass run
     one at a time, in tiles if need be (tiling.py: the same result as one pass); `tile_size` forces tiles.
     Set `on_tile` to a callable to hear of each tile of a tiled image.
@@ -98,9 +99,9 @@ class Stylizer:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if not (isinstance(batch, torch.Tensor) and batch.dim() == 4 and batch.shape[1] == 3
-                and batch.is_floating_point()):
+                and (batch.is_floating_point() or batch.dtype == torch.uint8)):
             shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-            raise ConfigError(f"expected a float batch of shape (B, 3, H, W), got {shape}")
+            raise ConfigError(f"expected a float or uint8 batch of shape (B, 3, H, W), got {shape}")
         height, width = batch.shape[-2:]
         check_image_size(height, width)
         fits = self.batch_limit(height, width)
@@ -111,9 +112,6 @@ class Stylizer:
         else:
             plan = self.tile_plan(height, width)
             out = _joined([self._tiled(image[None], plan) for image in batch])
-        if not torch.isfinite(out).all():  # clamp() keeps NaN: a broken model would write black images
-            raise ModelError("the model produced NaN or infinite values on this input: the model file is broken "
-                             "(e.g. trained until it diverged)")
         return out
 
     def _tiled(self, image: torch.Tensor, plan: TilePlan) -> torch.Tensor:
@@ -133,7 +131,9 @@ class Stylizer:
             pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
             if pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-            x = x.mul(255.0).to(self.compute_dtype)  # the network works in the 0-255 range
+            if batch.is_floating_point():
+                x = x.mul(255.0)  # the network works in the 0-255 range
+            x = x.to(self.compute_dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             amp = (contextlib.nullcontext() if self._pure_low_precision
@@ -141,7 +141,13 @@ class Stylizer:
             with amp:
                 y = self.network(x)
         # Outside inference mode, so callers get an ordinary tensor they may modify in place.
-        y = y[..., :height, :width].to(batch.dtype).div(255.0).clamp(0.0, 1.0)
+        y = y[..., :height, :width]
+        if not torch.isfinite(y).all():  # clamp() keeps NaN: a broken model would write black images
+            raise non_finite_output()
+        if batch.dtype == torch.uint8:
+            y = y.float().clamp(0.0, 255.0).round().to(torch.uint8)
+        else:
+            y = y.to(batch.dtype).div(255.0).clamp(0.0, 1.0)
         return y.to(batch.device).contiguous()
 
 
@@ -306,11 +312,12 @@ class _Loaded:
 
 
 def _load(source: Path, target: Path, max_size: int | None) -> _Loaded:
-    """Decode one input (EXIF-upright RGB), downscale to max_size; errors become a message, not an exception."""
+    """Decode one input (EXIF-upright RGB) as uint8, or as float [0, 1] when downscaled to max_size (the resized
+    pixels are not rounded); errors become a message, not an exception."""
     try:
-        image = pil_to_tensor(load_pil(source))
+        image = pil_to_uint8(load_pil(source))
         if max_size is not None and max(image.shape[-2:]) > max_size:
-            image = resize_longest(image, max_size)
+            image = resize_longest(_as_float(image), max_size)
         check_image_size(image.shape[-2], image.shape[-1], f"image {source}")
         return _Loaded(source, target, image, None)
     except InputImageError as exc:
@@ -333,6 +340,11 @@ def _prefetched(pairs: Iterable[tuple[Path, Path]], max_size: int | None, pool: 
             yield item
     while queue:
         yield queue.popleft().result()
+
+
+def _as_float(image: torch.Tensor) -> torch.Tensor:
+    """An image in [0, 1] as float (uint8 [0, 255] converted)."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image
 
 
 def _save(image: torch.Tensor, target: Path) -> None:
@@ -366,10 +378,14 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
                                    counts["failed"], item.source, error))
 
     def run(batch: list[_Loaded], writer: ThreadPoolExecutor) -> None:
-        content = batch[0].image[None] if len(batch) == 1 else torch.stack([item.image for item in batch])
+        # Alone, an image goes as it was decoded (uint8 unless resized): a large photo stays small until tiled.
+        content = (batch[0].image[None] if len(batch) == 1
+                   else torch.stack([_as_float(item.image) for item in batch]))
         stylised = stylizer(content)
         for i, item in enumerate(batch):
-            result = preserve_color(stylised[i], content[i], options.preserve_color)
+            result = stylised[i]
+            if options.preserve_color != "none":
+                result = preserve_color(_as_float(result), _as_float(content[i]), options.preserve_color)
             saves.append(writer.submit(_save, result, item.target))
         # Surface a write error (disk full, ...) early, and never queue many results behind a slow disk; a large
         # image's result is written before the next image starts.

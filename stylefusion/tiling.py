@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, non_finite_output
 
 # Peak bytes per pixel of a whole-image pass (fp32, CPU, channels_last), measured at 1-4 MP
 # (bench/tiled.py): 723-887. A low-precision network needs about half.
@@ -488,12 +488,21 @@ class TiledRunner:
                 x = x.add_(skip)
         return x, box
 
+    def _output(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A tile of network output (0-255 range) as `dtype`: uint8 rounded, float in [0, 1]."""
+        y = y.float()
+        if not bool(torch.isfinite(y).all()):
+            raise non_finite_output()
+        if dtype == torch.uint8:
+            return y.clamp_(0.0, 255.0).round_().to(dtype)
+        return y.div_(self.input_scale).clamp_(0.0, 1.0).to(dtype)
+
     def run(self, image: torch.Tensor, plan: TilePlan, padded: tuple[int, int], device: torch.device,
             progress: Callable[[TileProgress], None] | None = None, output: torch.Tensor | None = None
             ) -> torch.Tensor:
-        """Stylise a (1, 3, H, W) image in [0, 1] whose network input is `padded` (reflect-padded at the
-        far ends); returns the (1, 3, H, W) output in [0, 1], in `image`'s dtype on its device (written into
-        `output` when given)."""
+        """Stylise a (1, 3, H, W) image (float in [0, 1], or uint8 in [0, 255]) whose network input is
+        `padded` (reflect-padded at the far ends); returns the (1, 3, H, W) output in `image`'s dtype and range
+        on its device (written into `output` when given). A non-finite output pixel raises ModelError."""
         height, width = image.shape[-2:]
         sizes = layer_sizes(self.layers, *padded)
         full_h = padded[0]
@@ -516,7 +525,8 @@ class TiledRunner:
                     window = back_project(self.layers[stage.start:stage.stop], sizes[stage.start:stage.stop + 1],
                                           core)
                 if stage.start == 0:
-                    x = self._prepare(read_window(image, window), device).mul_(self.input_scale)
+                    x = self._prepare(read_window(image, window), device)
+                    x = x if image.dtype == torch.uint8 else x.mul_(self.input_scale)
                 else:
                     x = self._prepare(source[..., window.y0:window.y1, window.x0:window.x1], device)
                 y, box = self._forward(stage, x, window, sizes, affine, maps)
@@ -532,8 +542,8 @@ class TiledRunner:
                     top, left = core.y0, core.x0
                     keep_h, keep_w = min(core.y1, height) - top, min(core.x1, width) - left
                     if keep_h > 0 and keep_w > 0:
-                        y = y[..., :keep_h, :keep_w].float().div_(self.input_scale).clamp_(0.0, 1.0)
-                        output[..., top:top + keep_h, left:left + keep_w] = y.to(output)
+                        output[..., top:top + keep_h, left:left + keep_w] = self._output(y[..., :keep_h, :keep_w],
+                                                                                         output.dtype)
                 done += 1
                 if progress is not None:
                     progress(TileProgress(done, total))

@@ -92,8 +92,21 @@ def test_bad_batches_are_refused(net):
     with pytest.raises(ConfigError, match="B, 3, H, W"):
         stylizer(torch.rand(3, 16, 16))
     with pytest.raises(ConfigError):
-        stylizer(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+        stylizer(torch.zeros(1, 3, 16, 16, dtype=torch.int64))
     check_image_size(5, 5)
+
+
+@pytest.mark.parametrize("tile_size", [None, 24])
+def test_uint8_batches_give_the_float_result_rounded(net, tile_size):
+    """A uint8 photo (how image mode hands a large one over) gives the float result as uint8, whole or tiled."""
+    stylizer = Stylizer(net, tile_size=tile_size)
+    photo = (torch.rand(1, 3, 45, 62) * 255).round().to(torch.uint8)
+    want = stylizer(photo.float() / 255)
+    got = stylizer(photo)
+    assert got.dtype == torch.uint8 and got.shape == photo.shape
+    diff = (got.float() - want.mul(255).round()).abs()
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    assert got.float().std() > 0.1  # not a constant image
 
 
 # ------------------------------------------------------------------------------------------------ planning
