@@ -27,7 +27,7 @@ from .images import ensure_not_input, load_image, prepare_output_dir, resize_to,
 from .losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_weight, parse_layer_weights,
                      region_style_grams, style_grams)
 from .masks import check_mask_count, load_masks
-from .tiled_features import tiled_content_targets, tiled_loss, tiled_style_grams
+from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
 from .vgg import load_vgg19
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -278,12 +278,13 @@ def _targets(config: IterativeConfig, loss_fn: PerceptualLoss, content: torch.Te
     """Content activations and blended style Grams at one scale, on tiles when the scale runs tiled."""
     content = content.unsqueeze(0).to(device)
     styles = [s.unsqueeze(0).to(device) for s in styles]
-    if isinstance(loss_fn, GuidedPerceptualLoss):  # one target per region: each style's own whole Gram
-        return loss_fn.content_targets(content), region_style_grams(loss_fn.vgg, styles, style_layers)
+    guided = isinstance(loss_fn, GuidedPerceptualLoss)  # one target per region: each style's own whole Gram
     if tile is None:
         return (loss_fn.content_targets(content),
+                region_style_grams(loss_fn.vgg, styles, style_layers) if guided else
                 style_grams(loss_fn.vgg, styles, config.style_blend_weights, style_layers))
     return (tiled_content_targets(loss_fn, content, tile),
+            tiled_region_style_grams(loss_fn.vgg, styles, style_layers, tile) if guided else
             tiled_style_grams(loss_fn.vgg, styles, config.style_blend_weights, style_layers, tile))
 
 
@@ -350,9 +351,6 @@ def _plan_memory(config: IterativeConfig, plan: list[tuple[int, int]], content: 
                           content_layers, device)
     if precision == "fp16" and any(m.tile is not None for m in memory.values()):
         raise ConfigError("fp16 has no loss scaling on tiles: use --precision bf16 or fp32 for this size")
-    if config.style_masks and any(m.tile is not None for m in memory.values()):
-        raise ConfigError("--style_masks does not work on VGG tiles yet, and this size needs them (or --tile_size "
-                          "asks for them): lower --image_size or raise --max_memory")
     return memory
 
 

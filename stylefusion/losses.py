@@ -189,6 +189,11 @@ def layer_guides(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(masks.float(), size=tuple(size), mode="area")
 
 
+def guide_area(guides: torch.Tensor) -> torch.Tensor:
+    """sum(guide^2) of each (R, 1, H, W) guide, at least eps: a hard mask's area in feature-map pixels."""
+    return guides.float().pow(2).sum(dim=(1, 2, 3)).clamp_min(_EPS)
+
+
 def guided_gram_matrix(features: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     """Gram matrix (B, C, C) of (B, C, H, W) features weighted by a (1, 1, H, W) guide, in fp32."""
     b, c, h, w = features.shape
@@ -197,7 +202,7 @@ def guided_gram_matrix(features: torch.Tensor, guide: torch.Tensor) -> torch.Ten
         f = (features.float() * guide).reshape(b, c, h * w)
         # Divided by C * sum(guide^2) (the region's area for a hard mask) where Gatys et al. 2017 leave the
         # guided Gram unnormalised: a region's Gram is then on the scale of a whole style image's Gram.
-        return torch.bmm(f, f.transpose(1, 2)) / (c * guide.pow(2).sum().clamp_min(_EPS))
+        return torch.bmm(f, f.transpose(1, 2)) / (c * guide_area(guide))
 
 
 @torch.no_grad()
