@@ -3,7 +3,8 @@
 Two passes per evaluation (the last tile's pass-1 graph is kept for pass 2) (a deviation in method, not in result, from Gatys et al.'s single pass):
 1. no grad, tile by tile: sum each tile's core-feature Gram contributions into whole-image Grams and copy
    the core content feature maps into whole-image maps; the loss and its gradient w.r.t. those Grams
-   (C x C) and maps follow on the small tensors;
+   (C x C) and maps follow on the small tensors; with region masks (GuidedPerceptualLoss) each region's
+   guided Gram is summed the same way from the core features weighted by that region's mask;
 2. with grad, tile by tile: backpropagate the surrogate <dL/dG, G_tile> + <dL/dF, F_tile> through the tile's
    whole input window and add that window's gradient into the image gradient. Since G = sum of G_tile and
    the core features equal the whole-image ones, the sum over tiles is exactly the whole-image gradient.
