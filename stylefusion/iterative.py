@@ -233,7 +233,7 @@ def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_h
         # L-BFGS history fills one entry per step; Adam's two moments cost as much as one entry.
         history = min(config.lbfgs_history, n) if config.optimizer == "lbfgs" else 1
         plans[size] = plan_memory(*size, layers, content_layers if config.content_weight > 0 else [], style_px,
-                                  history, budget, config.tile_size)
+                                  history, budget, config.tile_size, len(config.style_masks or []))
     return plans
 
 

@@ -179,6 +179,16 @@ def test_tiled_masked_run_matches_the_whole_image_run(tmp_path, files):
     assert abs(whole.final_loss - tiled.final_loss) <= 1e-5 * whole.final_loss
 
 
+def test_memory_plan_counts_the_regions():
+    from stylefusion.iterative_memory import GB, plan_memory
+    plain = plan_memory(384, 512, LAYERS, ["relu4_2"], 512 * 512, 100, 8 * GB)
+    masked = plan_memory(384, 512, LAYERS, ["relu4_2"], 512 * 512, 100, 8 * GB, regions=2)
+    assert masked.tile is None and masked.estimate - plain.estimate == pytest.approx(2 * 650 * 384 * 512)
+    budget = plain.estimate + 0.5 * (masked.estimate - plain.estimate)  # fits without masks, not with them
+    assert plan_memory(384, 512, LAYERS, ["relu4_2"], 512 * 512, 100, budget).tile is None
+    assert plan_memory(384, 512, LAYERS, ["relu4_2"], 512 * 512, 100, budget, regions=2).tile is not None
+
+
 def test_mask_within_one_percent_of_the_ratio_is_stretched(tmp_path, files):
     near = save(np.full((193, 256), 255), tmp_path / "near.png")  # 256x193 for a 64x48 content: 0.5 % off
     result = stylize(config(tmp_path, files["scene"], [files["a"]], [near], steps_per_epoch=1))
