@@ -275,7 +275,7 @@ class LossScale:
 def _targets(config: IterativeConfig, loss_fn: PerceptualLoss, content: torch.Tensor, styles: list[torch.Tensor],
              style_layers: dict[str, float], tile: int | None, device: torch.device
              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Content activations and blended style Grams at one scale, on tiles when the scale runs tiled."""
+    """Content activations and style Grams (blended, or one per region with masks) at one scale, tiled or not."""
     content = content.unsqueeze(0).to(device)
     styles = [s.unsqueeze(0).to(device) for s in styles]
     guided = isinstance(loss_fn, GuidedPerceptualLoss)  # one target per region: each style's own whole Gram

@@ -219,8 +219,9 @@ class GuidedPerceptualLoss(PerceptualLoss):
     """PerceptualLoss with one style per region (Gatys et al. 2017): region r's guided Gram matches style r.
 
     The style targets are region_style_grams (R, C, C). Region r's loss is scaled by its blend weight and
-    by its area fraction mean(mask^2), so a full white mask gives exactly the unguided loss, a black one
-    none, and each pixel's balance of style and content does not depend on its region's size.
+    by its area fraction mean(mask^2) (our addition, not in the paper), so a full white mask gives exactly the
+    unguided loss, a black one none, and a pixel's balance of style and content does not depend on its
+    region's size.
     """
     masks: torch.Tensor | None = None     # (R, 1, H, W) in [0, 1] at the working size; resized to each layer
     region_weights: Sequence[float] = ()  # one per region: multiplies that region's style loss
