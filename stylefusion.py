@@ -39,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--style_image", nargs="+", default=None, metavar="IMAGE",
                     help=f"one or more style images (default: the demo image {DEMO_STYLE.relative_to(HERE)})")
     io.add_argument("--style_blend_weights", nargs="+", type=non_negative_float, default=None, metavar="W",
-                    help="one weight per style image (default: equal)")
+                    help="one weight per style image (default: equal); with --style_masks it scales that "
+                         "style's region (default 1 each)")
+    io.add_argument("--style_masks", nargs="+", default=None, metavar="MASK",
+                    help="one greyscale mask per style image: that style only where the mask is white, partly "
+                         "where grey, not where black (uncovered areas keep the content; overlaps mix). Any "
+                         "size, stretched to the content image, but its aspect ratio must match the content's "
+                         "within 1%%. Gatys et al. 2017 guided Gram matrices")
     io.add_argument("--output_dir", default="output/demo", help="where epoch images, final image and loss log go")
     io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"), help="image file format")
     io.add_argument("--image_size", type=positive_int, default=C.image_size,
@@ -103,7 +109,8 @@ def check_output_names(config: "IterativeConfig") -> None:
     from stylefusion.iterative import INITS
 
     out, ext = Path(config.output_dir), config.output_format
-    inputs = [config.content_image, *config.style_images, *([config.init] if config.init not in INITS else [])]
+    inputs = [config.content_image, *config.style_images, *(config.style_masks or []),
+              *([config.init] if config.init not in INITS else [])]
     for name in ("loss_log.csv", *(f"epoch_{e:03d}.{ext}" for e in range(1, config.epochs + 1)), f"final.{ext}"):
         ensure_not_input(out / name, inputs)
 
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         content_image=args.content_image or DEMO_CONTENT,
         style_images=args.style_image or [DEMO_STYLE],
         output_dir=args.output_dir,
-        style_blend_weights=args.style_blend_weights,
+        style_blend_weights=args.style_blend_weights, style_masks=args.style_masks,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
         style_scale=args.style_scale, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,

@@ -116,6 +116,18 @@ def save_jpeg(image: Image.Image, path: Path) -> None:
     print(f"wrote {_shown(path)} ({image.width}x{image.height}, {path.stat().st_size // 1024} KiB)")
 
 
+def make_region_masks(width: int, height: int, feather: int = 32) -> None:
+    """data/mask_left.png and mask_right.png: halves of the frame with a soft vertical edge, for --style_masks."""
+    x = (np.arange(width, dtype=np.float32) - (width / 2 - feather / 2)) / feather
+    ramp = np.clip(x, 0.0, 1.0)
+    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep: 0 on the left .. 1 on the right, over `feather` px
+    right = np.repeat(ramp[None, :], height, axis=0)
+    for name, values in (("mask_left.png", 1 - right), ("mask_right.png", right)):
+        path = DATA / name
+        Image.fromarray(np.round(values * 255).astype(np.uint8), mode="L").save(path, optimize=True)
+        print(f"wrote {_shown(path)} ({width}x{height}, {path.stat().st_size} bytes)")
+
+
 # --------------------------------------------------------------------------------------------------- city
 CITY_LIGHTING = {
     # sky colour stops (top .. horizon), facade tint, share of lit windows, window glow, water tint
@@ -577,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     city = render_city(512, 384, seed=1913)
     save_jpeg(city, DATA / "city.jpg")
+    make_region_masks(city.width, city.height)
     if not args.skip_udnie:
         save_jpeg(render_udnie_standin(512, seed=1913), DATA / "udnie.jpg")
     save_jpeg(render_city(256, 192, seed=7, lighting="night"), TRAIN / "city_night.jpg")

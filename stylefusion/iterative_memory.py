@@ -17,6 +17,9 @@ GB = 2 ** 30  # --max_memory is in GiB, as in image and video modes
 BASE_BYTES = 1.0e9
 # Forward + backward through relu5_1 with grad, per input pixel: measured 2.3 KB at 512x384, 2.5 KB at 1024x768.
 ACTIVATION_BYTES_PER_PX = 2600
+# Each --style_masks region adds a mask-weighted copy of every style layer's features, kept for backward:
+# measured +256 MB peak RSS for 2 regions at 512x384 (1.33 -> 1.59 GB), i.e. ~650 B per pixel and region.
+GUIDED_BYTES_PER_PX = 650
 # Image-sized fp32 RGB buffers besides the history: image, its grad, content image, L-BFGS's flat gradient,
 # previous gradient, direction and step, the saved copy and the upsampling source.
 IMAGE_BUFFERS = 10
@@ -52,27 +55,29 @@ def fixed_bytes(height: int, width: int, content_layers: Iterable[str], style_px
 
 
 def plan_memory(height: int, width: int, layers: Iterable[str], content_layers: Iterable[str], style_px: int,
-                history: int, budget: float, tile: int | None = None) -> MemoryPlan:
+                history: int, budget: float, tile: int | None = None, regions: int = 0) -> MemoryPlan:
     """Whole image when it fits with the full history, else the largest tile that leaves room for a history.
 
     L-BFGS keeps 2 x history image-sized fp32 vectors (at 4096x3072 one is 151 MB, history 100 = 30 GB).
     Shortening the history costs little (history 20 vs 100: +0.4 % loss after 300 steps at 512 px, see
     bench/RESULTS.md) while tiles below ~1024 px cost much time in halos, so tiles may take up to half of the
-    memory left and the history gets the rest, down to 1. `history` is the history the run would use.
+    memory left and the history gets the rest, down to 1. `history` is the history the run would use;
+    `regions` the number of style masks (guided Grams).
     """
     layers = list(layers)
+    per_px = ACTIVATION_BYTES_PER_PX + regions * GUIDED_BYTES_PER_PX
     px = height * width
     per_history = 2 * RGB_BYTES_PER_PX * px
     left = budget - fixed_bytes(height, width, content_layers, style_px)
-    if tile is None and px * ACTIVATION_BYTES_PER_PX + history * per_history <= left:
-        return MemoryPlan(None, history, budget - left + px * ACTIVATION_BYTES_PER_PX + history * per_history)
+    if tile is None and px * per_px + history * per_history <= left:
+        return MemoryPlan(None, history, budget - left + px * per_px + history * per_history)
     halo, align = halo_px(layers), alignment(layers)
     if tile is None:
         room = max(left - history * per_history, left / 2)
         tile = max(height, width)
-        while tile > MIN_TILE and _window_px(height, width, tile, halo, align) * ACTIVATION_BYTES_PER_PX > room:
+        while tile > MIN_TILE and _window_px(height, width, tile, halo, align) * per_px > room:
             tile = max(MIN_TILE, int(tile * 0.8))
-    activations = _window_px(height, width, tile, halo, align) * ACTIVATION_BYTES_PER_PX
+    activations = _window_px(height, width, tile, halo, align) * per_px
     fits = int((left - activations) // per_history)
     if fits < 1:
         need = (budget - left + activations + per_history) / GB

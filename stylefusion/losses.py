@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import torch
@@ -151,8 +151,18 @@ class PerceptualLoss:
         wanted = [n for n in self.style_layers if self.style_weight > 0]
         wanted += [n for n in self.content_layers if n in content_targets]
         feats = self.vgg(image, dict.fromkeys(wanted)) if wanted else {}
-        image_grams = {n: gram_matrix(feats[n]) for n in self.style_layers if self.style_weight > 0}
+        image_grams = self.image_grams(feats)
         return self.combine(image, feats, image_grams, content_targets, grams)
+
+    def image_grams(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The image's Gram matrix at each style layer (subclasses may guide them by region)."""
+        return {n: gram_matrix(features[n]) for n in self.style_layers if self.style_weight > 0}
+
+    def style_term(self, image_grams: Mapping[str, torch.Tensor], grams: Mapping[str, torch.Tensor],
+                   zero: torch.Tensor) -> torch.Tensor:
+        """Unweighted style loss: the layer-weighted Gram losses (subclasses may sum them over regions)."""
+        return sum((w * gram_loss(image_grams[n], grams[n])
+                    for n, w in self.style_layers.items() if self.style_weight > 0), zero)
 
     def combine(self, image: torch.Tensor, features: Mapping[str, torch.Tensor],
                 image_grams: Mapping[str, torch.Tensor], content_targets: Mapping[str, torch.Tensor],
@@ -161,8 +171,87 @@ class PerceptualLoss:
         zero = image.new_zeros((), dtype=torch.float32)
         content = sum((w * content_loss(features[n], content_targets[n])
                        for n, w in self.content_layers.items() if n in content_targets), zero)
-        style = sum((w * gram_loss(image_grams[n], grams[n])
-                     for n, w in self.style_layers.items() if self.style_weight > 0), zero)
+        style = self.style_term(image_grams, grams, zero)
         tv = tv_loss(image) if self.tv_weight > 0 else zero
         content, style, tv = content * self.content_weight, style * self.style_weight, tv * self.tv_weight
         return LossTerms(content, style, tv, content + style + tv)
+
+
+# ------------------------------------------------------------------ spatial control (Gatys et al. 2017)
+def layer_guides(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Region masks (R, 1, H, W) in [0, 1] at one layer's feature size, by area averaging.
+
+    Gatys et al. 2017 propagate the guides through the network's receptive fields (or erode them); we
+    simply area-downsample, which softens a hard edge by about one feature-map pixel.
+    """
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(masks.float(), size=tuple(size), mode="area")
+
+
+def guide_area(guides: torch.Tensor) -> torch.Tensor:
+    """sum(guide^2) of each (R, 1, H, W) guide, at least eps: a hard mask's area in feature-map pixels."""
+    return guides.float().pow(2).sum(dim=(1, 2, 3)).clamp_min(_EPS)
+
+
+def guided_gram_matrix(features: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """Gram matrix (B, C, C) of (B, C, H, W) features weighted by a (1, 1, H, W) guide, in fp32."""
+    b, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        guide = guide.float()
+        f = (features.float() * guide).reshape(b, c, h * w)
+        # Divided by C * sum(guide^2) (the region's area for a hard mask) where Gatys et al. 2017 leave the
+        # guided Gram unnormalised: a region's Gram is then on the scale of a whole style image's Gram.
+        return torch.bmm(f, f.transpose(1, 2)) / (c * guide_area(guide))
+
+
+@torch.no_grad()
+def region_style_grams(vgg: VGG19Features, style_images: Sequence[torch.Tensor],
+                       layers: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Each style image's own whole-image Gram, unblended: targets (R, C, C) per layer, one per region."""
+    layers = list(layers)
+    per_style = [style_grams(vgg, [image], None, layers) for image in style_images]
+    return {n: torch.cat([grams[n] for grams in per_style]) for n in layers}
+
+
+@dataclass
+class GuidedPerceptualLoss(PerceptualLoss):
+    """PerceptualLoss with one style per region (Gatys et al. 2017): region r's guided Gram matches style r.
+
+    The style targets are region_style_grams (R, C, C). Region r's loss is scaled by its blend weight and
+    by its area fraction mean(mask^2) (our addition, not in the paper), so a full white mask gives exactly the
+    unguided loss, a black one none, and a pixel's balance of style and content does not depend on its
+    region's size.
+    """
+    masks: torch.Tensor | None = None     # (R, 1, H, W) in [0, 1] at the working size; resized to each layer
+    region_weights: Sequence[float] = ()  # one per region: multiplies that region's style loss
+    regions: list[tuple[int, float]] = field(init=False, default_factory=list)  # (region, weight x area) used
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.masks is None or self.masks.dim() != 4 or self.masks.shape[1] != 1:
+            raise ConfigError("guided style loss needs masks of shape (regions, 1, height, width)")
+        if len(self.region_weights) != len(self.masks):
+            raise ConfigError(f"{len(self.masks)} masks but {len(self.region_weights)} region weights")
+        weights = [check_weight("style blend weight", w) for w in self.region_weights]
+        areas = self.masks.float().pow(2).mean(dim=(1, 2, 3)).tolist()
+        # Regions that cannot contribute (black mask or zero weight) are skipped: the content stays there.
+        self.regions = [(r, weights[r] * areas[r]) for r in range(len(weights)) if weights[r] * areas[r] > 0]
+
+    def image_grams(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Guided Grams (B, active regions, C, C) at each style layer."""
+        grams = {}
+        for n in (self.style_layers if self.style_weight > 0 and self.regions else ()):
+            f = features[n]
+            guides = layer_guides(self.masks.to(f.device), f.shape[-2:])
+            grams[n] = torch.stack([guided_gram_matrix(f, guides[r:r + 1]) for r, _ in self.regions], 1)
+        return grams
+
+    def style_term(self, image_grams: Mapping[str, torch.Tensor], grams: Mapping[str, torch.Tensor],
+                   zero: torch.Tensor) -> torch.Tensor:
+        """Sum over layers and active regions of weight x area x the region's Gram loss against its style."""
+        total = zero
+        for n, w in self.style_layers.items():
+            for i, (r, scale) in enumerate(self.regions if n in image_grams else ()):
+                total = total + w * scale * gram_loss(image_grams[n][:, i], grams[n][r:r + 1])
+        return total

@@ -3,7 +3,8 @@
 Two passes per evaluation (the last tile's pass-1 graph is kept for pass 2) (a deviation in method, not in result, from Gatys et al.'s single pass):
 1. no grad, tile by tile: sum each tile's core-feature Gram contributions into whole-image Grams and copy
    the core content feature maps into whole-image maps; the loss and its gradient w.r.t. those Grams
-   (C x C) and maps follow on the small tensors;
+   (C x C) and maps follow on the small tensors; with region masks (GuidedPerceptualLoss) each region's
+   guided Gram is summed the same way from the core features weighted by that region's mask;
 2. with grad, tile by tile: backpropagate the surrogate <dL/dG, G_tile> + <dL/dF, F_tile> through the tile's
    whole input window and add that window's gradient into the image gradient. Since G = sum of G_tile and
    the core features equal the whole-image ones, the sum over tiles is exactly the whole-image gradient.
@@ -16,7 +17,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .losses import LossTerms, PerceptualLoss, check_weight
+from .losses import GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_weight, guide_area, layer_guides
 from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19Features
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in this evaluation)
@@ -104,12 +105,41 @@ def _flat(features: torch.Tensor) -> torch.Tensor:
 
 
 Kept = tuple[torch.Tensor, dict[str, torch.Tensor]]  # a tile's input window (leaf) and core features with graph
+Guides = Mapping[str, torch.Tensor]  # per Gram layer: the active regions' masks (R, 1, h, w) at the layer's size
+
+
+def _weighted(features: torch.Tensor, tile: Tile, layer: str, guides: Guides | None) -> torch.Tensor:
+    """Core features flattened (B, C, P), or (B, R, C, P) weighted by each region's guide over the core."""
+    f = _flat(features)
+    if guides is None:
+        return f
+    level = pool_level(layer)
+    g = guides[layer][..., tile.y0 >> level:tile.y1 >> level, tile.x0 >> level:tile.x1 >> level]
+    return f.unsqueeze(1) * g.float().reshape(1, g.shape[0], 1, -1)
+
+
+def _gram_norm(layer: str, channels: int, height: int, width: int, guides: Guides | None) -> torch.Tensor | int:
+    """The Gram divisor of losses.gram_matrix (C*H*W), or of losses.guided_gram_matrix per region (1, R, 1, 1)."""
+    level = pool_level(layer)
+    if guides is None:
+        return channels * (height >> level) * (width >> level)
+    return channels * guide_area(guides[layer]).reshape(1, -1, 1, 1)
+
+
+def loss_guides(loss_fn: PerceptualLoss, size: tuple[int, int], layers: Iterable[str]) -> Guides | None:
+    """The guided loss's active-region masks at each layer's size for an image of `size`; None if unguided."""
+    if not isinstance(loss_fn, GuidedPerceptualLoss):
+        return None
+    active = loss_fn.masks[[r for r, _ in loss_fn.regions]]
+    return {n: layer_guides(active, (size[0] >> pool_level(n), size[1] >> pool_level(n))) for n in layers}
 
 
 def _statistics(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram_layers: list[str],
-                map_layers: list[str], keep_last: bool, on_tile: TileCallback | None, passes: int
+                map_layers: list[str], keep_last: bool, on_tile: TileCallback | None, passes: int,
+                guides: Guides | None = None
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Kept | None]:
-    """Pass 1: sum Gram contributions and fill maps tile by tile; optionally keep the last tile's graph."""
+    """Pass 1: sum Gram contributions (per region with guides) and fill maps tile by tile; optionally keep
+    the last tile's graph."""
     layers = list(dict.fromkeys([*gram_layers, *map_layers]))
     b, _, h, w = image.shape
     grams: dict[str, torch.Tensor] = {}
@@ -124,8 +154,8 @@ def _statistics(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram
             kept = (window, feats)
         with torch.no_grad(), torch.autocast(device_type=image.device.type, enabled=False):
             for n in gram_layers:
-                f = _flat(feats[n])
-                part = torch.bmm(f, f.transpose(1, 2))
+                f = _weighted(feats[n], tile, n, guides)
+                part = torch.matmul(f, f.transpose(-1, -2))
                 grams[n] = grams[n] + part if n in grams else part
             for n in map_layers:
                 level, f = pool_level(n), feats[n]
@@ -134,9 +164,8 @@ def _statistics(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram
                 maps[n][..., tile.y0 >> level:tile.y1 >> level, tile.x0 >> level:tile.x1 >> level] = f.float()
         if on_tile:
             on_tile(i + 1, passes)
-    for n in gram_layers:  # the same C*H*W normalisation as losses.gram_matrix
-        level = pool_level(n)
-        grams[n] = grams[n] / (grams[n].shape[1] * (h >> level) * (w >> level))
+    for n in gram_layers:  # the same normalisation as losses.gram_matrix (guided_gram_matrix with guides)
+        grams[n] = grams[n] / _gram_norm(n, grams[n].shape[-1], h, w, guides)
     return grams, maps, kept
 
 
@@ -151,7 +180,7 @@ def tiled_statistics(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile],
 
 def tiled_backward(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], gram_grads: Mapping[str, torch.Tensor],
                    map_grads: Mapping[str, torch.Tensor], on_tile: TileCallback | None = None,
-                   kept: Kept | None = None) -> torch.Tensor:
+                   kept: Kept | None = None, guides: Guides | None = None) -> torch.Tensor:
     """Exact d(loss)/d(image) from dL/dGram and dL/dFeatureMap, recomputing each tile's features with grad.
 
     `kept` holds the last tile's window and features from pass 1; that tile goes first, freeing its graph.
@@ -171,9 +200,9 @@ def tiled_backward(vgg: VGG19Features, image: torch.Tensor, tiles: list[Tile], g
         with torch.autocast(device_type=image.device.type, enabled=False):
             surrogate = window.new_zeros((), dtype=torch.float32)
             for n, g in gram_grads.items():
-                level, f = pool_level(n), _flat(feats[n])
-                norm = f.shape[1] * (h >> level) * (w >> level)
-                surrogate = surrogate + (torch.bmm(g.float(), f) * f).sum() / norm
+                f = _weighted(feats[n], tile, n, guides)
+                norm = _gram_norm(n, f.shape[-2], h, w, guides)
+                surrogate = surrogate + (torch.matmul(g.float(), f) * f / norm).sum()
             for n, g in map_grads.items():
                 level = pool_level(n)
                 core = g[..., tile.y0 >> level:tile.y1 >> level, tile.x0 >> level:tile.x1 >> level]
@@ -191,7 +220,10 @@ def tiled_loss(loss_fn: PerceptualLoss, image: torch.Tensor, content_targets: Ma
                grams: Mapping[str, torch.Tensor], tile: int, on_tile: TileCallback | None = None) -> LossTerms:
     """loss_fn(image, ...) computed on tiles, with image.grad set to the exact whole-image gradient."""
     style_layers = [n for n in loss_fn.style_layers if loss_fn.style_weight > 0]
+    if isinstance(loss_fn, GuidedPerceptualLoss) and not loss_fn.regions:
+        style_layers = []  # no region takes part: no style term
     content_layers = [n for n in loss_fn.content_layers if n in content_targets]
+    guides = loss_guides(loss_fn, tuple(image.shape[-2:]), style_layers)
     layers = list(dict.fromkeys([*style_layers, *content_layers]))
     if image.grad is None:
         image.grad = torch.zeros_like(image)
@@ -201,7 +233,7 @@ def tiled_loss(loss_fn: PerceptualLoss, image: torch.Tensor, content_targets: Ma
         tiles = plan_tiles(*image.shape[-2:], tile, halo_px(layers), alignment(layers))
         passes = 2 * len(tiles) - 1
         image_grams, maps, kept = _statistics(loss_fn.vgg, image.detach(), tiles, style_layers, content_layers,
-                                              True, on_tile, passes)
+                                              True, on_tile, passes, guides)
         image_grams = {n: g.requires_grad_(True) for n, g in image_grams.items()}
         maps = {n: m.requires_grad_(True) for n, m in maps.items()}
         terms = loss_fn.combine(image, maps, image_grams, content_targets, grams)
@@ -210,7 +242,8 @@ def tiled_loss(loss_fn: PerceptualLoss, image: torch.Tensor, content_targets: Ma
     if layers:
         g_grads = {n: g.grad for n, g in image_grams.items() if g.grad is not None}
         m_grads = {n: m.grad for n, m in maps.items() if m.grad is not None}
-        image.grad += tiled_backward(loss_fn.vgg, image, tiles, g_grads, m_grads, on_tile, kept).to(image.grad.dtype)
+        image.grad += tiled_backward(loss_fn.vgg, image, tiles, g_grads, m_grads, on_tile, kept,
+                                     guides).to(image.grad.dtype)
     return LossTerms(*(t.detach() for t in terms))
 
 
@@ -230,6 +263,15 @@ def tiled_style_grams(vgg: VGG19Features, style_images: list[torch.Tensor], blen
             g = g.mean(0, keepdim=True) * (weight / total)
             grams[n] = grams[n] + g if n in grams else g
     return grams
+
+
+@torch.no_grad()
+def tiled_region_style_grams(vgg: VGG19Features, style_images: list[torch.Tensor], layers: Iterable[str],
+                             tile: int) -> dict[str, torch.Tensor]:
+    """losses.region_style_grams computed on tiles: each style image's own Gram (R, C, C) per layer."""
+    layers = list(layers)
+    per_style = [tiled_style_grams(vgg, [image], None, layers, tile) for image in style_images]
+    return {n: torch.cat([grams[n] for grams in per_style]) for n in layers}
 
 
 @torch.no_grad()
