@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import os
 import pickle
@@ -31,16 +30,13 @@ import pytest
 import torch
 from PIL import Image
 
-import cli_common
-import fast_style_transfer
 from fast_train_data import make_dataset, make_style
 from stylefusion.transformer import TransformerNet, save_model
+from stylefusion_cli import common as cli_common
+from stylefusion_cli import fast as fast_style_transfer
+from stylefusion_cli import iterative as iterative_cli
 from tests.helpers import REPO, scene, stripes
 from test_video import make_clip
-
-_spec = importlib.util.spec_from_file_location("stylefusion_cli", REPO / "stylefusion.py")
-iterative_cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(iterative_cli)  # type: ignore[union-attr]
 
 SCRIPTS = {"fast": fast_style_transfer, "iter": iterative_cli}
 # tqdm's training bar (it stays on for --mode train, whose tests read it); every other mode has no bar here.

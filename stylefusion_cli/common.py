@@ -1,4 +1,4 @@
-"""Plumbing shared by the two command-line scripts: the only place that prints and exits.
+"""Plumbing shared by the two command-line interfaces: with them, the only place that prints and exits.
 
 The library raises StyleFusionError with a one-line message; `run_cli` turns it (and Ctrl-C) into one line
 on stderr and a non-zero exit, never a traceback.
@@ -173,18 +173,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def add_version_arg(parser: argparse.ArgumentParser) -> None:
     """--version: print the one version number (stylefusion.__version__) and exit."""
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-
-
-def stylefusion_command() -> int:
-    """Console command `stylefusion`: runs stylefusion.py, shipped beside this module, exactly as the script."""
-    import importlib.util
-    from pathlib import Path
-
-    # Loaded by path under another name: `import stylefusion` is the library package.
-    spec = importlib.util.spec_from_file_location("stylefusion_script", Path(__file__).with_name("stylefusion.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return run_cli(module.main)
 
 
 def add_live_args(parser: argparse.ArgumentParser) -> None:
