@@ -348,6 +348,13 @@ def _save(image: torch.Tensor, path: Path, inputs: list) -> Path:
     return path
 
 
+def _loss_log(output_dir: Path, inputs: list) -> LossLog:
+    """The run's loss_log.csv, a row per step (refused when it is one of the inputs)."""
+    path = output_dir / "loss_log.csv"
+    ensure_not_input(path, inputs)
+    return LossLog(path, LOG_COLUMNS, int_columns=("step", "epoch", "height", "width"), formats={"seconds": ".3f"})
+
+
 def _step(optimizer: torch.optim.Optimizer, image: torch.Tensor, clamp: bool,
           make_closure: Callable[[list[LossTerms]], Callable[[], torch.Tensor]]) -> list[float]:
     """One optimiser step; its (content, style, tv, total) loss values, refused when not finite."""
@@ -392,8 +399,6 @@ def stylize(config: IterativeConfig,
     loss_scale = LossScale(needs_grad_scaler(device, precision))
     total_steps = sum(steps for _, steps in plan)
     ext = config.output_format
-    log_path = output_dir / "loss_log.csv"
-    ensure_not_input(log_path, inputs)
     result_paths: list[Path] = []
     start = time.perf_counter()
     step = 0
@@ -403,8 +408,7 @@ def stylize(config: IterativeConfig,
     final_loss = math.nan
     values = [math.nan] * 4
 
-    log = LossLog(log_path, LOG_COLUMNS, int_columns=("step", "epoch", "height", "width"),
-                  formats={"seconds": ".3f"})
+    log = _loss_log(output_dir, inputs)
     try:
         for epoch, (longest, epoch_steps) in enumerate(plan, start=1):
             size = _working_size(tuple(content_full.shape[-2:]), longest)
@@ -443,7 +447,7 @@ def stylize(config: IterativeConfig,
 
     final = _finish(image, content, config.preserve_color)
     final_path = _save(final, output_dir / f"final.{ext}", inputs)
-    return IterativeResult(final.cpu(), final_path, result_paths, log_path, final_loss)
+    return IterativeResult(final.cpu(), final_path, result_paths, log.path, final_loss)
 
 
 def _finish(image: torch.Tensor, content: torch.Tensor, preserve: str) -> torch.Tensor:
