@@ -8,7 +8,9 @@ Installed with `pip install .`, the `fast-style-transfer` command runs the same 
 
 import sys
 
-from stylefusion_cli.fast import MODE_OPTIONS, MODES, build_parser, command, main  # noqa: F401 (importable as before)
+from stylefusion_cli.fast import MODE_OPTIONS, MODES, build_parser, command, main
+
+__all__ = ["MODE_OPTIONS", "MODES", "build_parser", "command", "main"]  # importable as before the code moved
 
 if __name__ == "__main__":
     sys.exit(command())

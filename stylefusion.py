@@ -9,7 +9,9 @@ Installed with `pip install .`, the `stylefusion` command runs the same code.
 
 import sys
 
-from stylefusion_cli.iterative import build_parser, command, main  # noqa: F401 (importable as before)
+from stylefusion_cli.iterative import build_parser, command, main
+
+__all__ = ["build_parser", "command", "main"]  # importable as before the code moved
 
 if __name__ == "__main__":
     sys.exit(command())

@@ -161,11 +161,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows '(default: X)' unless the help text already speaks of its default or there is none."""
+    """Shows '(default: X)' unless the help text already speaks of its default, there is none, or it is a flag."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required:
+        if ("default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required
+                or action.nargs == 0):  # a flag: its default is "not given"
             return text
         return super()._get_help_string(action)
 

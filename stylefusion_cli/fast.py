@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, is_main_process,
-                        positive_int, run_cli, start_live)
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, is_main_process,
+                     positive_int, run_cli, start_live)
 from .common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "webcam", "export", "download")
@@ -62,6 +62,12 @@ MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "models_url": ("download",),
 }
 
+EPILOG = ("Each option's help starts with the [modes] that read it; given to another mode it is ignored with a "
+          "warning. Sizes, in px: --max_size caps the longest side of each input (image, video, webcam); "
+          "--image_size (alias --crop_size) is the side of the square training crops; --style_size the longest "
+          "side of the style image in training (stylefusion.py: --image_size is the longest side of its result, "
+          "--style_scale a ratio). Status lines and progress bars go to stderr; stdout stays empty.")
+
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes (defaults from the config dataclasses: one place)."""
@@ -69,30 +75,31 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     from stylefusion.training import TrainConfig as T  # not video.py here: PyAV loaded before OpenCV's window hangs it
 
     g = parser.add_argument_group("common")
-    g.add_argument("--mode", required=True, choices=MODES, help="what to do")
+    g.add_argument("--mode", required=True, choices=MODES,
+                   help="train a model; stylise images, a video or a camera; export a model; download models")
     g.add_argument("--model_path", nargs="+", default=None, metavar="PATH",
-                   help="transformer model file to use (image, video, export modes); webcam mode takes several "
-                        "and switches between them")
+                   help="transformer model file (.pth); webcam takes several and switches between them")
     g.add_argument("--batch_size", type=positive_int, default=None,
                    help=f"images per batch (train default {T.batch_size}; image/video default "
                         f"{ImageConfig.batch_size})")
     g.add_argument("--max_size", type=positive_int, default=None,
-                   help="image/video: downscale inputs so the longest side is at most this (default: keep size)")
+                   help="downscale each input so its longest side is at most N px (default: keep size)")
     g.add_argument("--max_memory", type=positive_float_arg, default=None, metavar="GB",
-                   help="image/video: memory the network may use, in GB; a larger image runs in tiles with the "
+                   help="memory the network may use, in GB; a larger image runs in tiles with the "
                         "same result as one pass (default: half of the memory free at the start)")
     g.add_argument("--tile_size", type=positive_int, default=None, metavar="N",
-                   help="image/video: run every image in tiles of about N x N pixels (default: tiles only "
+                   help="run every image in tiles of about N x N pixels (default: tiles only "
                         "when an image would not fit --max_memory)")
     g.add_argument("--max_pixels", type=positive_float_arg, default=None, metavar="MP",
-                   help="image mode: refuse to open images above this many megapixels, the guard against "
+                   help="refuse to open images above this many megapixels, the guard against "
                         "decompression bombs (default: Pillow's, about 179 MP); raise it for huge photos you trust")
     g.add_argument("--preserve_color", default="none", choices=("none", "luminance", "histogram"),
-                   help="image/video: keep the input's colours (luminance: keep its chroma; histogram: match "
+                   help="keep the input's colours (luminance: keep its chroma; histogram: match "
                         "colour statistics)")
     g.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
     g.add_argument("--precision", default="auto",
-                   help="auto|fp32|bf16|fp16. auto: image/video use bf16 where the CPU/GPU computes it natively "
+                   help="auto|fp32|bf16|fp16. auto: image/video/webcam use bf16 where the CPU/GPU computes it "
+                        "natively "
                         "(about 2.5x faster on AVX512-BF16 CPUs, PSNR > 60 dB against fp32), else fp32; "
                         "training uses fp32 unless asked (default: auto)")
     g.add_argument("--seed", type=int, default=None, help=f"random seed (train default {T.seed})")
@@ -147,10 +154,10 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=positive_int, default=T.epochs, help="passes over the content dataset")
     g.add_argument("--max_steps", type=positive_int, default=None,
                    help="stop after this many optimisation steps in total, counting resumed ones (unset: no limit)")
-    g.add_argument("--image_size", type=positive_int, default=T.image_size,
-                   help="side of the square training crops (a multiple of 4, at least 32)")
+    g.add_argument("--image_size", "--crop_size", type=positive_int, default=T.image_size, dest="image_size",
+                   help="side of the square training crops, px (a multiple of 4, at least 32)")
     g.add_argument("--style_size", type=positive_int, default=None,
-                   help="longest side the style image is resized to (unset: --image_size)")
+                   help="longest side of the style image, px (unset: --image_size)")
     g.add_argument("--lr", type=positive_float, default=T.lr, help="Adam learning rate")
     g.add_argument("--content_weight", type=non_negative_float, default=T.content_weight,
                    help="weight of the content loss (relative feature MSE)")
@@ -195,7 +202,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .common import Interrupted, info, stop_signals
+    from .common import Interrupted, stop_signals
     from stylefusion.distributed import distributed_context
     from stylefusion.live import report_training
     from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
@@ -295,7 +302,7 @@ def run_image(args: argparse.Namespace) -> int:
 
     def on_start(start: ImageStart) -> None:
         if start.model_settings and start.rank == 0:  # how the model was trained, when its file records it
-            print("model settings: " + ", ".join(f"{k}={v}" for k, v in start.model_settings.items()), flush=True)
+            info("model settings: " + ", ".join(f"{k}={v}" for k, v in start.model_settings.items()))
         desc = (f"stylising (process {start.rank + 1}/{start.world_size})" if start.world_size > 1
                 else "stylising")
         bars.append(tqdm(total=start.total, unit="img", desc=desc, disable=None))
@@ -319,7 +326,7 @@ def run_image(args: argparse.Namespace) -> int:
         for bar in reversed(bars):
             bar.close()
     failed = summary.failed + len(summary.unreadable)
-    print(f"{summary.stylised} stylised, {failed} failed (output: {os.path.normpath(config.output)})", flush=True)
+    info(f"{summary.stylised} stylised, {failed} failed (output: {os.path.normpath(config.output)})")
     return 1 if failed else 0
 
 
@@ -331,12 +338,12 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("video mode")
     g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
     g.add_argument("--video_output", default=None,
-                   help="stylised video: .mp4/.m4v/.mov (H.264) or .mkv; default "
-                        "output/videos/<input>_<model>.mp4 (webcam mode: record the stream here; default none)")
+                   help="video: the stylised video, .mp4/.m4v/.mov (H.264) or .mkv (default "
+                        "output/videos/<input>_<model>.mp4); webcam: record the stream here (default: none)")
     g.add_argument("--start", type=non_negative_float, default=None,
-                   help="video: start this many seconds into the input (audio is cut to match)")
+                   help="start this many seconds into the input (audio is cut to match)")
     g.add_argument("--duration", type=positive_float, default=None,
-                   help="video: stylise only this many seconds (default: to the end)")
+                   help="stylise only this many seconds (default: to the end)")
     def crf(text: str) -> int:
         try:
             value = int(text)
@@ -347,7 +354,7 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
         return value
 
     g.add_argument("--crf", type=crf, default=18,
-                   help="video: H.264 quality, 0 lossless .. 51 worst (18: visually transparent)")
+                   help="H.264 quality, 0 lossless .. 51 worst (18: visually transparent)")
 
 
 def run_video(args: argparse.Namespace) -> int:
@@ -356,7 +363,6 @@ def run_video(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .common import info
     from stylefusion.errors import ConfigError
     from stylefusion.video import VideoConfig, VideoProgress, stylize_video
 
@@ -378,9 +384,9 @@ def run_video(args: argparse.Namespace) -> int:
 
         result = stylize_video(config, on_progress)
     flicker = f", flicker score {result.flicker:.3f}" if result.flicker is not None else ""
-    print(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} at "
+    info(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} at "
           f"{float(result.fps):.4g} fps, audio {result.audio}, {result.elapsed_s:.1f} s "
-          f"({result.frames / max(result.elapsed_s, 1e-9):.2f} frames/s){flicker}", flush=True)
+          f"({result.frames / max(result.elapsed_s, 1e-9):.2f} frames/s){flicker}")
     if result.pix_fmt != "yuv420p":
         info(f"note: the frame size is odd, so the video is H.264 {result.pix_fmt} (High 4:4:4 profile), which "
              "browsers and QuickTime cannot play; use --max_size for an even size in plain 4:2:0")
@@ -392,10 +398,10 @@ def add_webcam_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode webcam (it also takes --video_output to record, and --max_size for the working size)."""
     g = parser.add_argument_group("webcam mode (keys: n/p or 1-9 model, s side-by-side, space snapshot, q/Esc quit)")
     g.add_argument("--camera", default="0", help="camera device index, or a video file / stream URL OpenCV opens")
-    g.add_argument("--no_window", action="store_true", help="webcam: no window (record with --video_output)")
+    g.add_argument("--no_window", action="store_true", help="no window (record with --video_output)")
     g.add_argument("--max_frames", type=positive_int, default=None,
-                   help="webcam: stop after this many stylised frames (default: until q/Esc or Ctrl-C)")
-    g.add_argument("--snapshot_dir", default="output/snapshots", help="webcam: where the space key saves frames")
+                   help="stop after this many stylised frames (default: until q/Esc or Ctrl-C)")
+    g.add_argument("--snapshot_dir", default="output/snapshots", help="where the space key saves frames")
 
 
 def run_webcam(args: argparse.Namespace) -> int:
@@ -404,7 +410,6 @@ def run_webcam(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .common import info
     from stylefusion.errors import ConfigError
 
     if args.no_window and not args.video_output:
@@ -487,7 +492,7 @@ def run_export(args: argparse.Namespace) -> int:
     ensure_not_input(args.export_path, [args.model_path])
     network, _ = load_model(args.model_path)
     export_model(network, args.export_path)
-    print(f"exported {args.model_path} as {fmt} to {args.export_path}", flush=True)
+    info(f"exported {args.model_path} as {fmt} to {args.export_path}")
     return 0
 
 
@@ -510,8 +515,8 @@ def run_download(args: argparse.Namespace) -> int:
                                       missing_models, model_paths)
 
     if not missing_models(args.models_dir):
-        print(f"the released models are already in {args.models_dir}: "
-              + ", ".join(str(p) for p in model_paths(args.models_dir).values()), flush=True)
+        info(f"the released models are already in {args.models_dir}: "
+             + ", ".join(str(p) for p in model_paths(args.models_dir).values()))
         return 0
     url = args.models_url or RELEASED_MODELS_URL
     with tqdm(unit="B", unit_scale=True, desc="downloading", disable=None) as bar:
@@ -522,15 +527,13 @@ def run_download(args: argparse.Namespace) -> int:
         paths = download_released_models(args.models_dir, url, callback=on_progress,
                                          offline_hint="offline? download saved_models.zip elsewhere and pass "
                                                       "it with --models_url PATH")
-    print("installed (each loads with weights_only=True and runs): " + ", ".join(str(p) for p in paths),
-          flush=True)
+    info("installed (each loads with weights_only=True and runs): " + ", ".join(str(p) for p in paths))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The fast CLI's parser: every mode's options, grouped by mode."""
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                           formatter_class=HelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
     add_version_arg(parser)
     add_common_args(parser)
     add_train_args(parser)
@@ -539,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_webcam_args(parser)
     add_export_args(parser)
     add_download_args(parser)
+    for action in parser._actions:  # each option's help starts with the modes that read it: one source, the table
+        if action.dest in MODE_OPTIONS:
+            action.help = f"[{', '.join(MODE_OPTIONS[action.dest])}] {action.help or ''}".rstrip()
     return parser
 
 
@@ -554,7 +560,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ignored = ignored_options(parser, args)
     if ignored and is_main_process():  # under torchrun: said once
-        from .common import info
 
         info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
              f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")

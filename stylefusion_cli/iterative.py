@@ -26,12 +26,16 @@ HERE = Path(__file__).resolve().parents[1]  # the clone: the demo images are in 
 DEMO_CONTENT = HERE / "data" / "city.jpg"
 DEMO_STYLE = HERE / "data" / "udnie.jpg"
 
+EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style_scale sizes the style images as a "
+          "ratio of it (fast_style_transfer.py: --max_size caps the longest side of each input, --image_size is "
+          "the side of the square training crops, --style_size the style image's longest side in px). The "
+          "progress bar and status lines go to stderr; stdout stays empty.")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
 
-    p = OneLineParser(description=__doc__.split("\n\n")[0],
-                      formatter_class=HelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
     add_version_arg(p)
     io = p.add_argument_group("images")
     io.add_argument("--content_image", default=None,
@@ -43,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--output_dir", default="output/demo", help="where epoch images, final image and loss log go")
     io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"), help="image file format")
     io.add_argument("--image_size", type=positive_int, default=C.image_size,
-                    help="longest side of the result in pixels")
+                    help="longest side of the result, px (the image is scaled up or down to it)")
     io.add_argument("--style_scale", type=positive_float, default=C.style_scale,
-                    help="style image size relative to the working image (smaller = larger brush strokes)")
+                    help="longest side of each style image as a ratio of the working image's (1: the same; "
+                         "smaller: larger brush strokes)")
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=C.epochs, help="an image is saved after each epoch")
-    opt.add_argument("--steps_per_epoch", type=positive_int, default=C.steps_per_epoch)
+    opt.add_argument("--steps_per_epoch", type=positive_int, default=C.steps_per_epoch,
+                     help="optimisation steps per epoch")
     opt.add_argument("--optimizer", default=C.optimizer, help="lbfgs or adam")
     opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
     opt.add_argument("--lbfgs_history", type=positive_int, default=C.lbfgs_history,
@@ -66,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "with --image_size 4096: 512, 1024, 2048, 4096 px); replaces --epochs/--steps_per_epoch")
 
     loss = p.add_argument_group("losses")
-    loss.add_argument("--content_weight", type=non_negative_float, default=C.content_weight)
-    loss.add_argument("--style_weight", type=non_negative_float, default=C.style_weight)
+    loss.add_argument("--content_weight", type=non_negative_float, default=C.content_weight,
+                      help="weight of the content loss (relative feature MSE)")
+    loss.add_argument("--style_weight", type=non_negative_float, default=C.style_weight,
+                      help="weight of the style loss (relative Gram MSE): higher means stronger style")
     loss.add_argument("--tv_weight", type=non_negative_float, default=C.tv_weight,
                       help="total-variation smoothing weight")
     loss.add_argument("--content_layers", default=C.content_layers,
@@ -85,14 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--pooling", default=C.pooling, choices=("max", "avg"),
                      help="VGG pooling: max (as trained) or avg (smoother, suggested by Gatys et al.)")
     net.add_argument("--device", default=C.device, help="auto, cpu, cuda, cuda:N or mps")
-    net.add_argument("--precision", default=C.precision, help="auto, fp32, bf16 or fp16 (autocast); auto is bf16 where the CPU/GPU computes it "
-                          "natively, else fp32")
+    net.add_argument("--precision", default=C.precision,
+                     help="auto, fp32, bf16 or fp16 (autocast); auto is bf16 where the CPU/GPU computes it natively, "
+                          "else fp32")
     net.add_argument("--max_memory", type=positive_float, default=None, metavar="GB",
-                     help="memory budget; larger images run VGG on tiles (exact gradients) and a shorter L-BFGS "
-                          "history to fit (default: half of the memory available at the start)")
+                     help="memory the run may use, in GB; larger images run VGG on tiles (exact gradients) and a "
+                          "shorter L-BFGS history to fit (default: half of the memory available at the start)")
     net.add_argument("--tile_size", type=positive_int, default=None, metavar="PX",
                      help="force VGG tiles of this core size (default: only when over --max_memory)")
-    net.add_argument("--quiet", action="store_true", help="no progress bar")
+    net.add_argument("--quiet", action="store_true", help="no progress bar (status lines still go to stderr)")
     add_live_args(p)
     return p
 
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             return
         if p.saved is not None:
             saved.append(p.saved)
-            bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}")
+            bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}", file=sys.stderr)
             return
         bar.update(p.step - bar.n)
         bar.set_postfix(content=f"{p.content_loss:.3g}", style=f"{p.style_loss:.3g}", total=f"{p.total_loss:.3g}",

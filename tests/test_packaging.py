@@ -96,7 +96,8 @@ def test_wheel_holds_the_two_packages_and_its_commands_run_from_elsewhere(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "OMP_NUM_THREADS": "1"}
     for name, module, argv, expected in [
             ("stylefusion", "stylefusion_cli.iterative", ["--help"], "--content_image"),
-            ("fast-style-transfer", "stylefusion_cli.fast", ["--version"], f"fast-style-transfer {stylefusion.__version__}")]:
+            ("fast-style-transfer", "stylefusion_cli.fast", ["--version"],
+             f"fast-style-transfer {stylefusion.__version__}")]:
         # What pip's console script does, run from a folder without the clone on sys.path.
         code = f"import sys; from {module} import command; sys.argv = {[name, *argv]!r}; sys.exit(command())"
         done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,

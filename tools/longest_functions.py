@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     packages = [d for d in ("stylefusion", "stylefusion_cli") if (root / d).is_dir()]  # the CLIs moved here
     paths = [root / p for p in files] + sorted(p for d in packages for p in (root / d).rglob("*.py"))
     found = sorted((f for p in paths for f in function_lengths(p, root)), reverse=True)
-    print(f"| lines | function |\n|---:|---|")
+    print("| lines | function |\n|---:|---|")
     for lines, name in found[:count]:
         print(f"| {lines} | {name} |")
 
