@@ -69,6 +69,15 @@ EPILOG = ("Each option's help starts with the [modes] that read it; given to ano
           "--style_scale a ratio). Status lines and progress bars go to stderr; stdout stays empty.")
 
 
+class ModeHelpFormatter(HelpFormatter):
+    """Starts each option's help with the [modes] that read it, from MODE_OPTIONS: the table is the one source."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action)
+        modes = MODE_OPTIONS.get(action.dest)
+        return f"[{', '.join(modes)}] {text}".rstrip() if modes and action.option_strings else text
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes (defaults from the config dataclasses: one place)."""
     from stylefusion.stylize import ImageConfig
@@ -533,7 +542,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The fast CLI's parser: every mode's options, grouped by mode."""
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=ModeHelpFormatter)
     add_version_arg(parser)
     add_common_args(parser)
     add_train_args(parser)
@@ -542,9 +551,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_webcam_args(parser)
     add_export_args(parser)
     add_download_args(parser)
-    for action in parser._actions:  # each option's help starts with the modes that read it: one source, the table
-        if action.dest in MODE_OPTIONS:
-            action.help = f"[{', '.join(MODE_OPTIONS[action.dest])}] {action.help or ''}".rstrip()
     return parser
 
 

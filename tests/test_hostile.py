@@ -639,9 +639,13 @@ def test_each_mode_reads_only_options_the_table_gives_it():
 
 def test_help_names_the_modes_of_each_option_and_old_flags_still_parse():
     parser = fast_style_transfer.build_parser()
+    text = " ".join(parser.format_help().split())  # unwrapped
     for action in parser._actions:
         if action.dest in fast_style_transfer.MODE_OPTIONS:
-            assert action.help.startswith(f"[{', '.join(fast_style_transfer.MODE_OPTIONS[action.dest])}] "), action
+            modes = f"[{', '.join(fast_style_transfer.MODE_OPTIONS[action.dest])}] "
+            assert parser._get_formatter()._get_help_string(action).startswith(modes), action
+    assert "--image_size IMAGE_SIZE, --crop_size IMAGE_SIZE [train] side of the square training crops" in text
+    assert "--max_size MAX_SIZE [image, video, webcam] downscale each input so its longest side" in text
     old = parser.parse_args(["--mode", "train", "--image_size", "128", "--style_size", "64"])
     alias = parser.parse_args(["--mode", "train", "--crop_size", "128", "--style_size", "64"])
     assert vars(old) == vars(alias) and old.image_size == 128
