@@ -7,7 +7,6 @@ Progress is reported through a callback with an IterativeProgress; the CLI turns
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -20,12 +19,13 @@ import torch.nn.functional as F
 
 from . import color
 from .device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
-from .errors import ConfigError
+from .errors import ConfigError, check_non_negative
 from .memory import default_budget
 from .iterative_memory import GB, MemoryPlan, plan_memory
 from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
-from .losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_weight, parse_layer_weights,
-                     region_style_grams, style_grams)
+from .losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
+                     parse_layer_weights, region_style_grams, style_grams)
+from .losslog import LossLog
 from .masks import check_mask_count, load_masks
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
 from .vgg import load_vgg19
@@ -36,6 +36,8 @@ INITS = ("content", "noise", "style")
 MIN_WORKING_SIDE = 32
 # The coarsest scale of the multi-scale schedule (longest side, px).
 MIN_SCALE = 128
+# loss_log.csv: one row per optimisation step (the file name and columns are part of the CLI's output).
+LOG_COLUMNS = ("step", "epoch", "height", "width", "content", "style", "tv", "total", "seconds")
 
 
 @dataclass
@@ -154,17 +156,11 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError("content_weight, style_weight and tv_weight are all 0: nothing to optimise")
     if config.style_scale <= 0:
         raise ConfigError("style_scale must be > 0")
-    if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
+    if config.lr is not None and not check_non_negative("lr", config.lr) > 0:
         raise ConfigError(f"lr must be a finite number > 0, got {config.lr}")
     if not config.style_images:
         raise ConfigError("at least one style image is needed")
-    if config.style_blend_weights is not None:
-        if len(config.style_blend_weights) != len(config.style_images):
-            raise ConfigError(f"{len(config.style_images)} style images but "
-                              f"{len(config.style_blend_weights)} style blend weights")
-        weights = [check_weight("style blend weight", w) for w in config.style_blend_weights]
-        if sum(weights) <= 0:
-            raise ConfigError("style blend weights must not all be zero")
+    check_blend_weights(config.style_blend_weights, len(config.style_images))
     check_mask_count(config.style_masks, len(config.style_images))
     color.check_mode(config.preserve_color)
     parse_layer_weights(config.content_layers, "content_layers")
@@ -381,6 +377,13 @@ def _save(image: torch.Tensor, path: Path, inputs: list) -> Path:
     return path
 
 
+def _loss_log(output_dir: Path, inputs: list) -> LossLog:
+    """The run's loss_log.csv, a row per step (refused when it is one of the inputs)."""
+    path = output_dir / "loss_log.csv"
+    ensure_not_input(path, inputs)
+    return LossLog(path, LOG_COLUMNS, int_columns=("step", "epoch", "height", "width"), formats={"seconds": ".3f"})
+
+
 def _step(optimizer: torch.optim.Optimizer, image: torch.Tensor, clamp: bool,
           make_closure: Callable[[list[LossTerms]], Callable[[], torch.Tensor]]) -> list[float]:
     """One optimiser step; its (content, style, tv, total) loss values, refused when not finite."""
@@ -425,8 +428,6 @@ def stylize(config: IterativeConfig,
     loss_scale = LossScale(needs_grad_scaler(device, precision))
     total_steps = sum(steps for _, steps in plan)
     ext = config.output_format
-    log_path = output_dir / "loss_log.csv"
-    ensure_not_input(log_path, inputs)
     result_paths: list[Path] = []
     start = time.perf_counter()
     step = 0
@@ -436,9 +437,8 @@ def stylize(config: IterativeConfig,
     final_loss = math.nan
     values = [math.nan] * 4
 
-    with log_path.open("w", newline="") as log_file:
-        log = csv.writer(log_file)
-        log.writerow(["step", "epoch", "height", "width", "content", "style", "tv", "total", "seconds"])
+    log = _loss_log(output_dir, inputs)
+    try:
         for epoch, (longest, epoch_steps) in enumerate(plan, start=1):
             size = _working_size(tuple(content_full.shape[-2:]), longest)
             tile = memory[size].tile
@@ -460,10 +460,10 @@ def stylize(config: IterativeConfig,
                 step += 1
                 final_loss = values[3]
                 elapsed = time.perf_counter() - start
-                log.writerow([step, epoch, size[0], size[1], *(f"{v:.6g}" for v in values), f"{elapsed:.3f}"])
+                log.add(dict(zip(LOG_COLUMNS, (step, epoch, *size, *values, elapsed))))
                 if callback:
                     callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values, elapsed))
-            log_file.flush()
+            log.flush()
 
             path = _save(_finish(image, content, config.preserve_color), output_dir / f"epoch_{epoch:03d}.{ext}",
                          inputs)
@@ -471,10 +471,12 @@ def stylize(config: IterativeConfig,
             if callback:
                 callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
                                            time.perf_counter() - start, saved=path))
+    finally:
+        log.close()
 
     final = _finish(image, content, config.preserve_color)
     final_path = _save(final, output_dir / f"final.{ext}", inputs)
-    return IterativeResult(final.cpu(), final_path, result_paths, log_path, final_loss)
+    return IterativeResult(final.cpu(), final_path, result_paths, log.path, final_loss)
 
 
 def _finish(image: torch.Tensor, content: torch.Tensor, preserve: str) -> torch.Tensor:

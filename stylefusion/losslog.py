@@ -16,14 +16,15 @@ class LossLog:
     """A loss-log CSV, one row per step. On resume, rows after the resumed step are dropped first.
 
     Values are also kept in memory, one compact float array per column, to draw the loss curve. The first
-    column is the step; `int_columns` are written as integers, the others with 6 significant digits.
+    column is the step; `int_columns` are written as integers, the others with 6 significant digits unless
+    `formats` gives a column its own format spec (e.g. {"seconds": ".3f"}).
     """
 
     def __init__(self, path: Path, columns: Sequence[str], resume_step: int | None = None,
-                 int_columns: Sequence[str] = ("step", "epoch")) -> None:
+                 int_columns: Sequence[str] = ("step", "epoch"), formats: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.names = tuple(columns)
-        self.int_columns = frozenset(int_columns)
+        self.formats = [(formats or {}).get(k, "d" if k in int_columns else ".6g") for k in self.names]
         self.columns = {k: array("d") for k in self.names}
         if resume_step is not None and path.exists():
             try:
@@ -52,7 +53,7 @@ class LossLog:
             column.append(value)
 
     def _format(self, values: Sequence[float]) -> list[str]:
-        return [str(int(v)) if k in self.int_columns else f"{v:.6g}" for k, v in zip(self.names, values)]
+        return [format(int(v) if spec == "d" else v, spec) for spec, v in zip(self.formats, values)]
 
     def add(self, row: Mapping[str, float]) -> None:
         """Append one row (a value for every column)."""

@@ -45,11 +45,16 @@ def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
                           text=True, timeout=timeout)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    """Non-zero exit, a single non-empty stderr line, no traceback, and each needle in the message."""
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, status: tuple[str, ...] = ()) -> None:
+    """Non-zero exit, a single non-empty stderr line, no traceback, and each needle in the message.
+
+    `status`: prefixes of status lines that may precede the error on stderr (e.g. "model settings: ").
+    """
     assert result.returncode != 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    while status and len(lines) > 1 and lines[0].startswith(status):
+        lines.pop(0)
     assert len(lines) == 1, result.stderr
     for needle in needles:
         assert needle.lower() in lines[0].lower(), lines[0]

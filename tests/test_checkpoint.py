@@ -47,3 +47,13 @@ def test_loss_log_drops_rows_after_the_resumed_step(tmp_path):
         rows = list(csv.reader(f))
     assert rows == [["step", "loss"], ["1", "1"], ["2", "0.5"], ["3", "0.25"]]
     assert list(resumed.columns["step"]) == [1.0, 2.0, 3.0]
+
+
+def test_loss_log_column_formats(tmp_path):
+    path = tmp_path / "loss.csv"
+    log = LossLog(path, ("step", "height", "loss", "seconds"), int_columns=("step", "height"),
+                  formats={"seconds": ".3f"})
+    log.add({"step": 1, "height": 48.0, "loss": 1 / 3, "seconds": 1234.56789})
+    log.close()
+    with open(path, newline="") as f:
+        assert list(csv.reader(f)) == [["step", "height", "loss", "seconds"], ["1", "48", "0.333333", "1234.568"]]

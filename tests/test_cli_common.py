@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import cli_common
+from stylefusion_cli import common as cli_common
 from stylefusion.distributed import DistributedError
 from stylefusion.errors import ConfigError
 

@@ -139,7 +139,9 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     ("verbatim-no-model", ["models/udnie.pth", "--mode download"]),
 ])
 def test_bad_input_is_one_line(runs, case, needles):
-    assert_one_line_error(runs[case], *needles)
+    # A failure after the model loaded follows its settings line (a status line, on stderr since #10).
+    assert_one_line_error(runs[case], *needles, status=("model settings: ",))
+    assert runs[case].stdout == ""
 
 
 def test_bad_input_writes_nothing(runs):
@@ -154,12 +156,23 @@ def test_download_offline_fails_fast_naming_the_url(runs):
     assert result.elapsed < 60  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("case", ["mixed", "torchrun", "export-pt", "download-offline", "verbatim-download",
+                                  "verbatim-image", "missing-input"])
+def test_stdout_stays_empty(runs, case):
+    """Status, summary and error lines all go to stderr, so stdout is free for scripting."""
+    assert runs[case].stdout == "", runs[case].stdout
+    assert runs[case].stderr.strip(), case  # each case does say something, on stderr
+
+
 def test_image_mode_mirrors_tree_reports_settings_and_skips_unreadable(runs):
     result, out = runs["mixed"], runs["base"] / "out-mixed"
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()  # no progress bar: stderr is not a terminal here
-    assert len(lines) == 1 and lines[0].startswith("skipped") and "broken.jpg" in lines[0], result.stderr
-    assert "style_image=udnie.jpg" in result.stdout and "3 stylised, 1 failed" in result.stdout
+    # Status lines go to stderr too: the model's settings, one line per skipped file, the summary last.
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith("model settings: ") and "style_image=udnie.jpg" in lines[0], result.stderr
+    assert lines[1].startswith("skipped") and "broken.jpg" in lines[1], result.stderr
+    assert lines[2].startswith("3 stylised, 1 failed"), result.stderr
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.jpg", "b.png", "sub", "sub/c.jpg"]
     assert Image.open(out / "a.jpg").size == (48, 32) and Image.open(out / "sub" / "c.jpg").size == (32, 40)
     assert Image.open(out / "b.png").format == "PNG"
@@ -170,13 +183,13 @@ def test_image_mode_under_torchrun_splits_the_files_between_processes(runs):
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
     assert written == ["f0.jpg", "f2.jpg", "f4.jpg", "sub/f1.jpg", "sub/f3.jpg"]
-    counts = sorted(int(line.split()[0]) for line in result.stdout.splitlines() if " stylised, " in line)
+    counts = sorted(int(line.split()[0]) for line in result.stderr.splitlines() if " stylised, " in line)
     assert counts == [2, 3]  # each process took its own share, none did all five
 
 
 def test_export_from_the_cli(runs):
     assert runs["export-pt"].returncode == 0, runs["export-pt"].stderr
-    assert "TorchScript" in runs["export-pt"].stdout
+    assert "TorchScript" in runs["export-pt"].stderr
     assert (runs["base"] / "m.pt").stat().st_size > 1_000_000  # the ONNX path: tests/test_export.py
 
 
@@ -187,7 +200,7 @@ def test_verbatim_command_after_download(runs):
     assert sorted(p.name for p in models.iterdir()) == ["candy.pth", "mosaic.pth", "rain_princess.pth",
                                                          "udnie.pth"]
     assert image.returncode == 0, image.stderr
-    assert "2 stylised, 0 failed" in image.stdout
+    assert "2 stylised, 0 failed" in image.stderr
     out = runs["base"] / "verbatim" / "output" / "images_generated"
     assert Image.open(out / "x.jpg").size == (48, 32)
     assert Image.open(out / "nested" / "y.png").size == (36, 28)

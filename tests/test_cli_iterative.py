@@ -36,6 +36,8 @@ def test_real_run_writes_epoch_images_final_and_log(files, tmp_path):
     assert Image.open(out / "final.png").size == (48, 40)
     assert len((out / "loss_log.csv").read_text().splitlines()) == 1 + 4
     assert (files / "content.jpg").exists() and (files / "style.png").exists()
+    assert r.stdout == ""  # the epoch and final-image lines are status lines: stderr, stdout stays clean
+    assert "epoch 2/2" in r.stderr and f"final image: {out / 'final.png'}" in r.stderr
 
 
 def test_help_lists_every_option():

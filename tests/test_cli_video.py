@@ -42,7 +42,8 @@ def test_design_command_writes_the_video(files: dict[str, Path]) -> None:
     result = run("--video_input", str(files["clip"]), "--video_output", str(out), "--model_path",
                  str(files["model"]), "--batch_size", "4")
     assert result.returncode == 0, result.stderr
-    assert "12 frames" in result.stdout and "Traceback" not in result.stderr
+    assert "12 frames" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""  # the summary is a status line: stderr, stdout stays clean for scripting
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 12
         assert container.streams.audio and container.streams.video[0].average_rate == 24

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import os
 import pickle
@@ -31,16 +30,13 @@ import pytest
 import torch
 from PIL import Image
 
-import cli_common
-import fast_style_transfer
 from fast_train_data import make_dataset, make_style
 from stylefusion.transformer import TransformerNet, save_model
+from stylefusion_cli import common as cli_common
+from stylefusion_cli import fast as fast_style_transfer
+from stylefusion_cli import iterative as iterative_cli
 from tests.helpers import REPO, scene, stripes
 from test_video import make_clip
-
-_spec = importlib.util.spec_from_file_location("stylefusion_cli", REPO / "stylefusion.py")
-iterative_cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(iterative_cli)  # type: ignore[union-attr]
 
 SCRIPTS = {"fast": fast_style_transfer, "iter": iterative_cli}
 # tqdm's training bar (it stays on for --mode train, whose tests read it); every other mode has no bar here.
@@ -574,8 +570,12 @@ def test_sigterm_during_iterative_keeps_only_whole_epoch_images(processes):
     work, future = processes["iterative-sigterm-mid"]
     result = future.result()
     assert result.rc == 143, result.stderr
-    assert result.lines == ["error: interrupted by SIGTERM: stopped, no partial output left behind"], result.stderr
+    *saved, last = result.lines  # a status line per saved epoch image (stderr, like every status line), then one error
+    assert last == "error: interrupted by SIGTERM: stopped, no partial output left behind", result.stderr
+    assert all(re.fullmatch(r"epoch \d+/500 \(\d+x\d+\): saved .*epoch_\d{3}\.jpg", s) for s in saved), result.stderr
+    assert result.stdout == ""
     names = tree(work / "out")
+    assert len(saved) == sum(name.startswith("epoch_") for name in names), result.stderr
     assert "epoch_001.jpg" in names and "final.jpg" not in names and temp_files(work) == []
     for name in names:
         if name.endswith(".jpg"):
@@ -589,8 +589,9 @@ def test_unreadable_sub_folder_and_file_are_both_reported_and_counted(processes)
     result = future.result()
     assert result.rc == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.lines == [f"skipped: permission denied reading folder: {work / 'in' / 'locked'}",
-                            f"skipped: permission denied reading image: {work / 'in' / 'file.png'}"], result.stderr
-    assert "1 stylised, 2 failed" in result.stdout
+                            f"skipped: permission denied reading image: {work / 'in' / 'file.png'}",
+                            f"1 stylised, 2 failed (output: {work / 'out'})"], result.stderr
+    assert result.stdout == ""
     assert tree(work / "out") == ["ok.png"]
 
 
@@ -609,7 +610,9 @@ def test_options_of_another_mode_are_named_in_one_warning(base, tmp_path):
                              str(tmp_path / "out"), "--model_path", str(base / "models" / "good.pth"),
                              "--style_image", str(base / "style.png"), "--epochs", "3", "--crf", "20"])
     assert result.rc == 0, result.stderr
-    assert result.lines == ["warning: --style_image, --epochs, --crf do not apply to --mode image and are ignored"]
+    assert result.lines == ["warning: --style_image, --epochs, --crf do not apply to --mode image and are ignored",
+                            f"1 stylised, 0 failed (output: {tmp_path / 'out'})"]
+    assert result.stdout == ""
     assert tree(tmp_path / "out") == ["one.png"]
 
 
@@ -618,6 +621,34 @@ def test_every_option_is_in_the_mode_table():
     dests = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "version", "mode")}
     assert dests == set(fast_style_transfer.MODE_OPTIONS)
     assert all(set(modes) <= set(fast_style_transfer.MODES) for modes in fast_style_transfer.MODE_OPTIONS.values())
+
+
+def test_each_mode_reads_only_options_the_table_gives_it():
+    """Every `args.X` a mode's runner reads is listed for that mode (so the ignored-option warning is never wrong)."""
+    import ast
+    import inspect
+
+    for mode in fast_style_transfer.MODES:
+        runner = ast.parse(inspect.getsource(getattr(fast_style_transfer, f"run_{mode}")))
+        read = {node.attr for node in ast.walk(runner) if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name) and node.value.id == "args"}
+        unlisted = {dest for dest in read if dest in fast_style_transfer.MODE_OPTIONS
+                    and mode not in fast_style_transfer.MODE_OPTIONS[dest]}
+        assert not unlisted, (mode, unlisted)
+
+
+def test_help_names_the_modes_of_each_option_and_old_flags_still_parse():
+    parser = fast_style_transfer.build_parser()
+    text = " ".join(parser.format_help().split())  # unwrapped
+    for action in parser._actions:
+        if action.dest in fast_style_transfer.MODE_OPTIONS:
+            modes = f"[{', '.join(fast_style_transfer.MODE_OPTIONS[action.dest])}] "
+            assert parser._get_formatter()._get_help_string(action).startswith(modes), action
+    assert "--image_size IMAGE_SIZE, --crop_size IMAGE_SIZE [train] side of the square training crops" in text
+    assert "--max_size MAX_SIZE [image, video, webcam] downscale each input so its longest side" in text
+    old = parser.parse_args(["--mode", "train", "--image_size", "128", "--style_size", "64"])
+    alias = parser.parse_args(["--mode", "train", "--crop_size", "128", "--style_size", "64"])
+    assert vars(old) == vars(alias) and old.image_size == 128
 
 
 def test_resume_past_a_corrupt_checkpoint_warns_in_one_line(base, tmp_path):

@@ -41,7 +41,7 @@ def tree(folder: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------- 1. SIGTERM
 SIGNAL_SCRIPT = """
 import os, signal, sys, time
-from cli_common import run_cli
+from stylefusion_cli.common import run_cli
 def main(argv):
     os.kill(os.getpid(), getattr(signal, sys.argv[1]))
     time.sleep(5)

@@ -226,3 +226,30 @@ def test_memory_plan_tiles_and_shortens_history_to_fit():
     assert big.tile is not None and 1 <= big.history < 30 and big.estimate <= 12 * GB
     forced = plan_memory(384, 512, layers, ["relu4_2"], 512 * 512, 100, 8 * GB, tile=64)
     assert forced.tile == 64
+
+
+def test_loss_log_keeps_its_name_columns_and_formats(tmp_path, images):
+    content, style, _ = images
+    result = stylize(config(tmp_path, content, style, steps_per_epoch=2))
+    assert result.loss_log == tmp_path / "out" / "loss_log.csv"
+    with open(result.loss_log, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["step", "epoch", "height", "width", "content", "style", "tv", "total", "seconds"]
+    assert [r[:4] for r in rows[1:]] == [["1", "1", "48", "64"], ["2", "1", "48", "64"]]
+    assert all(len(r[8].split(".")[1]) == 3 for r in rows[1:])  # seconds with 3 decimals, as before
+    assert float(rows[2][7]) == pytest.approx(float(rows[2][4]) + float(rows[2][5]) + float(rows[2][6]), rel=1e-4)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(lr=0.0), "lr must be a finite number > 0"),
+    (dict(lr=-1.0), "lr must be a finite number >= 0"),
+    (dict(lr=float("nan")), "lr must be a finite number"),
+    (dict(style_blend_weights=[1.0, 2.0]), "1 style images but 2 blend weights"),
+    (dict(style_blend_weights=[0.0]), "must not all be zero"),
+    (dict(style_blend_weights=[float("inf")]), "style blend weight must be a finite number"),
+])
+def test_lr_and_blend_weights_use_the_shared_checks(tmp_path, images, kw, message):
+    content, style, _ = images
+    with pytest.raises(ConfigError, match=message):
+        stylize(config(tmp_path, content, style, **kw))
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""Plumbing shared by the two command-line scripts: the only place that prints and exits.
+"""Plumbing shared by the two command-line interfaces: with them, the only place that prints and exits.
 
 The library raises StyleFusionError with a one-line message; `run_cli` turns it (and Ctrl-C) into one line
 on stderr and a non-zero exit, never a traceback.
@@ -161,11 +161,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows '(default: X)' unless the help text already speaks of its default or there is none."""
+    """Shows '(default: X)' unless the help text already speaks of its default, there is none, or it is a flag."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required:
+        if ("default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.required
+                or action.nargs == 0):  # a flag: its default is "not given"
             return text
         return super()._get_help_string(action)
 
@@ -173,18 +174,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def add_version_arg(parser: argparse.ArgumentParser) -> None:
     """--version: print the one version number (stylefusion.__version__) and exit."""
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-
-
-def stylefusion_command() -> int:
-    """Console command `stylefusion`: runs stylefusion.py, shipped beside this module, exactly as the script."""
-    import importlib.util
-    from pathlib import Path
-
-    # Loaded by path under another name: `import stylefusion` is the library package.
-    spec = importlib.util.spec_from_file_location("stylefusion_script", Path(__file__).with_name("stylefusion.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return run_cli(module.main)
 
 
 def add_live_args(parser: argparse.ArgumentParser) -> None:

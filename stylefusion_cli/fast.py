@@ -1,0 +1,587 @@
+"""Fast (feed-forward) style transfer, Johnson et al. 2016: train a network per style, then stylise
+images, folders and videos in one pass.
+
+    python fast_style_transfer.py --mode train --style_image data/udnie.jpg --content_dataset data/train2014 \
+        --model_save_path models/new_model.pth --epochs 10
+    python fast_style_transfer.py --mode image --input_images_dir data/train2014/default_class \
+        --output_images_dir output/images_generated --model_path models/udnie.pth
+    python fast_style_transfer.py --mode video --video_input data/maigua.mp4 \
+        --video_output output/videos/maigua_udnie.mp4 --model_path models/udnie.pth
+    python fast_style_transfer.py --mode webcam --camera 0 --model_path models/udnie.pth models/candy.pth \
+        --max_size 640
+    python fast_style_transfer.py --mode export --model_path models/udnie.pth --export_path udnie.onnx
+    python fast_style_transfer.py --mode download
+
+This module (run as fast_style_transfer.py or the `fast-style-transfer` command) only parses arguments, shows
+progress and reports errors; the work is in stylefusion/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, is_main_process,
+                     positive_int, run_cli, start_live)
+from .common import positive_float as positive_float_arg
+
+MODES = ("train", "image", "video", "webcam", "export", "download")
+
+_TRAIN_ONLY = ("style_image", "content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "style_size",
+               "lr", "content_weight", "style_weight", "tv_weight", "stability_weight", "content_layers",
+               "style_layers", "vgg_weights", "pretrained_model_path", "checkpoint_dir", "checkpoint_interval",
+               "preview_interval", "resume", "num_workers", "seed")
+# Which modes read each option (argparse dest -> modes). An option given to another mode is warned about.
+MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "model_path": ("image", "video", "webcam", "export"),
+    "batch_size": ("train", "image", "video"),
+    "max_size": ("image", "video", "webcam"),
+    "max_memory": ("image", "video"),
+    "tile_size": ("image", "video"),
+    "max_pixels": ("image",),
+    "preserve_color": ("image", "video", "webcam"),
+    "device": ("train", "image", "video", "webcam"),
+    "precision": ("train", "image", "video", "webcam"),
+    **{dest: ("train",) for dest in _TRAIN_ONLY},
+    "input_images_dir": ("image",),
+    "output_images_dir": ("image",),
+    "video_input": ("video",),
+    "video_output": ("video", "webcam"),
+    "camera": ("webcam",),
+    "no_window": ("webcam",),
+    "max_frames": ("webcam",),
+    "snapshot_dir": ("webcam",),
+    "live": ("train",),
+    "live_port": ("train",),
+    "live_host": ("train",),
+    "start": ("video",),
+    "duration": ("video",),
+    "crf": ("video",),
+    "export_path": ("export",),
+    "models_dir": ("download",),
+    "models_url": ("download",),
+}
+
+EPILOG = ("Each option's help starts with the [modes] that read it; given to another mode it is ignored with a "
+          "warning. Sizes, in px: --max_size caps the longest side of each input (image, video, webcam); "
+          "--image_size (alias --crop_size) is the side of the square training crops; --style_size the longest "
+          "side of the style image in training (stylefusion.py: --image_size is the longest side of its result, "
+          "--style_scale a ratio). Status lines and progress bars go to stderr; stdout stays empty.")
+
+
+class ModeHelpFormatter(HelpFormatter):
+    """Starts each option's help with the [modes] that read it, from MODE_OPTIONS: the table is the one source."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action)
+        modes = MODE_OPTIONS.get(action.dest)
+        return f"[{', '.join(modes)}] {text}".rstrip() if modes and action.option_strings else text
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Options shared by several modes (defaults from the config dataclasses: one place)."""
+    from stylefusion.stylize import ImageConfig
+    from stylefusion.training import TrainConfig as T  # not video.py here: PyAV loaded before OpenCV's window hangs it
+
+    g = parser.add_argument_group("common")
+    g.add_argument("--mode", required=True, choices=MODES,
+                   help="train a model; stylise images, a video or a camera; export a model; download models")
+    g.add_argument("--model_path", nargs="+", default=None, metavar="PATH",
+                   help="transformer model file (.pth); webcam takes several and switches between them")
+    g.add_argument("--batch_size", type=positive_int, default=None,
+                   help=f"images per batch (train default {T.batch_size}; image/video default "
+                        f"{ImageConfig.batch_size})")
+    g.add_argument("--max_size", type=positive_int, default=None,
+                   help="downscale each input so its longest side is at most N px (default: keep size)")
+    g.add_argument("--max_memory", type=positive_float_arg, default=None, metavar="GB",
+                   help="memory the network may use, in GB; a larger image runs in tiles with the "
+                        "same result as one pass (default: half of the memory free at the start)")
+    g.add_argument("--tile_size", type=positive_int, default=None, metavar="N",
+                   help="run every image in tiles of about N x N pixels (default: tiles only "
+                        "when an image would not fit --max_memory)")
+    g.add_argument("--max_pixels", type=positive_float_arg, default=None, metavar="MP",
+                   help="refuse to open images above this many megapixels, the guard against "
+                        "decompression bombs (default: Pillow's, about 179 MP); raise it for huge photos you trust")
+    g.add_argument("--preserve_color", default="none", choices=("none", "luminance", "histogram"),
+                   help="keep the input's colours (luminance: keep its chroma; histogram: match "
+                        "colour statistics)")
+    g.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
+    g.add_argument("--precision", default="auto",
+                   help="auto|fp32|bf16|fp16. auto: image/video/webcam use bf16 where the CPU/GPU computes it "
+                        "natively "
+                        "(about 2.5x faster on AVX512-BF16 CPUs, PSNR > 60 dB against fp32), else fp32; "
+                        "training uses fp32 unless asked (default: auto)")
+    g.add_argument("--seed", type=int, default=None, help=f"random seed (train default {T.seed})")
+
+
+# ---------------------------------------------------------------------------------------- shared checks
+def gigabytes(value: float | None) -> int | None:
+    """--max_memory in bytes (None stays None: the library's default budget)."""
+    return None if value is None else int(value * 2**30)
+
+
+def apply_pixel_limit(megapixels: float | None) -> None:
+    """Set Pillow's decompression-bomb limit for this process (a CLI-wide setting, like the allocator's)."""
+    from PIL import Image
+
+    if megapixels is not None:
+        # Pillow refuses above twice MAX_IMAGE_PIXELS (and warns above it): the user's number is the refusal.
+        Image.MAX_IMAGE_PIXELS = int(megapixels * 1e6 / 2)
+
+
+def require_model(args: argparse.Namespace, mode: str,
+                  hint: str = "e.g. models/udnie.pth from --mode download") -> str:
+    """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
+    from pathlib import Path
+
+    from stylefusion.errors import ConfigError, ModelError
+
+    if args.model_path is None:
+        raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
+    if not Path(args.model_path).exists():
+        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
+                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    return args.model_path
+
+
+# ------------------------------------------------------------------------------------------------- train
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --mode train."""
+    import os
+
+    from .common import non_negative_float, non_negative_int, positive_float
+    from stylefusion.training import TrainConfig as T
+
+    g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
+    g.add_argument("--style_image", default=None, help="style image to learn (required for --mode train)")
+    g.add_argument("--content_dataset", default="data/train2014",
+                   help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
+                        "such as train2014/default_class); unreadable files are skipped and counted")
+    g.add_argument("--model_save_path", default="models/new_model.pth",
+                   help="where to write the trained model; its loss log (.csv), loss curve (.png) and previews "
+                        "go next to it")
+    g.add_argument("--epochs", type=positive_int, default=T.epochs, help="passes over the content dataset")
+    g.add_argument("--max_steps", type=positive_int, default=None,
+                   help="stop after this many optimisation steps in total, counting resumed ones (unset: no limit)")
+    g.add_argument("--image_size", "--crop_size", type=positive_int, default=T.image_size, dest="image_size",
+                   help="side of the square training crops, px (a multiple of 4, at least 32)")
+    g.add_argument("--style_size", type=positive_int, default=None,
+                   help="longest side of the style image, px (unset: --image_size)")
+    g.add_argument("--lr", type=positive_float, default=T.lr, help="Adam learning rate")
+    g.add_argument("--content_weight", type=non_negative_float, default=T.content_weight,
+                   help="weight of the content loss (relative feature MSE)")
+    g.add_argument("--style_weight", type=non_negative_float, default=T.style_weight,
+                   help="weight of the style loss (relative Gram MSE): higher means stronger style")
+    g.add_argument("--tv_weight", type=non_negative_float, default=T.tv_weight,
+                   help="weight of the total-variation smoothness loss")
+    g.add_argument("--stability_weight", type=non_negative_float, default=T.stability_weight,
+                   help="weight of the temporal stability term (Wang et al. 2020) that reduces video flicker")
+    g.add_argument("--content_layers", default=T.content_layers, help="VGG-19 content layers, as layer[:weight],...")
+    g.add_argument("--style_layers", default=T.style_layers,
+                   help="VGG-19 style layers, as layer[:weight],...")
+    g.add_argument("--vgg_weights", default=T.vgg_weights,
+                   help="VGG-19 weights for the loss: caffe (bundled, offline), torchvision, or a file")
+    g.add_argument("--pretrained_model_path", default=None,
+                   help="fine-tune from this model (ours or a pytorch/examples release) instead of starting from "
+                        "random weights")
+    g.add_argument("--checkpoint_dir", default=None,
+                   help="where checkpoints go and --resume looks (unset: <model name>_checkpoints next to "
+                        "--model_save_path)")
+    g.add_argument("--checkpoint_interval", type=non_negative_int, default=T.checkpoint_interval,
+                   help="steps between checkpoints (0: only at the end or when stopped); the last 2 are kept")
+    g.add_argument("--preview_interval", type=non_negative_int, default=T.preview_interval,
+                   help="steps between preview images of a fixed content image (0: none)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue exactly from the latest checkpoint in --checkpoint_dir")
+    g.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
+                   help="image-loading worker processes")
+    add_live_args(parser)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """--mode train."""
+    import signal
+    import time
+    from pathlib import Path
+
+    from stylefusion.errors import ConfigError
+
+    if not args.style_image:  # before the slow imports
+        raise ConfigError("--mode train needs --style_image (the style to learn)")
+
+    from tqdm import tqdm
+
+    from .common import Interrupted, stop_signals
+    from stylefusion.distributed import distributed_context
+    from stylefusion.live import report_training
+    from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
+
+    config = TrainConfig(
+        style_image=args.style_image, content_dataset=args.content_dataset, model_save_path=args.model_save_path,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size or TrainConfig.batch_size,
+        image_size=args.image_size,
+        style_size=args.style_size, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, stability_weight=args.stability_weight, content_layers=args.content_layers,
+        style_layers=args.style_layers, pretrained_model_path=args.pretrained_model_path,
+        checkpoint_dir=args.checkpoint_dir, checkpoint_interval=args.checkpoint_interval,
+        preview_interval=args.preview_interval, resume=args.resume,
+        seed=TrainConfig.seed if args.seed is None else args.seed, num_workers=args.num_workers, device=args.device,
+        precision=args.precision, vgg_weights=args.vgg_weights)  # auto precision: fp32 (TrainConfig's policy)
+    main_rank = distributed_context()[0] == 0
+    stop = StopFlag()
+    first_signal: list[float] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if first_signal:
+            raise Interrupted(signum)  # a second stop: abort now (checkpoints on disk are complete)
+        first_signal.append(time.monotonic())
+        stop.request(signal.Signals(signum).name)
+        if main_rank:
+            tqdm.write("stopping after this step and saving a checkpoint (press Ctrl-C again to abort)",
+                       file=sys.stderr)
+
+    bar: list[tqdm] = []
+    live = start_live(args, f"StyleFusion: training {Path(config.model_save_path).name}") if main_rank else None
+
+    def on_progress(p: TrainProgress) -> None:
+        if live is not None:
+            report_training(live, p)
+        if not bar:
+            bar.append(tqdm(total=p.total_steps, initial=p.step - 1, unit="step", dynamic_ncols=True,
+                            desc="train"))
+        bar[0].set_postfix_str(f"content {p.content:.3g} style {p.style:.3g} total {p.total:.3g} "
+                               f"{p.images_per_s:.1f} img/s", refresh=False)
+        bar[0].update(1)
+
+    try:
+        with stop_signals(on_signal):  # repeats within 2 s (terminal + torchrun forwarding) are ignored
+            result = train(config, on_progress if main_rank else None, stop,
+                           warn=(lambda message: tqdm.write(f"warning: {message}", file=sys.stderr))
+                           if main_rank else None)
+    finally:
+        if bar:
+            bar[0].close()
+        if live is not None:
+            live.close()
+    if not main_rank:
+        return 0 if not result.stopped else 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
+    if result.skipped_files:
+        info(f"skipped {len(result.skipped_files)} unreadable image file(s) in the content dataset, "
+             f"e.g. {result.skipped_files[0]}")
+    if result.stopped:
+        info(f"stopped at step {result.step}: checkpoint saved to {result.checkpoint}; "
+             "run the same command with --resume to continue")
+        return 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
+    paths = result.paths
+    info(f"saved model to {result.model_path} after {result.step} steps; loss log {paths.loss_log}, "
+         f"loss curve {paths.loss_curve}" + (f", previews in {paths.preview_dir}" if config.preview_interval else ""))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- image
+def add_image_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --mode image."""
+    g = parser.add_argument_group("image mode")
+    g.add_argument("--input_images_dir", default=None,
+                   help="image file, or folder of images (searched recursively; sub-folders are mirrored in "
+                        "the output)")
+    g.add_argument("--output_images_dir", default="output/images_generated",
+                   help="folder for the stylised images: same relative paths and extensions as the inputs")
+
+
+def run_image(args: argparse.Namespace) -> int:
+    """--mode image: stylise a file or a folder tree with a trained model."""
+    import os
+
+    from tqdm import tqdm
+
+    from stylefusion.errors import ConfigError
+    from stylefusion.stylize import ImageConfig, ImageProgress, ImageStart, stylize_folder
+    from stylefusion.tiling import TileProgress
+
+    if args.input_images_dir is None:
+        raise ConfigError("--mode image needs --input_images_dir (an image file or a folder of images)")
+    config = ImageConfig(input=args.input_images_dir, output=args.output_images_dir,
+                         model_path=require_model(args, "image"),
+                         batch_size=args.batch_size or ImageConfig.batch_size, max_size=args.max_size,
+                         preserve_color=args.preserve_color, device=args.device, precision=args.precision,
+                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size)
+    apply_pixel_limit(args.max_pixels)
+    bars: list[tqdm] = []
+
+    def on_start(start: ImageStart) -> None:
+        if start.model_settings and start.rank == 0:  # how the model was trained, when its file records it
+            info("model settings: " + ", ".join(f"{k}={v}" for k, v in start.model_settings.items()))
+        desc = (f"stylising (process {start.rank + 1}/{start.world_size})" if start.world_size > 1
+                else "stylising")
+        bars.append(tqdm(total=start.total, unit="img", desc=desc, disable=None))
+        bars.append(tqdm(unit="tile", desc="tiles", leave=False, disable=None, position=1))
+        for _, reason in start.unreadable:  # sub-folders that could not be listed: reported like files
+            bars[0].write(f"skipped: {reason}", file=sys.stderr)
+
+    def on_progress(progress: ImageProgress) -> None:
+        bars[0].update(1)
+        if progress.error:
+            bars[0].write(f"skipped: {progress.error}", file=sys.stderr)
+
+    def on_tile(progress: TileProgress) -> None:  # a large image is many tiles: show them, not silence
+        if bars[1].total != progress.total:
+            bars[1].reset(progress.total)
+        bars[1].update(progress.done - bars[1].n)
+
+    try:
+        summary = stylize_folder(config, on_progress, on_tile, on_start)
+    finally:
+        for bar in reversed(bars):
+            bar.close()
+    failed = summary.failed + len(summary.unreadable)
+    info(f"{summary.stylised} stylised, {failed} failed (output: {os.path.normpath(config.output)})")
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------------------------- video
+def add_video_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --mode video."""
+    from .common import non_negative_float, positive_float
+
+    g = parser.add_argument_group("video mode")
+    g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
+    g.add_argument("--video_output", default=None,
+                   help="video: the stylised video, .mp4/.m4v/.mov (H.264) or .mkv (default "
+                        "output/videos/<input>_<model>.mp4); webcam: record the stream here (default: none)")
+    g.add_argument("--start", type=non_negative_float, default=None,
+                   help="start this many seconds into the input (audio is cut to match)")
+    g.add_argument("--duration", type=positive_float, default=None,
+                   help="stylise only this many seconds (default: to the end)")
+    def crf(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if not 0 <= value <= 51:
+            raise argparse.ArgumentTypeError(f"must be between 0 and 51, got {text}")
+        return value
+
+    g.add_argument("--crf", type=crf, default=18,
+                   help="H.264 quality, 0 lossless .. 51 worst (18: visually transparent)")
+
+
+def run_video(args: argparse.Namespace) -> int:
+    """--mode video: stylise a video with a trained model, keeping its frame rate, size and audio."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from stylefusion.errors import ConfigError
+    from stylefusion.video import VideoConfig, VideoProgress, stylize_video
+
+    if args.video_input is None:
+        raise ConfigError("--mode video needs --video_input (a video file)")
+    require_model(args, "video")
+    output = args.video_output or str(Path("output") / "videos"
+                                      / f"{Path(args.video_input).stem}_{Path(args.model_path).stem}.mp4")
+    config = VideoConfig(video_input=args.video_input, video_output=output, model_path=args.model_path,
+                         batch_size=args.batch_size or VideoConfig.batch_size, max_size=args.max_size,
+                         preserve_color=args.preserve_color, device=args.device, precision=args.precision,
+                         start=args.start, duration=args.duration, crf=args.crf,
+                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size)
+    with tqdm(unit="frame", desc="stylising", dynamic_ncols=True, disable=None) as bar:
+        def on_progress(progress: VideoProgress) -> None:
+            if progress.total_frames is not None and bar.total != progress.total_frames:
+                bar.total = progress.total_frames
+            bar.update(progress.frames_done - bar.n)
+
+        result = stylize_video(config, on_progress)
+    flicker = f", flicker score {result.flicker:.3f}" if result.flicker is not None else ""
+    info(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} at "
+          f"{float(result.fps):.4g} fps, audio {result.audio}, {result.elapsed_s:.1f} s "
+          f"({result.frames / max(result.elapsed_s, 1e-9):.2f} frames/s){flicker}")
+    if result.pix_fmt != "yuv420p":
+        info(f"note: the frame size is odd, so the video is H.264 {result.pix_fmt} (High 4:4:4 profile), which "
+             "browsers and QuickTime cannot play; use --max_size for an even size in plain 4:2:0")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ webcam
+def add_webcam_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --mode webcam (it also takes --video_output to record, and --max_size for the working size)."""
+    g = parser.add_argument_group("webcam mode (keys: n/p or 1-9 model, s side-by-side, space snapshot, q/Esc quit)")
+    g.add_argument("--camera", default="0", help="camera device index, or a video file / stream URL OpenCV opens")
+    g.add_argument("--no_window", action="store_true", help="no window (record with --video_output)")
+    g.add_argument("--max_frames", type=positive_int, default=None,
+                   help="stop after this many stylised frames (default: until q/Esc or Ctrl-C)")
+    g.add_argument("--snapshot_dir", default="output/snapshots", help="where the space key saves frames")
+
+
+def run_webcam(args: argparse.Namespace) -> int:
+    """--mode webcam: stylise a camera live in a window and/or into a recording."""
+    import os
+    import signal
+    import threading
+
+    from stylefusion.errors import ConfigError
+
+    if args.no_window and not args.video_output:
+        raise ConfigError("--no_window needs --video_output (otherwise nothing is shown or saved)")
+    if not args.no_window and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                                         or os.environ.get("WAYLAND_DISPLAY")):
+        raise ConfigError("no display for the webcam window (DISPLAY is unset): use --no_window --video_output PATH")
+    models = args.model_path or []
+    if not models:
+        raise ConfigError("--mode webcam needs --model_path (one or more, e.g. models/udnie.pth from --mode "
+                          "download)")
+    for path in models:
+        args.model_path = path
+        require_model(args, "webcam")
+    from stylefusion.webcam import WebcamConfig, WebcamFrame, command_for_key, run_webcam as run
+
+    config = WebcamConfig(camera=args.camera, model_paths=models, max_size=args.max_size,
+                          video_output=args.video_output, snapshot_dir=args.snapshot_dir,
+                          max_frames=args.max_frames, preserve_color=args.preserve_color, device=args.device,
+                          precision=args.precision)
+    stop, stopped_by = threading.Event(), []
+    title = "StyleFusion webcam (n/p model, s side-by-side, space snapshot, q quit)"
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stopped_by:
+            raise KeyboardInterrupt  # a second Ctrl-C: abort (the recording is discarded)
+        stopped_by.append(signum)
+        stop.set()
+
+    def on_frame(frame: WebcamFrame) -> str | int | None:
+        import cv2
+
+        if frame.snapshot is not None:
+            info(f"saved snapshot {frame.snapshot}")
+        if args.no_window:
+            return None
+        cv2.imshow(title, frame.display_bgr())
+        key = cv2.waitKey(1)
+        if frame.index > 1 and cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:
+            return "quit"  # the window was closed
+        return command_for_key(key) if key >= 0 else None
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = run(config, on_frame, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if not args.no_window:
+            import cv2
+
+            cv2.destroyAllWindows()
+    recorded = f"; recorded to {result.output}" if result.output else ""
+    info(f"{result.frames} frames at {result.width}x{result.height}, {result.fps:.2f} frames/s, latency "
+         f"{result.latency_mean_s * 1000:.0f} ms mean, {result.dropped} of {result.captured} camera frames "
+         f"dropped ({result.stop_reason}){recorded}")
+    return 128 + stopped_by[0] if stopped_by else 0
+
+
+# ------------------------------------------------------------------------------------------------ export
+def add_export_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --mode export."""
+    g = parser.add_argument_group("export mode")
+    g.add_argument("--export_path", default=None,
+                   help="file to write: .onnx (ONNX, dynamic batch/height/width) or .pt (TorchScript); the "
+                        "exported network takes and returns (B, 3, H, W) RGB in 0-255")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """--mode export: write the model as ONNX or TorchScript."""
+    from stylefusion.errors import ConfigError
+    from stylefusion.export import export_format, export_model
+    from stylefusion.images import ensure_not_input
+    from stylefusion.transformer import load_model
+
+    if args.export_path is None:
+        raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
+    fmt = export_format(args.export_path)
+    require_model(args, "export", "the .pth model to export")
+    ensure_not_input(args.export_path, [args.model_path])
+    network, _ = load_model(args.model_path)
+    export_model(network, args.export_path)
+    info(f"exported {args.model_path} as {fmt} to {args.export_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- download
+def add_download_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --mode download."""
+    g = parser.add_argument_group("download mode")
+    g.add_argument("--models_dir", default="models",
+                   help="folder for pytorch/examples' released models (candy, mosaic, rain_princess, udnie)")
+    g.add_argument("--models_url", default=None,
+                   help="where to get saved_models.zip: a URL, file:// URL or local path (default: the "
+                        "pytorch/examples download link)")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """--mode download: fetch pytorch/examples' four released models, each checked before it is installed."""
+    from tqdm import tqdm
+
+    from stylefusion.released import (RELEASED_MODELS_URL, DownloadProgress, download_released_models,
+                                      missing_models, model_paths)
+
+    if not missing_models(args.models_dir):
+        info(f"the released models are already in {args.models_dir}: "
+             + ", ".join(str(p) for p in model_paths(args.models_dir).values()))
+        return 0
+    url = args.models_url or RELEASED_MODELS_URL
+    with tqdm(unit="B", unit_scale=True, desc="downloading", disable=None) as bar:
+        def on_progress(progress: DownloadProgress) -> None:
+            bar.total = progress.total_bytes
+            bar.update(progress.done_bytes - bar.n)
+
+        paths = download_released_models(args.models_dir, url, callback=on_progress,
+                                         offline_hint="offline? download saved_models.zip elsewhere and pass "
+                                                      "it with --models_url PATH")
+    info("installed (each loads with weights_only=True and runs): " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The fast CLI's parser: every mode's options, grouped by mode."""
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=ModeHelpFormatter)
+    add_version_arg(parser)
+    add_common_args(parser)
+    add_train_args(parser)
+    add_image_args(parser)
+    add_video_args(parser)
+    add_webcam_args(parser)
+    add_export_args(parser)
+    add_download_args(parser)
+    return parser
+
+
+def ignored_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The options set away from their default that --mode args.mode does not read, as --flags."""
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    return [flags[dest] for dest, modes in MODE_OPTIONS.items()
+            if args.mode not in modes and getattr(args, dest, None) != parser.get_default(dest)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ignored = ignored_options(parser, args)
+    if ignored and is_main_process():  # under torchrun: said once
+
+        info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
+             f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")
+    if args.model_path is not None and args.mode != "webcam":  # one model, except in webcam mode
+        if len(args.model_path) > 1:
+            parser.error(f"--mode {args.mode} takes one --model_path, got {len(args.model_path)}")
+        args.model_path = args.model_path[0]
+    runner = {"train": run_train, "image": run_image, "video": run_video, "webcam": run_webcam,
+              "export": run_export, "download": run_download}[args.mode]
+    return runner(args)
+
+
+def command() -> int:
+    """Console command `fast-style-transfer`: the same as running fast_style_transfer.py."""
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    sys.exit(command())

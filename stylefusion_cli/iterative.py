@@ -1,0 +1,213 @@
+"""Iterative neural style transfer (Gatys et al. 2016): optimise an image so its VGG-19 features match a
+content image and its Gram matrices match one or more style images. Saves an image after each epoch.
+
+    python stylefusion.py                      # demo on the sample images in data/
+    python stylefusion.py --content_image data/city.jpg --style_image data/udnie.jpg \
+        --output_dir output/iterative_style_transfer --epochs 20 --steps_per_epoch 100
+
+This module (run as stylefusion.py or the `stylefusion` command) only parses arguments, shows progress and
+reports errors; the work is in stylefusion/iterative.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, non_negative_float,
+                        positive_float, positive_int, run_cli, start_live)
+
+if TYPE_CHECKING:
+    from stylefusion.iterative import IterativeConfig
+
+HERE = Path(__file__).resolve().parents[1]  # the clone: the demo images are in its data/
+DEMO_CONTENT = HERE / "data" / "city.jpg"
+DEMO_STYLE = HERE / "data" / "udnie.jpg"
+
+EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style_scale sizes the style images as a "
+          "ratio of it (fast_style_transfer.py: --max_size caps the longest side of each input, --image_size is "
+          "the side of the square training crops, --style_size the style image's longest side in px). The "
+          "progress bar and status lines go to stderr; stdout stays empty.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
+
+    p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
+    add_version_arg(p)
+    io = p.add_argument_group("images")
+    io.add_argument("--content_image", default=None,
+                    help=f"content photo (default: the demo image {DEMO_CONTENT.relative_to(HERE)})")
+    io.add_argument("--style_image", nargs="+", default=None, metavar="IMAGE",
+                    help=f"one or more style images (default: the demo image {DEMO_STYLE.relative_to(HERE)})")
+    io.add_argument("--style_blend_weights", nargs="+", type=non_negative_float, default=None, metavar="W",
+                    help="one weight per style image (default: equal); with --style_masks it scales that "
+                         "style's region (default 1 each)")
+    io.add_argument("--style_masks", nargs="+", default=None, metavar="MASK",
+                    help="one greyscale mask per style image: that style only where the mask is white, partly "
+                         "where grey, not where black (uncovered areas keep the content; overlaps mix). Any "
+                         "size, stretched to the content image, but its aspect ratio must match the content's "
+                         "within 1%%. Gatys et al. 2017 guided Gram matrices")
+    io.add_argument("--output_dir", default="output/demo", help="where epoch images, final image and loss log go")
+    io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"), help="image file format")
+    io.add_argument("--image_size", type=positive_int, default=C.image_size,
+                    help="longest side of the result, px (the image is scaled up or down to it)")
+    io.add_argument("--style_scale", type=positive_float, default=C.style_scale,
+                    help="longest side of each style image as a ratio of the working image's (1: the same; "
+                         "smaller: larger brush strokes)")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=positive_int, default=C.epochs, help="an image is saved after each epoch")
+    opt.add_argument("--steps_per_epoch", type=positive_int, default=C.steps_per_epoch,
+                     help="optimisation steps per epoch")
+    opt.add_argument("--optimizer", default=C.optimizer, help="lbfgs or adam")
+    opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
+    opt.add_argument("--lbfgs_history", type=positive_int, default=C.lbfgs_history,
+                     help="L-BFGS memory: past steps kept (each costs two image-sized buffers)")
+    opt.add_argument("--init", default=C.init, help="start image: content, noise, style or an image PATH")
+    opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
+    opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
+                     help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
+                          "it reached a higher loss than single-scale in the same time; see bench/RESULTS.md)")
+    opt.add_argument("--num_scales", type=positive_int, default=None,
+                     help="number of scales, each twice the previous (default: start near 128 px)")
+    opt.add_argument("--scale_steps", type=step_list, default=None, metavar="N,N,...",
+                     help="steps per scale, coarse to fine, sizes doubling up to --image_size (e.g. 300,100,50,30 "
+                          "with --image_size 4096: 512, 1024, 2048, 4096 px); replaces --epochs/--steps_per_epoch")
+
+    loss = p.add_argument_group("losses")
+    loss.add_argument("--content_weight", type=non_negative_float, default=C.content_weight,
+                      help="weight of the content loss (relative feature MSE)")
+    loss.add_argument("--style_weight", type=non_negative_float, default=C.style_weight,
+                      help="weight of the style loss (relative Gram MSE): higher means stronger style")
+    loss.add_argument("--tv_weight", type=non_negative_float, default=C.tv_weight,
+                      help="total-variation smoothing weight")
+    loss.add_argument("--content_layers", default=C.content_layers,
+                      help="comma-separated VGG-19 layers, optional :weight each (e.g. relu4_2 or relu3_1:0.5,relu4_2)")
+    loss.add_argument("--style_layers", default=C.style_layers,
+                      help="comma-separated VGG-19 layers, optional :weight each (e.g. relu1_1:2,relu2_1)")
+    loss.add_argument("--preserve_color", default=C.preserve_color,
+                      help="none, luminance (style on luminance only, keep the content's colours) or histogram "
+                           "(recolour the style image to the content's colour statistics) - Gatys et al. 2017")
+
+    net = p.add_argument_group("network and hardware")
+    net.add_argument("--vgg_weights", default=C.vgg_weights,
+                     help="caffe (bundled original VGG-19, offline), torchvision (downloads IMAGENET1K_V1) "
+                          "or a path to a VGG-19 state-dict file")
+    net.add_argument("--pooling", default=C.pooling, choices=("max", "avg"),
+                     help="VGG pooling: max (as trained) or avg (smoother, suggested by Gatys et al.)")
+    net.add_argument("--device", default=C.device, help="auto, cpu, cuda, cuda:N or mps")
+    net.add_argument("--precision", default=C.precision,
+                     help="auto, fp32, bf16 or fp16 (autocast); auto is bf16 where the CPU/GPU computes it natively, "
+                          "else fp32")
+    net.add_argument("--max_memory", type=positive_float, default=None, metavar="GB",
+                     help="memory the run may use, in GB; larger images run VGG on tiles (exact gradients) and a "
+                          "shorter L-BFGS history to fit (default: half of the memory available at the start)")
+    net.add_argument("--tile_size", type=positive_int, default=None, metavar="PX",
+                     help="force VGG tiles of this core size (default: only when over --max_memory)")
+    net.add_argument("--quiet", action="store_true", help="no progress bar (status lines still go to stderr)")
+    add_live_args(p)
+    return p
+
+
+def check_output_names(config: "IterativeConfig") -> None:
+    """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
+    from stylefusion.images import ensure_not_input
+    from stylefusion.iterative import INITS
+
+    out, ext = Path(config.output_dir), config.output_format
+    inputs = [config.content_image, *config.style_images, *(config.style_masks or []),
+              *([config.init] if config.init not in INITS else [])]
+    for name in ("loss_log.csv", *(f"epoch_{e:03d}.{ext}" for e in range(1, config.epochs + 1)), f"final.{ext}"):
+        ensure_not_input(out / name, inputs)
+
+
+def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) -> None:
+    """After a run that failed before saving any image: remove its loss log and the folders it made."""
+    from stylefusion.images import remove_empty_tree
+
+    log = output_dir / "loss_log.csv"
+    if not log_existed and log.is_file():
+        log.unlink()
+    remove_empty_tree(created)
+
+
+def step_list(text: str) -> list[int]:
+    """argparse type: comma-separated step counts, each >= 1."""
+    return [positive_int(part) for part in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from stylefusion.images import first_missing
+    from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize
+    from stylefusion.live import report_iterative
+
+    demo = args.content_image is None and args.style_image is None
+    config = IterativeConfig(
+        content_image=args.content_image or DEMO_CONTENT,
+        style_images=args.style_image or [DEMO_STYLE],
+        output_dir=args.output_dir,
+        style_blend_weights=args.style_blend_weights, style_masks=args.style_masks,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
+        style_scale=args.style_scale, content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
+        optimizer=args.optimizer, lr=args.lr, lbfgs_history=args.lbfgs_history, init=args.init, seed=args.seed,
+        multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
+        pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
+        output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
+        tile_size=args.tile_size)
+    check_output_names(config)
+    if demo:
+        info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
+    output_dir = Path(config.output_dir)
+    created = first_missing(output_dir)
+    log_existed = (output_dir / "loss_log.csv").exists()
+    saved: list[Path] = []
+
+    bars: list = []  # made at the first step, so an error before any work prints only its one line
+    live = start_live(args, f"StyleFusion: {Path(config.content_image).name} (iterative)")
+
+    def on_progress(p: IterativeProgress) -> None:
+        if live is not None:
+            report_iterative(live, p)
+        if not bars:
+            bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
+        bar = bars[0]
+        if p.tile is not None:  # within a long tiled step: show the tile pass so it does not look frozen
+            bar.set_postfix_str(f"tile pass {p.tile[0]}/{p.tile[1]}, size={p.size[1]}x{p.size[0]}")
+            return
+        if p.saved is not None:
+            saved.append(p.saved)
+            bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}", file=sys.stderr)
+            return
+        bar.update(p.step - bar.n)
+        bar.set_postfix(content=f"{p.content_loss:.3g}", style=f"{p.style_loss:.3g}", total=f"{p.total_loss:.3g}",
+                        size=f"{p.size[1]}x{p.size[0]}", refresh=False)
+
+    try:
+        result = stylize(config, on_progress)
+    except BaseException:
+        if not saved:  # nothing to show for the run: leave nothing behind (its log, the folders it made)
+            remove_leftovers(output_dir, created, log_existed)
+        raise
+    finally:
+        for bar in bars:
+            bar.close()
+        if live is not None:
+            live.close()
+    info(f"final image: {result.final_path} (loss log: {result.loss_log})")
+    return 0
+
+
+def command() -> int:
+    """Console command `stylefusion`: the same as running stylefusion.py."""
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    sys.exit(command())
