@@ -14,9 +14,10 @@ from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thre
 from stylefusion.compact import CompactNet, multiply_adds_per_pixel
 from stylefusion.errors import ConfigError
 from stylefusion.export import export_model
+from stylefusion.fastnet import PhaseUpsampleConv, for_inference
 from stylefusion.stylize import ImageConfig, Stylizer, stylize_folder
 from stylefusion.training import TrainConfig, train
-from stylefusion.transformer import TransformerNet, architecture_of, load_model, save_model
+from stylefusion.transformer import MIN_INPUT_SIDE, TransformerNet, architecture_of, load_model, save_model
 from stylefusion.video import VideoConfig, stylize_video
 from tests.helpers import assert_one_line_error, run_script
 from tests.test_video import make_clip, read_video
@@ -67,6 +68,11 @@ def test_compact_costs_at_least_8x_fewer_multiply_adds():
     assert multiply_adds_per_pixel(CompactNet(), 48, 80) == compact  # per pixel: independent of the size
 
 
+def test_compact_runs_at_the_smallest_input_side():
+    with torch.no_grad():
+        assert CompactNet()(torch.rand(1, 3, 8, MIN_INPUT_SIDE)).shape == (1, 3, 8, 8)
+
+
 # ------------------------------------------------------------------------------------ training and files
 def test_compact_trains_and_its_model_file_records_the_architecture(data, tmp_path):
     seen = []
@@ -110,6 +116,19 @@ def test_resume_with_another_architecture_is_one_line(data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- running the network
+def test_inference_form_runs_the_last_layer_at_half_resolution_with_the_same_result():
+    net = random_compact(5)
+    fast = for_inference(net, torch.device("cpu"))
+    assert isinstance(fast.deconv2, PhaseUpsampleConv)
+    for shape in [(1, 3, 36, 52), (2, 3, 8, 12)]:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(6)) * 255
+        with torch.no_grad():
+            want = net(x)
+            assert psnr(fast(x), want, 255.0) >= 80.0
+            last = fast.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+            assert psnr(last, want, 255.0) >= 80.0
+
+
 @pytest.mark.parametrize("size, tile", [((21, 27), 3), ((90, 61), 24), ((64, 128), 40)])
 def test_tiled_compact_equals_whole_pass(size, tile):
     net = random_compact(2)
