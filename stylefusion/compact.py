@@ -2,9 +2,9 @@
 
 Same building blocks as Johnson et al.'s network in transformer.py (reflect-padded convs, instance norm,
 residual blocks, nearest upsample + conv), so tiling, inference replacements and norm swapping work as they
-do there. Chosen by measured forward time on a 2-core AVX2 CPU (bench/compact.py, bench/RESULTS.md): thin
-convs at full resolution run at 5-10 GMAC/s in oneDNN against 20-35 for 3x3 convs at 1/4 resolution with 32+
-channels, so the network spends almost nothing at full resolution.
+do there. Chosen by measured forward time on a 2-core AVX2 CPU (bench/compact.py, bench/RESULTS.md; shared
+machine): thin convs at full resolution ran at 2-17 GMAC/s in oneDNN against 20-35 for 3x3 convs with 32-64
+channels at 1/4 resolution, so the network does almost nothing at full resolution.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class CompactNet(nn.Module):
         # Johnson et al.: 5 residual blocks of 128 channels. Here 4 blocks of 32 (16x fewer MACs per block).
         for i in range(COMPACT_BLOCKS):
             setattr(self, f"res{i + 1}", ResidualBlock(c))
+        # Johnson et al.: upsample + conv 128 -> 64 channels. Here 32 -> 16, like the encoder's widths (16, 32).
         self.deconv1 = UpsampleConvLayer(c, c // 2, 3, 1, upsample=2)
         self.in3 = nn.InstanceNorm2d(c // 2, affine=True)
         # Johnson et al.: upsample + conv to 32 channels at full resolution, then a 9x9 conv to RGB. Here the

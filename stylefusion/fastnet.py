@@ -64,8 +64,8 @@ class BlockConv(nn.Module):
 
 # Nearest 2x upsampling then a 3-tap filter, per output phase: output row 2i uses taps (w0, w1 + w2, 0) on
 # input rows (i-1, i, i+1), row 2i+1 uses (0, w0 + w1, w2). _PHASE_TAPS[phase][tap][k] maps w_k to the taps.
-_PHASE_TAPS = torch.tensor([[[1., 0., 0.], [0., 1., 1.], [0., 0., 0.]],
-                            [[0., 0., 0.], [1., 1., 0.], [0., 0., 1.]]])
+_PHASE_TAPS = (((1, 0, 0), (0, 1, 1), (0, 0, 0)),
+               ((0, 0, 0), (1, 1, 0), (0, 0, 1)))
 
 
 class PhaseUpsampleConv(nn.Module):
@@ -78,7 +78,7 @@ class PhaseUpsampleConv(nn.Module):
         super().__init__()
         gain = getattr(layer, "gain", 1.0)
         weight, bias = layer.conv2d.weight.detach() * gain, layer.conv2d.bias.detach() * gain
-        taps = _PHASE_TAPS.to(weight)
+        taps = torch.tensor(_PHASE_TAPS, dtype=weight.dtype, device=weight.device)
         phases = torch.einsum("ytk,xsl,ockl->oyxcts", taps, taps, weight)  # (out, 2, 2, in, 3, 3)
         self.out_channels = weight.shape[0]
         self.register_buffer("weight", phases.reshape(self.out_channels * 4, *weight.shape[1:]))
