@@ -9,7 +9,7 @@ Prints three tables:
 - macs: multiply-adds per pixel of both networks (exact, compact.multiply_adds_per_pixel) and their ratio;
 - forward: one frame through stylize.Stylizer (the inference form every mode uses: channels_last, fastnet's
   replacements), fp32 (and bf16 where the CPU has avx512_bf16), and through onnxruntime (the exported ONNX
-  graph, default session options); ms per frame and frames/s, the minimum over interleaved repetitions;
+  graph, as many threads as torch uses); ms per frame and frames/s, the minimum over interleaved repetitions;
 - video: end to end, stylefusion.video.stylize_video (what `--mode video` runs) with the CLI's defaults on
   a generated H.264 clip: decode, stylise, encode, flicker score; wall frames/s, and the CPU seconds of all
   the process's threads, which give the frame rate the run would have with the machine's cores to itself
@@ -64,7 +64,9 @@ def _onnx_runner(net: torch.nn.Module, folder: Path, arch: str):
         import onnxruntime as ort
     except ImportError:
         return None
-    session = ort.InferenceSession(str(export_model(net, folder / f"{arch}.onnx")),
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as many threads as PyTorch's runs get
+    session = ort.InferenceSession(str(export_model(net, folder / f"{arch}.onnx")), options,
                                    providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"input": (x * 255).numpy()})
 
