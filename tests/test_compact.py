@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
+from fast_train_data import IMAGE_SIZE, data, one_thread  # noqa: F401 (fixtures)
 from stylefusion.compact import CompactNet, multiply_adds_per_pixel
 from stylefusion.errors import ConfigError
 from stylefusion.export import export_model
