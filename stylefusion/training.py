@@ -316,8 +316,8 @@ def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: d
 def _check_resume_arch(checkpoint: Mapping[str, Any], path: Path | None, arch: str) -> None:
     """Refuse to resume a checkpoint of another architecture, in one line (its weights tell which)."""
     model = checkpoint.get("model")
-    old = architecture_of(model) if isinstance(model, Mapping) else arch
-    if old != arch:
+    old = architecture_of(model) if isinstance(model, Mapping) else None
+    if old is not None and old != arch:  # None: not a network's weights, which restoring them reports
         raise ConfigError(f"cannot resume from {path}: it trains a {old} network, this run --arch {arch}; pass "
                           f"--arch {old} or use another --checkpoint_dir")
 

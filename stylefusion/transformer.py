@@ -121,14 +121,14 @@ def build_network(arch: str = "standard") -> nn.Module:
     raise ConfigError(f"unknown network architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
 
 
-def architecture_of(state: dict[str, Any]) -> str:
-    """The architecture a state dict belongs to, from its keys (files without settings["arch"]: released
-    models, plain state dicts): the one whose keys it has exactly, else "standard" (which then refuses it)."""
-    keys = set(clean_state_dict(state))
-    for arch in ARCHITECTURES:
-        if keys == set(build_network(arch).state_dict()):
-            return arch
-    return "standard"
+def architecture_of(state: dict[str, Any]) -> str | None:
+    """The architecture a state dict belongs to, for files without settings["arch"] (released models, plain
+    state dicts): the one with exactly its conv weights (norms left out: other code may swap them); else None."""
+    def convs(keys: Any) -> set[str]:
+        return {k for k in keys if isinstance(k, str) and k.endswith("conv2d.weight")}
+
+    found = convs(state)
+    return next((arch for arch in ARCHITECTURES if convs(build_network(arch).state_dict()) == found), None)
 
 
 _STALE_KEY = re.compile(r"in\d+\.running_(mean|var)$|\.num_batches_tracked$")
@@ -188,7 +188,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         state = data
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} does not hold a transformer-network state dict")
-    arch = settings.get("arch") or architecture_of(state)
+    arch = settings.get("arch") or architecture_of(state) or "standard"  # "standard" then refuses it
     if arch not in ARCHITECTURES:
         raise ModelError(f"{path} holds a network of unknown architecture {arch!r} (this version knows "
                          f"{', '.join(ARCHITECTURES)}): update StyleFusion or retrain it")

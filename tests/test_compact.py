@@ -91,6 +91,10 @@ def test_files_without_settings_are_recognised_by_their_keys(tmp_path):
     torch.save(compact.state_dict(), tmp_path / "plain_compact.pth")
     torch.save(standard.state_dict(), tmp_path / "plain_standard.pth")
     assert architecture_of(compact.state_dict()) == "compact"
+    assert architecture_of({"conv.weight": torch.zeros(1)}) is None
+    # Recognised by the conv weights alone, so a network whose norms were swapped is still recognised.
+    assert architecture_of({k: v for k, v in standard.state_dict().items() if ".in" not in k
+                            and not k.startswith("in")}) == "standard"
     assert isinstance(load_model(tmp_path / "plain_compact.pth")[0], CompactNet)
     assert type(load_model(tmp_path / "plain_standard.pth")[0]) is TransformerNet
     save_model(standard, tmp_path / "ours.pth", {"style_image": "x.jpg"})
