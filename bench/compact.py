@@ -141,12 +141,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 160x96, one repetition, short clips")
     parser.add_argument("--sections", nargs="+", default=["macs", "forward", "video"],
                         choices=["macs", "forward", "video"])
+    parser.add_argument("--sizes", nargs="+", default=[f"{w}x{h}" for w, h in SIZES], help="WIDTHxHEIGHT ...")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (the minimum is kept)")
     parser.add_argument("--video_reps", type=int, default=1, help="repetitions of each --mode video run")
     parser.add_argument("--frames", type=int, default=48, help="frames of the compact network's clips")
     parser.add_argument("--standard_frames", type=int, default=4, help="frames of the standard network's clips")
     args = parser.parse_args()
-    sizes = [(160, 96)] if args.quick else list(SIZES)
+    sizes = [(160, 96)] if args.quick else [tuple(int(v) for v in size.split("x")) for size in args.sizes]
     if args.quick:
         args.reps, args.frames, args.standard_frames = 1, 8, 4
     retain_freed_memory()  # as the CLIs do
