@@ -75,11 +75,13 @@ Layer = Conv | Norm | ReLU | SkipSave | SkipAdd
 
 
 def _conv_layer(module: nn.Module) -> Conv:
-    """A Conv for a ConvLayer, UpsampleConvLayer or fastnet.BlockConv."""
-    from .fastnet import BlockConv
+    """A Conv for a ConvLayer, UpsampleConvLayer, fastnet.BlockConv or fastnet.PhaseUpsampleConv."""
+    from .fastnet import BlockConv, PhaseUpsampleConv
 
     if isinstance(module, BlockConv):
         return Conv(module, module.kernel, 1, module.pad)
+    if isinstance(module, PhaseUpsampleConv):  # tiles run it as the upsample + 3x3 conv it stands for
+        return Conv(module, 3, 1, 1, 2)
     conv = module.conv2d
     upsample = int(getattr(module, "upsample", None) or 1)
     return Conv(module, conv.kernel_size[0], conv.stride[0], conv.kernel_size[0] // 2, upsample)
@@ -87,7 +89,7 @@ def _conv_layer(module: nn.Module) -> Conv:
 
 def network_layers(network: nn.Module) -> list[Layer]:
     """The network's layers in order, residual blocks unrolled between SkipSave and SkipAdd."""
-    from .fastnet import BlockConv, InstanceNormAsGroupNorm
+    from .fastnet import BlockConv, InstanceNormAsGroupNorm, PhaseUpsampleConv
     from .transformer import ConvLayer, ResidualBlock, UpsampleConvLayer
 
     if not hasattr(network, "layers"):
@@ -95,7 +97,7 @@ def network_layers(network: nn.Module) -> list[Layer]:
     layers: list[Layer] = []
 
     def add(module: nn.Module) -> None:
-        if isinstance(module, (ConvLayer, UpsampleConvLayer, BlockConv)):
+        if isinstance(module, (ConvLayer, UpsampleConvLayer, BlockConv, PhaseUpsampleConv)):
             layers.append(_conv_layer(module))
         elif isinstance(module, (nn.InstanceNorm2d, InstanceNormAsGroupNorm)):
             layers.append(Norm(module))

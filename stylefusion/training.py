@@ -38,7 +38,7 @@ from .images import (ensure_not_input, first_missing, load_image, load_pil, prep
 from .losslog import LossLog
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from .memory import check_fits
-from .transformer import TransformerNet, clean_state_dict, load_model, save_model
+from .transformer import ARCHITECTURES, architecture_of, build_network, clean_state_dict, load_model, save_model
 from .vgg import load_vgg19
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class TrainConfig:
     content_layers: str = "relu2_2"
     style_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
     pretrained_model_path: str | os.PathLike | None = None
+    arch: str = "standard"               # network: "standard" (Johnson et al.) or "compact" (compact.py, CPU video)
     checkpoint_dir: str | os.PathLike | None = None   # None: <model stem>_checkpoints next to the model
     checkpoint_interval: int = 1000      # steps between checkpoints; 0: only at the end or on a stop
     keep_checkpoints: int = 2            # older checkpoints are deleted
@@ -140,7 +141,7 @@ class TrainResult:
     resumed_from: Path | None
     paths: TrainPaths
     skipped_files: tuple[Path, ...]
-    network: TransformerNet
+    network: nn.Module
 
 
 class StepLosses(NamedTuple):
@@ -178,6 +179,8 @@ def validate_config(config: TrainConfig) -> tuple[dict[str, float], dict[str, fl
     for name in ("checkpoint_interval", "preview_interval", "num_workers"):
         _check_int(name, getattr(config, name), 0)
     _check_int("keep_checkpoints", config.keep_checkpoints, 1)
+    if config.arch not in ARCHITECTURES:
+        raise ConfigError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {config.arch!r}")
     _check_int("seed", config.seed, -(2 ** 62))
     for name in ("image_size", "style_size"):
         value = getattr(config, name)
@@ -247,13 +250,16 @@ def _prepare_outputs(config: TrainConfig, paths: TrainPaths) -> None:
         prepare_output_dir(paths.preview_dir)
 
 
-def _load_pretrained(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Weights of an existing model (ours or pytorch/examples') to fine-tune from."""
+def _load_pretrained(path: str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
+    """Weights of an existing model (ours or pytorch/examples') to fine-tune from, of architecture `arch`."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"pretrained model not found: {path} (fetch the released models with --mode download, "
                          "or leave out --pretrained_model_path to train from scratch)")
     network, _ = load_model(path)  # ModelError for another architecture or a corrupt file
+    if network.ARCH != arch:
+        raise ConfigError(f"--pretrained_model_path {path} is a {network.ARCH} network and this run trains "
+                          f"--arch {arch}: pass --arch {network.ARCH} or another model")
     return network.state_dict()
 
 
@@ -307,9 +313,18 @@ def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: d
             "vgg_weights": Path(str(config.vgg_weights)).name}
 
 
+def _check_resume_arch(checkpoint: Mapping[str, Any], path: Path | None, arch: str) -> None:
+    """Refuse to resume a checkpoint of another architecture, in one line (its weights tell which)."""
+    model = checkpoint.get("model")
+    old = architecture_of(model) if isinstance(model, Mapping) else None
+    if old is not None and old != arch:  # None: not a network's weights, which restoring them reports
+        raise ConfigError(f"cannot resume from {path}: it trains a {old} network, this run --arch {arch}; pass "
+                          f"--arch {old} or use another --checkpoint_dir")
+
+
 # -------------------------------------------------------------------------------------------- training
 
-def _preview(network: TransformerNet, image: torch.Tensor, path: Path, precision: str) -> Path:
+def _preview(network: nn.Module, image: torch.Tensor, path: Path, precision: str) -> Path:
     """Stylise the fixed preview image with the current network and save it."""
     with torch.no_grad(), autocast(image.device, precision):
         out = network(image.unsqueeze(0) * 255.0)
@@ -344,12 +359,13 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
                           "continue it, or choose another --checkpoint_dir")
     signature = _resume_signature(config, content_layers, style_layers, len(dataset))
     if checkpoint is not None:
+        _check_resume_arch(checkpoint, checkpoint_path, config.arch)
         for key, value in signature.items():
             old = (checkpoint.get("signature") or {}).get(key)
             if old != value:
                 raise ConfigError(f"cannot resume from {checkpoint_path}: it was trained with {key}={old}, now "
                                   f"{value}; use the same options or another --checkpoint_dir")
-    pretrained = _load_pretrained(config.pretrained_model_path) \
+    pretrained = _load_pretrained(config.pretrained_model_path, config.arch) \
         if config.pretrained_model_path and checkpoint is None else None
     # Truncated at the deepest layer used; loaded before any output folder is made (WeightsError).
     vgg = load_vgg19(list(dict.fromkeys([*content_layers, *style_layers])), config.vgg_weights)
@@ -383,7 +399,7 @@ class _Run:
         style = load_image(config.style_image, config.style_size or config.image_size).unsqueeze(0).to(device)
         self.grams = style_grams(vgg, [style], None, style_layers)  # once, not per step
         torch.manual_seed(config.seed)
-        network = TransformerNet().to(device)
+        network = build_network(self.config.arch).to(device)
         if pretrained is not None:
             network.load_state_dict(pretrained)
         self.network = network.to(memory_format=self.memory_format).train()
@@ -430,7 +446,7 @@ class _Run:
                 "batch_size": config.batch_size, "world_size": self.ctx.world_size, "lr": config.lr,
                 "vgg_weights": signature["vgg_weights"],
                 "pretrained_model": Path(config.pretrained_model_path).name if config.pretrained_model_path else None,
-                "seed": config.seed, "precision": config.precision}
+                "seed": config.seed, "precision": config.precision, "arch": config.arch}
 
     def step(self, model: nn.Module, images: torch.Tensor) -> tuple[float, ...]:
         """One optimisation step on this process's batch; the loss terms averaged over processes."""

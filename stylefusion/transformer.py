@@ -3,6 +3,7 @@
 Deviations from the paper, as in pytorch/examples: instance norm instead of batch norm (Ulyanov et al.),
 reflection padding, and nearest-neighbour upsampling + conv instead of transposed conv (Odena et al.).
 State-dict keys match pytorch/examples' released models (candy, mosaic, rain_princess, udnie).
+Model files record their architecture: "standard" (this network) or "compact" (compact.py, issue #16).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError, require_file
+from .errors import ConfigError, ModelError, require_file
 
 # Format of the files this project writes: {"format": MODEL_FORMAT, "state_dict": ..., "settings": {...}}.
 MODEL_FORMAT = "stylefusion-transformer-v1"
@@ -71,6 +72,7 @@ class UpsampleConvLayer(nn.Module):
 class TransformerNet(nn.Module):
     """Image transformation network. Input and output: RGB in the 0-255 range, as in pytorch/examples."""
 
+    ARCH = "standard"  # recorded in model files (settings["arch"]); compact.CompactNet is the other one
     # The order forward() runs its children in; tiling.py reads it to run the network in tiles.
     LAYER_ORDER = ("conv1", "in1", "relu", "conv2", "in2", "relu", "conv3", "in3", "relu",
                    "res1", "res2", "res3", "res4", "res5",
@@ -106,6 +108,29 @@ class TransformerNet(nn.Module):
         return x
 
 
+ARCHITECTURES = ("standard", "compact")
+
+
+def build_network(arch: str = "standard") -> nn.Module:
+    """A new network of the named architecture (one of ARCHITECTURES); ConfigError for another name."""
+    if arch == "compact":
+        from .compact import CompactNet  # local import: compact.py builds on this module's layers
+        return CompactNet()
+    if arch == "standard":
+        return TransformerNet()
+    raise ConfigError(f"unknown network architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+
+
+def architecture_of(state: dict[str, Any]) -> str | None:
+    """The architecture a state dict belongs to, for files without settings["arch"] (released models, plain
+    state dicts): the one with exactly its conv weights (norms left out: other code may swap them); else None."""
+    def convs(keys: Any) -> set[str]:
+        return {k for k in keys if isinstance(k, str) and k.endswith("conv2d.weight")}
+
+    found = convs(state)
+    return next((arch for arch in ARCHITECTURES if convs(build_network(arch).state_dict()) == found), None)
+
+
 _STALE_KEY = re.compile(r"in\d+\.running_(mean|var)$|\.num_batches_tracked$")
 
 
@@ -121,7 +146,7 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def _check_finite(network: TransformerNet, path: Path) -> None:
+def _check_finite(network: nn.Module, path: Path) -> None:
     """Refuse weights with NaN/inf, and weights whose output on a small probe image is not finite."""
     bad = [name for name, value in network.state_dict().items()
            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
@@ -139,8 +164,10 @@ def _check_finite(network: TransformerNet, path: Path) -> None:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-               ) -> tuple[TransformerNet, dict[str, Any]]:
+               ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model file (ours, or a pytorch/examples released model) as (network in eval mode, settings).
+
+    The network is built in the file's architecture: settings["arch"], or recognised by its keys.
 
     Weights with NaN/inf, or that turn a small probe image into NaN/inf, raise ModelError.
     """
@@ -161,7 +188,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         state = data
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} does not hold a transformer-network state dict")
-    network = TransformerNet()
+    arch = settings.get("arch") or architecture_of(state) or "standard"  # "standard" then refuses it
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"{path} holds a network of unknown architecture {arch!r} (this version knows "
+                         f"{', '.join(ARCHITECTURES)}): update StyleFusion or retrain it")
+    network = build_network(arch)
     try:
         network.load_state_dict(clean_state_dict(state))
     except RuntimeError:
@@ -172,10 +203,12 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 
 def save_model(network: nn.Module, path: str | os.PathLike, settings: dict[str, Any] | None = None) -> None:
-    """Write weights plus the settings they were trained with, atomically (temporary name, then rename)."""
+    """Write weights plus the settings they were trained with (and the network's architecture, "arch"),
+    atomically (temporary name, then rename)."""
     from .images import atomic_path  # local import: images pulls in Pillow, not needed to run the network
 
     module = getattr(network, "module", network)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "state_dict": state, "settings": dict(settings or {})}, tmp)
+        settings = {**dict(settings or {}), "arch": getattr(module, "ARCH", "standard")}
+        torch.save({"format": MODEL_FORMAT, "state_dict": state, "settings": settings}, tmp)
