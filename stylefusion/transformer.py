@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cin import make_conditional, state_style_count
 from .errors import ModelError, require_file
 
 # Format of the files this project writes: {"format": MODEL_FORMAT, "state_dict": ..., "settings": {...}}.
@@ -162,6 +163,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} does not hold a transformer-network state dict")
     network = TransformerNet()
+    styles = state_style_count(state)
+    if styles > 1:  # several styles (Dumoulin et al. 2017): one (scale, shift) table per norm layer
+        make_conditional(network, styles)
     try:
         network.load_state_dict(clean_state_dict(state))
     except RuntimeError:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
+from fast_train_data import IMAGE_SIZE, data, make_checks, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
 from stylefusion.errors import ConfigError, OutputError
 from stylefusion.training import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
                                   load_checkpoint, train, train_paths)
@@ -106,3 +106,19 @@ def test_resume_can_extend_a_finished_run(data, tmp_path):
     extended = train(config(data, tmp_path, epochs=2, resume=True))
     assert extended.step == 10 and extended.epoch == 2
     assert load_model(extended.model_path)[1]["steps"] == 10
+
+
+def test_multi_style_resume_equals_uninterrupted(data, tmp_path):
+    """Several styles (one per step, in turn): resuming at an odd step continues with the right style."""
+    dataset, stripes = data
+    styles = [stripes, make_checks(tmp_path / "checks.png")]
+    whole = train(config(data, tmp_path / "whole", style_image=styles, max_steps=2 * N))
+    first = train(config(data, tmp_path / "parts", style_image=styles, max_steps=N))
+    resumed = train(config(data, tmp_path / "parts", style_image=styles, max_steps=2 * N, resume=True))
+    assert resumed.resumed_from == first.checkpoint and resumed.step == 2 * N
+    network, settings = load_model(resumed.model_path)
+    _assert_same_weights(network.state_dict(), load_model(whole.model_path)[0].state_dict())
+    assert settings["styles"] == ["stripes.png", "checks.png"] and network.in1.gamma.shape[0] == 2
+    assert [r["total"] for r in _log(tmp_path / "parts")] == [r["total"] for r in _log(tmp_path / "whole")]
+    with pytest.raises(ConfigError, match="style_image"):  # other styles: another training
+        train(config(data, tmp_path / "parts", style_image=styles[::-1], max_steps=3 * N, resume=True))
