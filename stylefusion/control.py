@@ -162,7 +162,8 @@ class ControlledStylizer:
         if not self.masks:
             return [strength]
         if (height, width) not in self._fitted:
-            self._fitted = {(height, width): [fit_mask(mask, height, width, self.control.feather, name).mul_(strength)
+            # mul, not mul_: fit_mask may return the loaded mask itself (same size, no feather)
+            self._fitted = {(height, width): [fit_mask(mask, height, width, self.control.feather, name).mul(strength)
                                               for name, mask in self.masks]}
         return list(self._fitted[(height, width)])
 

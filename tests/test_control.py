@@ -319,3 +319,12 @@ def test_video_mask_keeps_the_unmasked_region(tmp_path: Path) -> None:
     for plain, masked in zip(frames["plain"], frames["masked"]):
         assert np.array_equal(plain[:, 34:], masked[:, 34:])  # lossless 4:2:0: whole chroma blocks past the edge
         assert np.abs(plain[:, :24].astype(int) - masked[:, :24]).mean() > 5
+
+
+def test_mask_weights_do_not_compound_across_image_sizes(tmp_path: Path, stylizers: list[Stylizer]) -> None:
+    """A folder of two sizes: the mask of the first size is not scaled by the strength again on its return."""
+    Image.fromarray(half_mask(64, 48)).save(tmp_path / "left.png")
+    controlled = ControlledStylizer(stylizers[:1], Control(strength=0.5, masks=(tmp_path / "left.png",), feather=0))
+    first = controlled.weights(48, 64)[0].clone()
+    controlled.weights(24, 32)
+    assert torch.equal(controlled.weights(48, 64)[0], first) and float(first.max()) == 0.5
