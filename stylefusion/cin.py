@@ -10,7 +10,7 @@ children, whatever the architecture names them.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,9 +82,9 @@ def style_count(network: nn.Module) -> int:
     return norms[0].styles if norms else 1
 
 
-def state_style_count(state: Mapping[str, Any]) -> int:
+def state_style_count(state: Mapping[str, torch.Tensor]) -> int:
     """How many styles a state dict holds: the rows of its `gamma` tables (1 when it has none)."""
-    counts = {v.shape[0] for k, v in state.items() if k.endswith(".gamma") and getattr(v, "dim", lambda: 0)() == 2}
+    counts = {v.shape[0] for k, v in state.items() if k.endswith(".gamma") and v.dim() == 2}
     if len(counts) > 1:
         raise ModelError(f"the model's norm layers disagree on the number of styles ({sorted(counts)})")
     return counts.pop() if counts else 1
