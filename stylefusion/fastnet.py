@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cin import ConditionalInstanceNorm2d
 from .transformer import ConvLayer, UpsampleConvLayer
 
 # glibc mallopt parameters (malloc.h).
@@ -108,9 +109,14 @@ class InstanceNormAsGroupNorm(nn.Module):
     """InstanceNorm2d(affine=True) as a group norm with one channel per group: the same maths, computed
     without the NCHW copy that instance_norm makes of a channels_last tensor on the CPU."""
 
-    def __init__(self, norm: nn.InstanceNorm2d) -> None:
+    def __init__(self, norm: nn.Module) -> None:
         super().__init__()
-        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+        self.eps = norm.eps
+        if isinstance(norm.weight, nn.Parameter):
+            self.weight, self.bias = norm.weight, norm.bias
+        else:  # a conditional norm's chosen (or blended) style: fixed for inference, moved with the network
+            self.register_buffer("weight", norm.weight.detach().clone())
+            self.register_buffer("bias", norm.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
@@ -129,7 +135,8 @@ def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
     net = copy.deepcopy(network).eval().requires_grad_(False)
     for module in list(net.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, nn.InstanceNorm2d) and child.affine and not child.track_running_stats:
+            if (isinstance(child, nn.InstanceNorm2d) and child.affine and not child.track_running_stats) \
+                    or isinstance(child, ConditionalInstanceNorm2d):
                 setattr(module, name, InstanceNormAsGroupNorm(child))
             elif device.type == "cpu" and is_thin_conv(child):
                 setattr(module, name, BlockConv(child))

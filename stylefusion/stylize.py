@@ -14,13 +14,15 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cin import choose_style
 from .color import check_mode, preserve_color
+from .control import Control, ControlledStylizer
 from .device import autocast, check_precision, resolve_device, resolve_precision
 from .distributed import distributed_context, rank_device
 from .errors import ConfigError, InputImageError, OutputError, non_finite_output
@@ -234,6 +236,7 @@ class ImageConfig:
     input: str | os.PathLike                   # an image file, or a folder searched recursively
     output: str | os.PathLike                  # folder for the mirrored output tree
     model_path: str | os.PathLike | None = None  # not needed when a network is passed to stylize_folder
+    # (a sequence of paths: one model per mask of `control`)
     batch_size: int = ImageOptions.batch_size
     max_size: int | None = None                # downscale so the longest side is at most this (None: keep)
     preserve_color: str = "none"
@@ -242,6 +245,7 @@ class ImageConfig:
     max_memory: int | None = None              # bytes the network may use; larger images run in tiles
     tile_size: int | None = None               # force tiles of about this side (px)
     retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide; see fastnet.py)
+    control: Control = Control()               # strength, masks (control.py)
 
     def options(self) -> ImageOptions:
         """The batching options, checked."""
@@ -440,6 +444,29 @@ def image_device(name: str) -> torch.device:
     return rank_device(resolve_device(name))
 
 
+def model_paths(model_path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    """One model path or several (one per mask) as a list."""
+    return [model_path] if isinstance(model_path, (str, os.PathLike)) else list(model_path)
+
+
+def load_networks(model_path: str | os.PathLike | Sequence[str | os.PathLike], control: Control,
+                  map_location: str = "cpu") -> tuple[list[nn.Module], dict[str, Any]]:
+    """The model(s) for a run, checked against `control` before any is loaded; the first model's settings."""
+    paths = model_paths(model_path)
+    control.validate(len(paths))
+    loaded = [load_model(path, map_location) for path in paths]
+    for path, (network, settings) in zip(paths, loaded):  # --style/--style_weights: every multi-style model
+        choose_style(network, control.style, control.style_weights, settings.get("styles"), str(path))
+    return [network for network, _ in loaded], loaded[0][1]
+
+
+def controlled(stylizers: list[Stylizer], control: Control, preserve: str) -> Stylizer | ControlledStylizer:
+    """The stylizer itself, or with strength and masks applied (then preserve_color is applied inside it)."""
+    if len(stylizers) == 1 and not control.active:
+        return stylizers[0]
+    return ControlledStylizer(stylizers, control, preserve)
+
+
 def stylize_folder(config: ImageConfig, callback: Callable[[ImageProgress], Any] | None = None,
                    tile_callback: Callable[[TileProgress], Any] | None = None,
                    on_start: Callable[[ImageStart], Any] | None = None,
@@ -454,15 +481,16 @@ def stylize_folder(config: ImageConfig, callback: Callable[[ImageProgress], Any]
     check_precision(config.precision, device)
     rank, world_size = distributed_context()
     plan = plan_images(config.input, config.output).shard(rank, world_size)
-    settings: dict[str, Any] = {}
-    if network is None:
-        if config.model_path is None:
-            raise ConfigError("a model path is required to stylise images")
-        network, settings = load_model(config.model_path)
+    if network is None and config.model_path is None:
+        raise ConfigError("a model path is required to stylise images")
+    networks, settings = load_networks(config.model_path, config.control) if network is None else ([network], {})
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    stylizer = Stylizer(network, device, config.precision, max_memory=config.max_memory,
-                        tile_size=config.tile_size)
+    stylizer = controlled([Stylizer(n, device, config.precision, max_memory=config.max_memory,
+                                    tile_size=config.tile_size) for n in networks], config.control,
+                          options.preserve_color)
+    if isinstance(stylizer, ControlledStylizer):
+        options = ImageOptions(options.batch_size, options.max_size, "none")  # applied before the blend
     stylizer.on_tile = tile_callback
     if config.retain_freed_memory:
         retain_freed_memory()  # the network runs over and over: keep its buffers mapped

@@ -89,6 +89,7 @@ def _conv_layer(module: nn.Module) -> Conv:
 
 def network_layers(network: nn.Module) -> list[Layer]:
     """The network's layers in order, residual blocks unrolled between SkipSave and SkipAdd."""
+    from .cin import ConditionalInstanceNorm2d
     from .fastnet import BlockConv, InstanceNormAsGroupNorm, PhaseUpsampleConv
     from .transformer import ConvLayer, ResidualBlock, UpsampleConvLayer
 
@@ -99,7 +100,8 @@ def network_layers(network: nn.Module) -> list[Layer]:
     def add(module: nn.Module) -> None:
         if isinstance(module, (ConvLayer, UpsampleConvLayer, BlockConv, PhaseUpsampleConv)):
             layers.append(_conv_layer(module))
-        elif isinstance(module, (nn.InstanceNorm2d, InstanceNormAsGroupNorm)):
+        elif isinstance(module, (nn.InstanceNorm2d, InstanceNormAsGroupNorm, ConditionalInstanceNorm2d)):
+            # RunningStats.affine reads module.weight/bias: a conditional norm's chosen or blended style
             layers.append(Norm(module))
         elif isinstance(module, nn.ReLU):
             layers.append(ReLU())

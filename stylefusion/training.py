@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ from .images import (ensure_not_input, first_missing, load_image, load_pil, prep
 from .losslog import LossLog
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from .memory import check_fits
+from .cin import make_conditional, select_style, state_style_count
 from .transformer import ARCHITECTURES, architecture_of, build_network, clean_state_dict, load_model, save_model
 from .vgg import load_vgg19
 
@@ -56,7 +57,7 @@ LOG_COLUMNS = ("step", "epoch", "content", "style", "tv", "stability", "total")
 @dataclass
 class TrainConfig:
     """Everything a training run needs; the CLI fills it from argparse, library users directly."""
-    style_image: str | os.PathLike
+    style_image: str | os.PathLike | Sequence[str | os.PathLike]  # several: one network, one norm set per style
     content_dataset: str | os.PathLike
     model_save_path: str | os.PathLike
     epochs: int = 2                      # Johnson et al.: 2 epochs of COCO (40k steps at batch 4)
@@ -164,6 +165,12 @@ def train_paths(config: TrainConfig) -> TrainPaths:
 
 # ------------------------------------------------------------------------------------------- validation
 
+def style_images(config: TrainConfig) -> list[Path]:
+    """The style image(s) of a run: one, or several for a multi-style network (cin.py)."""
+    styles = config.style_image
+    return [Path(styles)] if isinstance(styles, (str, os.PathLike)) else [Path(s) for s in styles]
+
+
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"--{name} must be an integer >= {minimum}, got {value}")
@@ -217,7 +224,7 @@ def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
     """Refuse a model path that is a folder or one of the inputs."""
     if paths.model.is_dir():
         raise OutputError(f"--model_save_path is a directory, expected a file name: {paths.model}")
-    inputs = [config.style_image] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
+    inputs = [*style_images(config)] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
     ensure_not_input(paths.model, inputs)
 
 
@@ -248,6 +255,26 @@ def _prepare_outputs(config: TrainConfig, paths: TrainPaths) -> None:
     prepare_output_dir(paths.checkpoint_dir)
     if config.preview_interval:
         prepare_output_dir(paths.preview_dir)
+
+
+def _new_network(arch: str, styles: int, pretrained: dict[str, torch.Tensor] | None) -> nn.Module:
+    """A fresh `arch` network (from the seeded RNG) for `styles` styles, starting from `pretrained` when given.
+
+    A single-style pretrained model starts every style from its norm parameters; a multi-style one must hold
+    the same number of styles.
+    """
+    network = build_network(arch)
+    pretrained_styles = state_style_count(pretrained) if pretrained is not None else 1
+    if pretrained is not None and pretrained_styles == 1:
+        network.load_state_dict(pretrained)
+    if styles > 1 or pretrained_styles > 1:
+        make_conditional(network, styles)
+    if pretrained is not None and pretrained_styles > 1:
+        if pretrained_styles != styles:
+            raise ConfigError(f"--pretrained_model_path holds {pretrained_styles} styles, but {styles} style "
+                              "image(s) were given")
+        network.load_state_dict(pretrained)
+    return network
 
 
 def _load_pretrained(path: str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
@@ -305,7 +332,8 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: dict, dataset_size: int
                       ) -> dict[str, Any]:
     """Options that must not change when resuming, or the continued run would be a different training."""
-    return {"style_image": Path(config.style_image).name, "image_size": config.image_size,
+    names = [path.name for path in style_images(config)]  # one style: a plain name, as before (old checkpoints)
+    return {"style_image": names[0] if len(names) == 1 else names, "image_size": config.image_size,
             "style_size": config.style_size or config.image_size, "content_layers": content_layers,
             "style_layers": style_layers, "content_weight": config.content_weight,
             "style_weight": config.style_weight, "tv_weight": config.tv_weight,
@@ -333,7 +361,7 @@ def _preview(network: nn.Module, image: torch.Tensor, path: Path, precision: str
 
 def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None = None,
           stop: StopFlag | None = None, warn: Callable[[str], None] | None = None) -> TrainResult:
-    """Train (or resume, or fine-tune) a transformer network for one style and save it with its settings.
+    """Train (or resume, or fine-tune) a transformer network for one style (or several: cin.py) and save it.
 
     `callback` receives a TrainProgress after every step on rank 0. Setting `stop` (from a signal handler or
     the callback) ends the run after the current step with a checkpoint, as does reaching `max_steps`.
@@ -347,7 +375,10 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     check_precision(config.precision, device)
     check_training_memory(config, device)
 
-    load_pil(config.style_image)  # fail early on a missing or unreadable style image
+    if not style_images(config):
+        raise ConfigError("--style_image needs at least one image")
+    for path in style_images(config):
+        load_pil(path)  # fail early on a missing or unreadable style image
     dataset = ContentImages(find_images(config.content_dataset), config.image_size)
     preview_index = dataset.first_readable()
     _check_model_path(config, paths)
@@ -396,13 +427,13 @@ class _Run:
         vgg = vgg.to(device).to(memory_format=self.memory_format)
         self.loss_fn = PerceptualLoss(vgg, content_layers, style_layers, config.content_weight, config.style_weight,
                                       config.tv_weight)
-        style = load_image(config.style_image, config.style_size or config.image_size).unsqueeze(0).to(device)
-        self.grams = style_grams(vgg, [style], None, style_layers)  # once, not per step
+        styles = [load_image(path, config.style_size or config.image_size).unsqueeze(0).to(device)
+                  for path in style_images(config)]
+        self.grams = [style_grams(vgg, [style], None, style_layers) for style in styles]  # once, not per step
         torch.manual_seed(config.seed)
-        network = build_network(self.config.arch).to(device)
-        if pretrained is not None:
-            network.load_state_dict(pretrained)
+        network = _new_network(config.arch, len(styles), pretrained).to(device)
         self.network = network.to(memory_format=self.memory_format).train()
+        self.style_names = [path.name for path in style_images(config)]
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, config.precision))
         self.signature = signature
@@ -446,17 +477,22 @@ class _Run:
                 "batch_size": config.batch_size, "world_size": self.ctx.world_size, "lr": config.lr,
                 "vgg_weights": signature["vgg_weights"],
                 "pretrained_model": Path(config.pretrained_model_path).name if config.pretrained_model_path else None,
-                "seed": config.seed, "precision": config.precision, "arch": config.arch}
+                "seed": config.seed, "precision": config.precision, "arch": config.arch,
+                **({"styles": self.style_names} if len(self.style_names) > 1 else {})}
 
     def step(self, model: nn.Module, images: torch.Tensor) -> tuple[float, ...]:
         """One optimisation step on this process's batch; the loss terms averaged over processes."""
         config, ctx = self.config, self.ctx
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        # Dumoulin et al.: one style per batch; rotating by step keeps every process on the same style, and a
+        # resumed run on the same schedule.
+        style = self.state.step % len(self.grams)
+        select_style(self.network, style)
         generator = None
         if config.stability_weight > 0:
             generator = torch.Generator().manual_seed(_step_seed(config.seed, self.state.step, ctx.rank))
         try:
-            losses = train_step(model, self.loss_fn, self.grams, images, self.optimizer, self.scaler,
+            losses = train_step(model, self.loss_fn, self.grams[style], images, self.optimizer, self.scaler,
                                 config.precision, config.stability_weight, generator, config.stability_settings)
         except torch.OutOfMemoryError:
             raise DeviceError(f"out of memory on {self.device}: lower --batch_size or --image_size") from None

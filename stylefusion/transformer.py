@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cin import make_conditional, state_style_count
 from .errors import ConfigError, ModelError, require_file
 
 # Format of the files this project writes: {"format": MODEL_FORMAT, "state_dict": ..., "settings": {...}}.
@@ -193,6 +194,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise ModelError(f"{path} holds a network of unknown architecture {arch!r} (this version knows "
                          f"{', '.join(ARCHITECTURES)}): update StyleFusion or retrain it")
     network = build_network(arch)
+    styles = state_style_count(state)
+    if styles > 1:  # several styles (Dumoulin et al. 2017): one (scale, shift) table per norm layer
+        make_conditional(network, styles)
     try:
         network.load_state_dict(clean_state_dict(state))
     except RuntimeError:

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,8 +31,9 @@ from .errors import (ConfigError, DeviceError, OutputError, VideoError, first_li
                      require_file)
 from .flicker import FlickerMeter
 from .images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
-from .stylize import Stylizer
-from .transformer import MIN_INPUT_SIDE, load_model
+from .control import Control, ControlledStylizer
+from .stylize import Stylizer, controlled, load_networks
+from .transformer import MIN_INPUT_SIDE
 
 # Output extension -> (PyAV container format, audio codecs it may carry as a stream copy). Players handle these
 # codecs in MP4/MOV; anything else is re-encoded to AAC. Matroska takes whatever FFmpeg's muxer accepts.
@@ -72,6 +73,7 @@ class VideoConfig:
     max_memory: int | None = None    # bytes the network may use; larger frames run in tiles (None: a safe share)
     tile_size: int | None = None     # force tiles of about this side (px)
     measure_flicker: bool = True
+    control: Control = Control()     # strength, masks (control.py); model_path then may list one model per mask
 
 
 @dataclass(frozen=True)
@@ -465,12 +467,13 @@ def stylize_video(config: VideoConfig, callback: Callable[[VideoProgress], None]
     check_precision(config.precision, device)
     started = time.perf_counter()
     plan, total, rotation = _make_plan(source, config)  # before loading the model: a bad video fails fast
-    if network is None:
-        if config.model_path is None:
-            raise ConfigError("a model path is required to stylise a video")
-        network, _ = load_model(config.model_path, map_location="cpu")
-    stylizer = Stylizer(network, device, config.precision, config.channels_last, config.max_memory,
-                        config.tile_size)
+    if network is None and config.model_path is None:
+        raise ConfigError("a model path is required to stylise a video")
+    networks = load_networks(config.model_path, config.control)[0] if network is None else [network]
+    stylizer = controlled([Stylizer(n, device, config.precision, config.channels_last, config.max_memory,
+                                    config.tile_size) for n in networks], config.control, config.preserve_color)
+    if isinstance(stylizer, ControlledStylizer):
+        config = replace(config, preserve_color="none")  # applied inside, before the blend
     with no_empty_folders_on_failure(target.parent):  # a failed run leaves no empty output folder
         prepare_output_dir(target.parent)
         return _write(config, source, target, plan, container_format, copy_codecs, rotation, stylizer, total,

@@ -60,6 +60,11 @@ MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "export_path": ("export",),
     "models_dir": ("download",),
     "models_url": ("download",),
+    "strength": ("image", "video"),
+    "mask": ("image", "video"),
+    "feather": ("image", "video"),
+    "style": ("image", "video"),
+    "style_weights": ("image", "video"),
 }
 
 EPILOG = ("Each option's help starts with the [modes] that read it; given to another mode it is ignored with a "
@@ -130,7 +135,7 @@ def apply_pixel_limit(megapixels: float | None) -> None:
 
 
 def require_model(args: argparse.Namespace, mode: str,
-                  hint: str = "e.g. models/udnie.pth from --mode download") -> str:
+                  hint: str = "e.g. models/udnie.pth from --mode download") -> str | list[str]:
     """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
     from pathlib import Path
 
@@ -138,9 +143,10 @@ def require_model(args: argparse.Namespace, mode: str,
 
     if args.model_path is None:
         raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
-    if not Path(args.model_path).exists():
-        raise ModelError(f"model file not found: {args.model_path} (run `python fast_style_transfer.py --mode "
-                         f"download` to fetch the released models into models/, or train one with --mode train)")
+    for path in args.model_path if isinstance(args.model_path, list) else [args.model_path]:  # list: one per mask
+        if not Path(path).exists():
+            raise ModelError(f"model file not found: {path} (run `python fast_style_transfer.py --mode "
+                             f"download` to fetch the released models into models/, or train one with --mode train)")
     return args.model_path
 
 
@@ -153,7 +159,10 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     from stylefusion.training import TrainConfig as T
 
     g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
-    g.add_argument("--style_image", default=None, help="style image to learn (required for --mode train)")
+    g.add_argument("--style_image", nargs="+", default=None, metavar="PATH",
+                   help="style image to learn (required for --mode train); several train one network with one set "
+                        "of instance-norm scales and shifts per style (conditional instance norm, Dumoulin et al. "
+                        "2017; one style per step, in turn), chosen later with --style / --style_weights")
     g.add_argument("--content_dataset", default="data/train2014",
                    help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
                         "such as train2014/default_class); unreadable files are skipped and counted")
@@ -220,7 +229,8 @@ def run_train(args: argparse.Namespace) -> int:
     from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
 
     config = TrainConfig(
-        style_image=args.style_image, content_dataset=args.content_dataset, model_save_path=args.model_save_path,
+        style_image=args.style_image[0] if len(args.style_image) == 1 else args.style_image,
+        content_dataset=args.content_dataset, model_save_path=args.model_save_path,
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size or TrainConfig.batch_size,
         image_size=args.image_size,
         style_size=args.style_size, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
@@ -308,7 +318,8 @@ def run_image(args: argparse.Namespace) -> int:
                          model_path=require_model(args, "image"),
                          batch_size=args.batch_size or ImageConfig.batch_size, max_size=args.max_size,
                          preserve_color=args.preserve_color, device=args.device, precision=args.precision,
-                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size)
+                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size,
+                         control=control_from(args))
     apply_pixel_limit(args.max_pixels)
     bars: list[tqdm] = []
 
@@ -380,14 +391,16 @@ def run_video(args: argparse.Namespace) -> int:
 
     if args.video_input is None:
         raise ConfigError("--mode video needs --video_input (a video file)")
-    require_model(args, "video")
+    models = require_model(args, "video")
+    first_model = models[0] if isinstance(models, list) else models
     output = args.video_output or str(Path("output") / "videos"
-                                      / f"{Path(args.video_input).stem}_{Path(args.model_path).stem}.mp4")
+                                      / f"{Path(args.video_input).stem}_{Path(first_model).stem}.mp4")
     config = VideoConfig(video_input=args.video_input, video_output=output, model_path=args.model_path,
                          batch_size=args.batch_size or VideoConfig.batch_size, max_size=args.max_size,
                          preserve_color=args.preserve_color, device=args.device, precision=args.precision,
                          start=args.start, duration=args.duration, crf=args.crf,
-                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size)
+                         max_memory=gigabytes(args.max_memory), tile_size=args.tile_size,
+                         control=control_from(args))
     with tqdm(unit="frame", desc="stylising", dynamic_ncols=True, disable=None) as bar:
         def on_progress(progress: VideoProgress) -> None:
             if progress.total_frames is not None and bar.total != progress.total_frames:
@@ -543,6 +556,42 @@ def run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- control
+def add_control_args(parser: argparse.ArgumentParser) -> None:
+    """Creative control of image and video mode: strength, masked regions (stylefusion/control.py)."""
+    from stylefusion.control import DEFAULT_FEATHER
+
+    g = parser.add_argument_group("control (image and video modes)")
+    g.add_argument("--strength", type=float, default=1.0, metavar="S",
+                   help="0 = the input unchanged .. 1 = the model's full style (default); in between, the "
+                        "stylised output is blended with the input pixel by pixel (the network has no "
+                        "content-only point in its feature space to interpolate towards)")
+    g.add_argument("--mask", nargs="+", default=None, metavar="PATH",
+                   help="greyscale image(s), white = stylise: only these regions get the style, the rest stays "
+                        "the input exactly. Give --model_path once per mask for a style per region (later masks "
+                        "over earlier ones). A mask is resized to each image; another aspect ratio is an error")
+    g.add_argument("--feather", type=float, default=DEFAULT_FEATHER, metavar="PX",
+                   help=f"width of the soft edge inside each mask, in pixels of the image (default "
+                        f"{DEFAULT_FEATHER}; 0: hard edge)")
+    g.add_argument("--style", type=int, default=None, metavar="N",
+                   help="a multi-style model's style N (0-based; default 0; the model file lists their names)")
+    g.add_argument("--style_weights", default=None, metavar="W,W,...",
+                   help="blend a multi-style model's styles, e.g. 0.3,0.7,0: one weight per style, normalised "
+                        "to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. 2017)")
+
+
+def control_from(args: argparse.Namespace) -> "Control":
+    """The strength/mask settings of image and video mode, checked (one line for a bad value)."""
+    from stylefusion.cin import parse_style_weights
+    from stylefusion.control import Control
+
+    weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
+    control = Control(strength=args.strength, masks=tuple(args.mask or ()), feather=args.feather, style=args.style,
+                      style_weights=weights)
+    control.validate(len(args.model_path) if isinstance(args.model_path, list) else 1)
+    return control
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The fast CLI's parser: every mode's options, grouped by mode."""
     parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=ModeHelpFormatter)
@@ -554,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_webcam_args(parser)
     add_export_args(parser)
     add_download_args(parser)
+    add_control_args(parser)
     return parser
 
 
@@ -572,10 +622,13 @@ def main(argv: list[str] | None = None) -> int:
 
         info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
              f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")
-    if args.model_path is not None and args.mode != "webcam":  # one model, except in webcam mode
-        if len(args.model_path) > 1:
-            parser.error(f"--mode {args.mode} takes one --model_path, got {len(args.model_path)}")
-        args.model_path = args.model_path[0]
+    if args.model_path is not None and args.mode != "webcam":  # one model, except webcam mode and masks
+        per_mask = args.mode in ("image", "video") and args.mask and len(args.model_path) == len(args.mask)
+        if len(args.model_path) > 1 and not per_mask:
+            parser.error(f"--mode {args.mode} takes one --model_path" + (" (or one per --mask)" if args.mask else "")
+                         + f", got {len(args.model_path)}")
+        if len(args.model_path) == 1:
+            args.model_path = args.model_path[0]
     runner = {"train": run_train, "image": run_image, "video": run_video, "webcam": run_webcam,
               "export": run_export, "download": run_download}[args.mode]
     return runner(args)

@@ -1,6 +1,6 @@
 """Tiny generated training data for the fast-style-transfer training tests (shared by test_training,
-test_resume, test_ddp and test_cli_fast_train): a nested folder of small random blob/gradient images, one
-corrupt file, and a striped style image."""
+test_resume, test_ddp, test_cli_fast_train and test_control): a nested folder of small random blob/gradient
+images, one corrupt file, a striped style image and a checked second style."""
 
 from __future__ import annotations
 
@@ -50,6 +50,15 @@ def make_style(path: Path) -> Path:
     palette = np.array([[230, 60, 30], [20, 40, 200], [250, 220, 40]], dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(palette[band], "RGB").save(path)
+    return path
+
+
+def make_checks(path: Path) -> Path:
+    """Green and white checks: a second style, unlike make_style's stripes in colour and shape."""
+    ys, xs = np.mgrid[0:48, 0:48]
+    on = (((xs // 8) + (ys // 8)) % 2)[..., None] == 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(on, [30, 200, 60], [240, 240, 240]).astype(np.uint8)).save(path)
     return path
 
 

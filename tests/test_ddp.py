@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fast_train_data import IMAGE_SIZE, make_dataset, make_style
+from fast_train_data import IMAGE_SIZE, make_checks, make_dataset, make_style
 from stylefusion.distributed import DistributedError, all_reduce_sum, distributed_context, process_group
 from stylefusion.training import TrainConfig, find_latest_checkpoint, load_checkpoint, train
 from stylefusion.transformer import load_model
@@ -127,6 +127,21 @@ def test_two_process_gloo_training_and_checkpoints_across_process_counts(tmp_pat
         assert any(not torch.equal(v, result.network.state_dict()[k]) for k, v in ddp_weights.items())
     finally:
         torch.set_num_threads(threads)
+
+
+def test_two_process_multi_style_training(tmp_path):
+    """Several styles under DDP: every rank takes the same style each step, so the replicas stay identical."""
+    make_dataset(tmp_path / "dataset")
+    styles = [str(make_style(tmp_path / "stripes.png")), str(make_checks(tmp_path / "checks.png"))]
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    mp.spawn(_worker, args=(2, _free_port(), _options(tmp_path, style_image=styles, max_steps=3, preview_interval=0,
+                                                      stability_weight=0.0), str(reports)), nprocs=2, join=True)
+    rank0, rank1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in range(2))
+    assert rank0["step"] == rank1["step"] == 3 and rank0["digest"] == rank1["digest"]
+    network, settings = load_model(tmp_path / "out" / "model.pth")
+    assert settings["styles"] == ["stripes.png", "checks.png"] and settings["world_size"] == 2
+    assert not torch.equal(network.in1.gamma[0], network.in1.gamma[1])  # each style learned its own norms
 
 
 def test_torchrun_cli_two_cpu_processes(tmp_path):

@@ -448,7 +448,7 @@ def _signal_inside(real: Callable, sig: int):
 SIGNAL_POINTS = {
     "image-early": ("stylize", "load_model", {}),
     "image-mid": ("stylize", "save_image", {"nth": 1, "after": True}),
-    "video-early": ("video", "load_model", {}),
+    "video-early": ("stylize", "load_model", {}),  # video mode loads through stylize.load_networks
     "video-mid": ("stylize.Stylizer", "__call__", {"nth": 2}),
     "iterative-early": ("iterative", "load_vgg19", {}),
     "iterative-mid": ("iterative", "save_image", {"nth": 1, "after": True}),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
+from fast_train_data import IMAGE_SIZE, data, make_checks, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
 from stylefusion.errors import ConfigError, OutputError
 from stylefusion.training import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
                                   load_checkpoint, train, train_paths)
@@ -110,8 +110,6 @@ def test_resume_can_extend_a_finished_run(data, tmp_path):
 
 def test_multi_style_resume_equals_uninterrupted(data, tmp_path):
     """Several styles (one per step, in turn): resuming at an odd step continues with the right style."""
-    from test_control import make_checks
-
     dataset, stripes = data
     styles = [stripes, make_checks(tmp_path / "checks.png")]
     whole = train(config(data, tmp_path / "whole", style_image=styles, max_steps=2 * N))
