@@ -123,7 +123,8 @@ def blend_into(stylised: torch.Tensor, content: torch.Tensor, weight: torch.Tens
 class ControlledStylizer:
     """Stylizers (one, or one per mask) with preserve_color, strength and masks applied to their results.
 
-    Callable like stylize.Stylizer on a (B, 3, H, W) batch in [0, 1]; also answers `batch_limit`,
+    Callable like stylize.Stylizer on a (B, 3, H, W) batch in [0, 1] (uint8 in [0, 255] is converted: the result
+    is float); also answers `batch_limit`,
     `max_memory`, `device` and `on_tile` as the image and video modes expect of a Stylizer.
     """
 
@@ -168,6 +169,8 @@ class ControlledStylizer:
         return list(self._fitted[(height, width)])
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dtype == torch.uint8:  # image mode hands photos over as uint8: blending works in float [0, 1]
+            batch = batch.float().div_(255.0)
         weights = self.weights(*batch.shape[-2:])
         if self.control.strength == 0.0:
             return batch.clone()  # nothing of the style shows: skip the network

@@ -141,7 +141,7 @@ def test_cli_bad_control_values(cli_files: dict[str, Path], extra: list[str], ne
             "--model_path", cli_files["a"]]
     extra = [e.format(**{k: str(v) for k, v in cli_files.items()}) for e in extra]
     args += extra
-    assert_one_line_error(fast(*args), needle)
+    assert_one_line_error(fast(*args), needle, status=("model settings: ",))
     assert not (d / "bad").exists()
 
 
@@ -237,7 +237,7 @@ def test_bad_style_choices_on_a_two_style_model(two_styles: dict, extra: list[st
     d = two_styles["dir"]
     result = fast("--mode", "image", "--input_images_dir", two_styles["in"], "--output_images_dir", d / "bad",
                   "--model_path", two_styles["model"], *extra)
-    assert_one_line_error(result, needle)
+    assert_one_line_error(result, needle, status=("model settings: ",))
     assert not (d / "bad").exists()
 
 
@@ -264,7 +264,7 @@ def test_style_weights_text() -> None:
 def test_style_on_a_single_style_model_is_one_line(cli_files: dict[str, Path]) -> None:
     result = fast("--mode", "image", "--input_images_dir", cli_files["in"], "--output_images_dir",
                   cli_files["dir"] / "bad1", "--model_path", cli_files["a"], "--style", "0")
-    assert_one_line_error(result, "multi-style model", "one style")
+    assert_one_line_error(result, "multi-style model", "one style", status=("model settings: ",))
 
 
 def test_conditional_swap_is_generic_over_instance_norm_children() -> None:

@@ -203,7 +203,7 @@ def test_image_mode_budget_below_one_tile_is_one_line(cli_case: dict) -> None:
     from tests.helpers import assert_one_line_error
 
     result = run_image_mode(cli_case, "none", "--max_memory", "0.0001")
-    assert_one_line_error(result, "does not fit in the memory budget", "--max_memory")
+    assert_one_line_error(result, "does not fit in the memory budget", "--max_memory", status=("model settings: ",))
     assert not (cli_case["base"] / "none").exists()
 
 
@@ -212,7 +212,7 @@ def test_image_above_the_pixel_limit_names_the_option(cli_case: dict) -> None:
 
     # 70x53 = 3710 pixels, above a 0.001 MP limit: Pillow's decompression-bomb guard refuses it.
     assert_one_line_error(run_image_mode(cli_case, "bomb", "--max_pixels", "0.001"), "--max_pixels",
-                          "too large to open safely")
+                          "too large to open safely", status=("model settings: ",))
 
 
 def test_video_frames_run_in_tiles(tmp_path) -> None:
