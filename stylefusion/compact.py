@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .tiling import Conv, _channels, layer_sizes, network_layers
-from .transformer import ConvLayer, ResidualBlock, UpsampleConvLayer
+from .transformer import ConvLayer, LayeredNet, ResidualBlock, UpsampleConvLayer
 
 # The residual stack's width and depth (Johnson et al.: 5 blocks of 128 channels).
 COMPACT_CHANNELS = 32
@@ -45,7 +45,7 @@ class GainUpsampleConvLayer(UpsampleConvLayer):
         return F.conv2d(x, conv.weight * self.gain, conv.bias * self.gain)
 
 
-class CompactNet(nn.Module):
+class CompactNet(LayeredNet):
     """Johnson et al.'s image transformation network made ~23x cheaper. Input and output: RGB in 0-255."""
 
     ARCH = "compact"
@@ -73,15 +73,6 @@ class CompactNet(nn.Module):
         # with a fixed output gain (Johnson et al. scaled a tanh output by 150; see OUTPUT_GAIN).
         self.deconv2 = GainUpsampleConvLayer(c // 2, 3, 3, 2, OUTPUT_GAIN)
         self.relu = nn.ReLU()
-
-    def layers(self) -> list[nn.Module]:
-        """The children in the order forward() runs them (looked up now: inference swaps some of them)."""
-        return [getattr(self, name) for name in self.LAYER_ORDER]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers():
-            x = layer(x)
-        return x
 
 
 def multiply_adds_per_pixel(network: nn.Module, height: int = 64, width: int = 64) -> float:

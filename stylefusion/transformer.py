@@ -70,7 +70,22 @@ class UpsampleConvLayer(nn.Module):
         return self.conv2d(self.reflection_pad(x))
 
 
-class TransformerNet(nn.Module):
+class LayeredNet(nn.Module):
+    """A network that runs its children in the order its LAYER_ORDER names them (tiling.py reads the order)."""
+
+    LAYER_ORDER: tuple[str, ...] = ()
+
+    def layers(self) -> list[nn.Module]:
+        """The children in the order forward() runs them (looked up now: inference swaps some of them)."""
+        return [getattr(self, name) for name in self.LAYER_ORDER]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers():
+            x = layer(x)
+        return x
+
+
+class TransformerNet(LayeredNet):
     """Image transformation network. Input and output: RGB in the 0-255 range, as in pytorch/examples."""
 
     ARCH = "standard"  # recorded in model files (settings["arch"]); compact.CompactNet is the other one
@@ -98,15 +113,6 @@ class TransformerNet(nn.Module):
         self.in5 = nn.InstanceNorm2d(32, affine=True)
         self.deconv3 = ConvLayer(32, 3, 9, 1)
         self.relu = nn.ReLU()
-
-    def layers(self) -> list[nn.Module]:
-        """The children in the order forward() runs them (looked up now: inference swaps some of them)."""
-        return [getattr(self, name) for name in self.LAYER_ORDER]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers():
-            x = layer(x)
-        return x
 
 
 ARCHITECTURES = ("standard", "compact")
