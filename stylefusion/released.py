@@ -3,6 +3,10 @@
 They come as one zip (saved_models/*.pth) from the download link in pytorch/examples' fast_neural_style README.
 Each model is extracted next to its final name, loaded with weights_only=True and run on a tiny image before
 it is renamed into place, so a failed or partial download never leaves a broken model file behind.
+
+A different file already at a released model's name (StyleFusion's own models/udnie.pth, a user's model) is
+never replaced: that released model goes to <name>_released.pth instead, and the shipped udnie.pth does not
+count as the released udnie when deciding what is missing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +29,11 @@ import torch
 
 from .errors import ModelError, StyleFusionError
 from .images import atomic_path, no_empty_folders_on_failure, prepare_output_dir
-from .transformer import load_model
+from .transformer import MODEL_FORMAT, load_model, load_weights
 
 RELEASED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
 RELEASED_MODELS = ("candy", "mosaic", "rain_princess", "udnie")
+RELEASED_SUFFIX = "_released"  # udnie_released.pth: where the released udnie goes when models/udnie.pth is ours
 DOWNLOAD_TIMEOUT_S = 20.0  # per connect / read: an offline machine fails in seconds, not minutes
 _CHUNK = 1 << 20
 _MAX_ARCHIVE_BYTES = 512 << 20  # the real archive is about 27 MB; refuse anything absurd
@@ -56,15 +62,53 @@ def check_model(path: str | os.PathLike) -> None:
         raise ModelError(f"{path} loads but does not produce a valid image")
 
 
+def is_released_layout(path: str | os.PathLike) -> bool:
+    """Whether `path` is a usable model in pytorch/examples' plain state-dict layout, i.e. not a file in
+    StyleFusion's own format ("stylefusion-transformer-v1" with settings), nor a broken or foreign file."""
+    try:
+        check_model(path)
+    except StyleFusionError:
+        return False
+    data = load_weights(path)  # loaded fine just above
+    return not (isinstance(data, dict) and data.get("format") == MODEL_FORMAT)
+
+
+def released_path(path: Path) -> Path:
+    """The other name a released model gets when `path` (e.g. models/udnie.pth) holds a different file."""
+    return path.with_name(f"{path.stem}{RELEASED_SUFFIX}{path.suffix}")
+
+
+def installed_models(models_dir: str | os.PathLike) -> dict[str, Path]:
+    """The released models present in `models_dir`: <name>.pth or <name>_released.pth, whichever is a usable
+    released-layout model (StyleFusion's own models/udnie.pth does not count as the released udnie)."""
+    found = {}
+    for name, path in model_paths(models_dir).items():
+        hit = next((p for p in (path, released_path(path)) if is_released_layout(p)), None)
+        if hit is not None:
+            found[name] = hit
+    return found
+
+
 def missing_models(models_dir: str | os.PathLike) -> list[str]:
     """Names of the released models that are absent from `models_dir` or do not load and run."""
-    missing = []
-    for name, path in model_paths(models_dir).items():
-        try:
-            check_model(path)
-        except StyleFusionError:
-            missing.append(name)
-    return missing
+    installed = installed_models(models_dir)
+    return [name for name in RELEASED_MODELS if name not in installed]
+
+
+def _same_file(path: Path, info: zipfile.ZipInfo) -> bool:
+    """Whether `path` has the archive member's size and CRC-32 (the same released model, downloaded before)."""
+    if path.stat().st_size != info.file_size:
+        return False
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc == info.CRC
+
+
+def _install_target(final: Path, info: zipfile.ZipInfo) -> Path:
+    """`final`, unless another file is there (ours, a user's): never replaced, the released model goes next to it."""
+    return final if not final.exists() or _same_file(final, info) else released_path(final)
 
 
 def _local_path(source: str) -> Path | None:
@@ -106,11 +150,13 @@ def _fetch(url: str, target: Path, timeout: float, callback: Callable[[DownloadP
 
 
 def install_from_zip(archive: str | os.PathLike, models_dir: str | os.PathLike) -> list[Path]:
-    """Extract candy/mosaic/rain_princess/udnie .pth from the archive into `models_dir`, each checked first.
+    """Extract candy/mosaic/rain_princess/udnie .pth from the archive into `models_dir`, each checked
+    first; a model whose name is taken by a different file goes to <name>_released.pth (see _install_target).
 
     All four are checked before any is renamed into place: either every model is installed or none is.
     """
     archive, models_dir = Path(archive), prepare_output_dir(models_dir)
+    targets: list[Path] = []
     try:
         with zipfile.ZipFile(archive) as zf:
             members = {Path(info.filename).name: info for info in zf.infolist() if not info.is_dir()}
@@ -118,8 +164,10 @@ def install_from_zip(archive: str | os.PathLike, models_dir: str | os.PathLike) 
             if missing:
                 raise ModelError(f"{archive} does not contain {', '.join(f'{m}.pth' for m in missing)}")
             with contextlib.ExitStack() as stack:
-                for name, final in model_paths(models_dir).items():
+                for name, default in model_paths(models_dir).items():
                     info = members[f"{name}.pth"]
+                    final = _install_target(default, info)
+                    targets.append(final)
                     if info.file_size > _MAX_MODEL_BYTES:
                         raise ModelError(f"{info.filename} in {archive} is too large to be a released model")
                     tmp = stack.enter_context(atomic_path(final))  # renamed onto `final` when all are checked
@@ -133,7 +181,7 @@ def install_from_zip(archive: str | os.PathLike, models_dir: str | os.PathLike) 
         raise ModelError(f"{archive} is not a zip archive (a download error page?)") from None
     except OSError as exc:
         raise ModelError(f"cannot extract {archive} into {models_dir}: {exc.strerror or exc}") from None
-    return list(model_paths(models_dir).values())
+    return targets
 
 
 def download_released_models(models_dir: str | os.PathLike = "models", url: str = RELEASED_MODELS_URL,

@@ -533,15 +533,19 @@ def add_download_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    """--mode download: fetch pytorch/examples' four released models, each checked before it is installed."""
+    """--mode download: fetch pytorch/examples' four released models, each checked before it is installed.
+
+    A different file at a released model's name (our shipped models/udnie.pth) is kept: that model is saved as
+    <name>_released.pth, said in one status line.
+    """
     from tqdm import tqdm
 
     from stylefusion.released import (RELEASED_MODELS_URL, DownloadProgress, download_released_models,
-                                      missing_models, model_paths)
+                                      installed_models, missing_models, model_paths)
 
     if not missing_models(args.models_dir):
         info(f"the released models are already in {args.models_dir}: "
-             + ", ".join(str(p) for p in model_paths(args.models_dir).values()))
+             + ", ".join(str(p) for p in installed_models(args.models_dir).values()))
         return 0
     url = args.models_url or RELEASED_MODELS_URL
     with tqdm(unit="B", unit_scale=True, desc="downloading", disable=None) as bar:
@@ -553,6 +557,10 @@ def run_download(args: argparse.Namespace) -> int:
                                          offline_hint="offline? download saved_models.zip elsewhere and pass "
                                                       "it with --models_url PATH")
     info("installed (each loads with weights_only=True and runs): " + ", ".join(str(p) for p in paths))
+    renamed = [f"kept {default} (a different model, e.g. StyleFusion's own): the released {name} is saved as {path}"
+               for (name, default), path in zip(model_paths(args.models_dir).items(), paths) if path != default]
+    if renamed:
+        info("; ".join(renamed))
     return 0
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from stylefusion.errors import ModelError
-from stylefusion.released import (RELEASED_MODELS, download_released_models, install_from_zip, missing_models,
-                                  model_paths)
-from stylefusion.transformer import load_model
+from stylefusion.released import (RELEASED_MODELS, download_released_models, install_from_zip, installed_models,
+                                  is_released_layout, missing_models, model_paths)
+from stylefusion.transformer import load_model, save_model
+from stylefusion_cli.fast import main as fast_main
 from tests.test_transformer import released_layout, trained_like_network
 
 
@@ -102,3 +103,70 @@ def test_silent_server_times_out(tmp_path):
 
 def test_model_paths():
     assert model_paths("m")["udnie"] == Path("m/udnie.pth")
+
+
+def weights_equal(path: Path, network) -> bool:
+    loaded, _ = load_model(path)
+    want = network.state_dict()
+    return all(torch.equal(want[k], v) for k, v in loaded.state_dict().items())
+
+
+def test_our_udnie_is_kept_and_the_released_one_saved_beside_it(tmp_path, archive):
+    """Issue #15: models/udnie.pth shipped by StyleFusion (our format) is never replaced by the download."""
+    models = tmp_path / "models"
+    models.mkdir()
+    ours = trained_like_network(42)
+    save_model(ours, models / "udnie.pth", {"style_image": "data/udnie.jpg"})
+    before = (models / "udnie.pth").read_bytes()
+    assert not is_released_layout(models / "udnie.pth")
+    assert "udnie" in missing_models(models)  # ours does not count as the released udnie
+    paths = download_released_models(models, str(archive))
+    assert [p.name for p in paths] == ["candy.pth", "mosaic.pth", "rain_princess.pth", "udnie_released.pth"]
+    assert (models / "udnie.pth").read_bytes() == before
+    assert weights_equal(models / "udnie_released.pth", trained_like_network(3))
+    assert missing_models(models) == []
+    assert installed_models(models)["udnie"] == models / "udnie_released.pth"
+    # a second download replaces nothing either, and still keeps ours
+    assert download_released_models(models, str(archive))[3] == models / "udnie_released.pth"
+    assert (models / "udnie.pth").read_bytes() == before
+
+
+def test_a_released_udnie_is_reinstalled_in_place(tmp_path, archive):
+    """The same released file already at udnie.pth (an earlier download) keeps its name: no _released twin."""
+    models = tmp_path / "models"
+    download_released_models(models, str(archive))
+    (models / "candy.pth").unlink()
+    assert missing_models(models) == ["candy"]
+    paths = download_released_models(models, str(archive))
+    assert [p.name for p in paths] == ["candy.pth", "mosaic.pth", "rain_princess.pth", "udnie.pth"]
+    assert sorted(p.name for p in models.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_a_users_plain_state_dict_is_not_replaced(tmp_path, archive):
+    """A model in the released layout that is not the released file (trained with pytorch/examples) is kept."""
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(released_layout(trained_like_network(7)), models / "mosaic.pth")
+    before = (models / "mosaic.pth").read_bytes()
+    paths = download_released_models(models, str(archive))
+    assert paths[1] == models / "mosaic_released.pth"
+    assert (models / "mosaic.pth").read_bytes() == before
+    assert weights_equal(paths[1], trained_like_network(1))
+
+
+def test_cli_download_beside_our_udnie_says_so(tmp_path, archive, capsys, monkeypatch):
+    """The design's command line, verbatim, in a checkout whose models/udnie.pth is ours: one line says where
+    the released udnie went; a second run finds everything installed."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    save_model(trained_like_network(42), tmp_path / "models" / "udnie.pth")
+    before = (tmp_path / "models" / "udnie.pth").read_bytes()
+    assert fast_main(["--mode", "download", "--models_url", str(archive)]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    kept = [line for line in lines if line.startswith("kept ")]
+    assert kept == [f"kept {Path('models/udnie.pth')} (a different model, e.g. StyleFusion's own): the released "
+                    f"udnie is saved as {Path('models/udnie_released.pth')}"]
+    assert (tmp_path / "models" / "udnie.pth").read_bytes() == before
+    assert fast_main(["--mode", "download", "--models_url", str(archive)]) == 0
+    err = capsys.readouterr().err
+    assert "already in models" in err and "udnie_released.pth" in err
