@@ -112,7 +112,7 @@ def regions(settings: Settings, mosaic: Path, work: Path) -> Image.Image:
                              output_dir=work / "regions", epochs=1, steps_per_epoch=settings.regions_steps,
                              image_size=settings.panel, lbfgs_history=20, device="cpu", precision="fp32")
     result = stylize_iterative(config)
-    return row([(load_image(DATA / "udnie.jpg"), "style: left"), (load_image(mosaic), "style: right"),
+    return row([(load_image(DATA / "udnie.jpg"), "udnie.jpg: left"), (load_image(mosaic), "mosaic: right"),
                 (result.image, f"regions, {settings.regions_steps} steps")], settings.panel)
 
 
