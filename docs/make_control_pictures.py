@@ -124,6 +124,7 @@ def fast(model_path: Path | str, control: Control) -> Callable[[torch.Tensor], t
 
 
 def apply(stylizer: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+    """One (3, H, W) image through a stylizer, without autograd."""
     with torch.inference_mode():
         return stylizer(image[None])[0]
 
@@ -163,6 +164,7 @@ def multi(settings: Settings, mosaic: Path, work: Path) -> tuple[Image.Image, fl
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: model, output folder, which pictures, and sizes/steps."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_path", default=str(REPO / "models" / "udnie.pth"),
                         help="fast model for strength.jpg and mask.jpg (default: models/udnie.pth)")
@@ -215,6 +217,7 @@ def make(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Make the pictures; a StyleFusionError is one line on stderr and exit status 1."""
     args = parse_args(argv)
     try:
         make(args, settings_from(args))
