@@ -2,7 +2,7 @@
 """Make the README's gallery (docs/gallery/*.jpg) from the files in data/, with StyleFusion itself.
 
     python docs/make_gallery.py                                   # the README's pictures, from models/udnie.pth
-    python docs/make_gallery.py --model_path models/udnie_compact.pth --output_dir output/gallery_compact
+    python docs/make_gallery.py --model_path models/my_model.pth --output_dir output/gallery_mine
     python docs/make_gallery.py --tiny --output_dir /tmp/gallery  # 64 px, 2 steps: seconds (the test suite)
 
 It writes content.jpg and style.jpg (the inputs), iterative.jpg (stylefusion.iterative, Gatys et al.),

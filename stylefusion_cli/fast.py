@@ -324,7 +324,8 @@ def run_image(args: argparse.Namespace) -> int:
     bars: list[tqdm] = []
 
     def on_start(start: ImageStart) -> None:
-        if start.model_settings and start.rank == 0:  # how the model was trained, when its file records it
+        # How the model was trained, when its file records it (a file with only its architecture: no line).
+        if set(start.model_settings or {}) - {"arch"} and start.rank == 0:
             info("model settings: " + ", ".join(f"{k}={v}" for k, v in start.model_settings.items()))
         desc = (f"stylising (process {start.rank + 1}/{start.world_size})" if start.world_size > 1
                 else "stylising")

@@ -1,4 +1,4 @@
-"""The models StyleFusion ships (models/udnie.pth, models/udnie_compact.pth) and the README gallery script.
+"""The model StyleFusion ships (models/udnie.pth) and the README gallery script.
 
 The shipped-model tests skip, saying why, until the trained files are in models/; the gallery script runs at
 --tiny size with a stand-in model and never skips.
@@ -20,8 +20,8 @@ from stylefusion.stylize import Stylizer
 from stylefusion.transformer import MODEL_FORMAT, build_network, load_model, load_weights, save_model
 
 REPO = Path(__file__).resolve().parents[1]
-# udnie.pth: the architecture its settings record (models/README.md says which ships); the other is compact.
-SHIPPED = {"udnie.pth": None, "udnie_compact.pth": "compact"}
+# udnie.pth: either architecture, the one its settings record (models/README.md says which ships).
+SHIPPED = {"udnie.pth": None}
 MIN_CHANGE = 0.05  # mean |output - input| in [0, 1]: a stylised image, not a copy of the input
 MIN_STD = 0.03     # pixel standard deviation of the output: not a flat colour
 
