@@ -39,7 +39,7 @@ from stylefusion.device import cpu_supports_bf16  # noqa: E402
 from stylefusion.export import export_model  # noqa: E402
 from stylefusion.fastnet import retain_freed_memory  # noqa: E402
 from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.transformer import ARCHITECTURES, build_network, save_model  # noqa: E402
+from stylefusion.networks import ARCHITECTURES, build_network, save_model  # noqa: E402
 from stylefusion.video import VideoConfig, stylize_video  # noqa: E402
 
 SIZES = ((640, 360), (1920, 1080))

@@ -32,7 +32,8 @@ from stylefusion.device import cpu_supports_bf16  # noqa: E402
 from stylefusion.fastnet import retain_freed_memory  # noqa: E402
 from stylefusion.images import load_pil, pil_to_tensor, resize_to, save_image  # noqa: E402
 from stylefusion.stylize import ImageOptions, Stylizer, plan_images, stylize_images  # noqa: E402
-from stylefusion.transformer import TransformerNet, load_model, save_model  # noqa: E402
+from stylefusion.transformer import TransformerNet  # noqa: E402
+from stylefusion.networks import load_model, save_model
 
 SECTIONS = ["forward", "images", "whole", "reference"]
 SHARED = REPO.parent / "shared" / "images"

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from bench.score import Scorer, load  # noqa: E402
 from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.transformer import load_model  # noqa: E402
+from stylefusion.networks import load_model  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "images" / "content"
 

@@ -35,7 +35,7 @@ from bench.fast import content_image, interleaved, proxy_model  # noqa: E402
 from stylefusion.device import cpu_supports_bf16  # noqa: E402
 from stylefusion.images import tensor_to_pil  # noqa: E402
 from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.transformer import load_model  # noqa: E402
+from stylefusion.networks import load_model  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "images" / "content"
 

@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from stylefusion.device import cpu_supports_bf16  # noqa: E402
-from stylefusion.transformer import TransformerNet, load_model  # noqa: E402
+from stylefusion.transformer import TransformerNet  # noqa: E402
+from stylefusion.networks import load_model
 from stylefusion.video import VideoConfig, stylize_video  # noqa: E402
 
 

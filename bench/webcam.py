@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.video import make_clip  # noqa: E402  (the same panned-noise clip as the video benchmark)
-from stylefusion.transformer import TransformerNet, save_model  # noqa: E402
+from stylefusion.transformer import TransformerNet  # noqa: E402
+from stylefusion.networks import save_model
 from stylefusion.webcam import WebcamConfig, WebcamFrame, run_webcam  # noqa: E402
 
 WARMUP_FRAMES = 3

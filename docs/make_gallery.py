@@ -33,7 +33,7 @@ from stylefusion.errors import StyleFusionError  # noqa: E402
 from stylefusion.images import atomic_path, load_image, load_pil, prepare_output_dir, tensor_to_pil  # noqa: E402
 from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize  # noqa: E402
 from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.transformer import load_model  # noqa: E402
+from stylefusion.networks import load_model  # noqa: E402
 from stylefusion.video import VideoConfig, stylize_video  # noqa: E402
 
 DATA = REPO / "data"

@@ -29,7 +29,8 @@ import torch
 
 from .errors import ModelError, StyleFusionError
 from .images import atomic_path, no_empty_folders_on_failure, prepare_output_dir
-from .transformer import MODEL_FORMAT, load_model, load_weights
+from .transformer import MODEL_FORMAT, load_weights
+from .networks import load_model
 
 RELEASED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
 RELEASED_MODELS = ("candy", "mosaic", "rain_princess", "udnie")

@@ -31,7 +31,8 @@ from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_fil
                      prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
 from .memory import default_budget
 from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, network_layers, plan_tiling
-from .transformer import MIN_INPUT_SIDE, load_model
+from .transformer import MIN_INPUT_SIDE
+from .networks import load_model
 
 # Two stride-2 convs then two 2x upsamples: sides that are multiples of 4 come back unchanged.
 SIZE_MULTIPLE = 4

@@ -39,7 +39,8 @@ from .losslog import LossLog
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from .memory import check_fits
 from .cin import make_conditional, select_style, state_style_count
-from .transformer import ARCHITECTURES, architecture_of, build_network, clean_state_dict, load_model, save_model
+from .transformer import clean_state_dict
+from .networks import ARCHITECTURES, architecture_of, build_network, load_model, save_model
 from .vgg import load_vgg19
 
 if TYPE_CHECKING:

@@ -33,7 +33,8 @@ from .device import check_precision, resolve_device
 from .errors import ConfigError, DeviceError, ModelError, OutputError, VideoError, require_file
 from .images import atomic_path, ensure_not_input, prepare_output_dir, save_image
 from .stylize import Stylizer
-from .transformer import MIN_INPUT_SIDE, load_model
+from .transformer import MIN_INPUT_SIDE
+from .networks import load_model
 from .video import CONTAINERS
 
 # Commands a frame callback may return (or an int: switch to that model index).

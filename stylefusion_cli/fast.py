@@ -509,7 +509,7 @@ def run_export(args: argparse.Namespace) -> int:
     from stylefusion.errors import ConfigError
     from stylefusion.export import export_format, export_model
     from stylefusion.images import ensure_not_input
-    from stylefusion.transformer import load_model
+    from stylefusion.networks import load_model
 
     if args.export_path is None:
         raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
@@ -589,7 +589,7 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
                         "to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. 2017)")
 
 
-def control_from(args: argparse.Namespace) -> "Control":
+def control_from(args: argparse.Namespace) -> "Control":  # noqa: F821 (imported below: heavy imports stay lazy)
     """The strength/mask settings of image and video mode, checked (one line for a bad value)."""
     from stylefusion.cin import parse_style_weights
     from stylefusion.control import Control

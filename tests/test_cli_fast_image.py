@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from stylefusion.released import RELEASED_MODELS_URL
-from stylefusion.transformer import TransformerNet, save_model
+from stylefusion.transformer import TransformerNet
+from stylefusion.networks import save_model
 from tests.helpers import REPO, assert_one_line_error, scene
 from tests.test_released import build_archive
 from tests.test_transformer import trained_like_network

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fast_train_data import IMAGE_SIZE, make_dataset, make_style
-from stylefusion.transformer import load_model
+from stylefusion.networks import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

@@ -1,6 +1,5 @@
 """stylefusion.py as a user runs it: a real run, then the bad-input matrix (one line, non-zero, no traceback)."""
 
-import os
 
 import pytest
 from PIL import Image

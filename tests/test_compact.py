@@ -17,7 +17,8 @@ from stylefusion.export import export_model
 from stylefusion.fastnet import PhaseUpsampleConv, for_inference
 from stylefusion.stylize import ImageConfig, Stylizer, stylize_folder
 from stylefusion.training import TrainConfig, train
-from stylefusion.transformer import MIN_INPUT_SIDE, TransformerNet, architecture_of, load_model, save_model
+from stylefusion.transformer import MIN_INPUT_SIDE, TransformerNet
+from stylefusion.networks import architecture_of, load_model, save_model
 from stylefusion.video import VideoConfig, stylize_video
 from tests.helpers import assert_one_line_error, run_script
 from tests.test_video import make_clip, read_video

@@ -102,7 +102,7 @@ def test_mask_of_another_aspect_ratio_is_refused() -> None:
 # ----------------------------------------------------------------------------------------------------- CLI
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from stylefusion.transformer import save_model
+    from stylefusion.networks import save_model
 
     folder = tmp_path_factory.mktemp("control_cli")
     save_model(trained_like_network(0), folder / "a.pth")
@@ -165,7 +165,7 @@ def two_styles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_model_file_records_the_style_names(two_styles: dict) -> None:
-    from stylefusion.transformer import load_model
+    from stylefusion.networks import load_model
 
     network, settings = load_model(two_styles["model"])
     assert settings["styles"] == ["stripes.png", "checks.png"]
@@ -177,7 +177,7 @@ def test_each_style_is_closer_to_its_own_style_image(two_styles: dict) -> None:
     from stylefusion.cin import select_style
     from stylefusion.images import load_image
     from stylefusion.losses import style_grams
-    from stylefusion.transformer import load_model
+    from stylefusion.networks import load_model
     from stylefusion.vgg import load_vgg19
 
     layers = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
@@ -217,7 +217,7 @@ def test_blend_weights_one_zero_equal_style_zero_exactly(two_styles: dict) -> No
 
 def test_blended_style_in_tiles_matches_the_whole_pass(two_styles: dict) -> None:
     from stylefusion.cin import choose_style
-    from stylefusion.transformer import load_model
+    from stylefusion.networks import load_model
 
     network = load_model(two_styles["model"])[0]
     choose_style(network, None, (0.3, 0.7))
@@ -301,7 +301,7 @@ def test_conditional_swap_is_generic_over_instance_norm_children() -> None:
 
 def test_video_mask_keeps_the_unmasked_region(tmp_path: Path) -> None:
     """Video mode with a mask and two per-mask models: outside the mask the frames are those of strength 0."""
-    from stylefusion.transformer import save_model
+    from stylefusion.networks import save_model
     from stylefusion.video import VideoConfig, stylize_video
     from test_video import make_clip, read_video
 

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from fast_train_data import IMAGE_SIZE, make_checks, make_dataset, make_style
 from stylefusion.distributed import DistributedError, all_reduce_sum, distributed_context, process_group
 from stylefusion.training import TrainConfig, find_latest_checkpoint, load_checkpoint, train
-from stylefusion.transformer import load_model
+from stylefusion.networks import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),

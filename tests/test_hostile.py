@@ -31,7 +31,8 @@ import torch
 from PIL import Image
 
 from fast_train_data import make_dataset, make_style
-from stylefusion.transformer import TransformerNet, save_model
+from stylefusion.transformer import TransformerNet
+from stylefusion.networks import save_model
 from stylefusion_cli import common as cli_common
 from stylefusion_cli import fast as fast_style_transfer
 from stylefusion_cli import iterative as iterative_cli

@@ -20,7 +20,8 @@ from stylefusion.released import download_released_models
 from stylefusion.stylize import plan_images
 from stylefusion.training import (TrainConfig, find_checkpoints, load_checkpoint, load_latest_checkpoint, train,
                                   train_paths)
-from stylefusion.transformer import TransformerNet, load_model, save_model
+from stylefusion.transformer import TransformerNet
+from stylefusion.networks import load_model, save_model
 from tests.helpers import REPO, scene
 
 

@@ -14,7 +14,7 @@ import torch
 from stylefusion.errors import ModelError
 from stylefusion.released import (RELEASED_MODELS, download_released_models, install_from_zip, installed_models,
                                   is_released_layout, missing_models, model_paths)
-from stylefusion.transformer import load_model, save_model
+from stylefusion.networks import load_model, save_model
 from stylefusion_cli.fast import main as fast_main
 from tests.test_transformer import released_layout, trained_like_network
 

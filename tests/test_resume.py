@@ -12,7 +12,7 @@ from fast_train_data import IMAGE_SIZE, data, make_checks, make_dataset, make_st
 from stylefusion.errors import ConfigError, OutputError
 from stylefusion.training import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
                                   load_checkpoint, train, train_paths)
-from stylefusion.transformer import load_model
+from stylefusion.networks import load_model
 
 # 9 files (8 readable + 1 broken) at batch 2: 5 steps per epoch, so N = 7 stops in the middle of epoch 1.
 N = 7

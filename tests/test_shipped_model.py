@@ -17,7 +17,8 @@ from PIL import Image
 
 from stylefusion.images import load_image
 from stylefusion.stylize import Stylizer
-from stylefusion.transformer import MODEL_FORMAT, build_network, load_model, load_weights, save_model
+from stylefusion.transformer import MODEL_FORMAT, load_weights
+from stylefusion.networks import build_network, load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 # udnie.pth: either architecture, the one its settings record (models/README.md says which ships).

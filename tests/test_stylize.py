@@ -313,7 +313,7 @@ def test_image_device_refuses_more_processes_than_gpus(monkeypatch):
 
 def test_stylize_folder_runs_image_mode_in_one_call(tmp_path, net):
     from stylefusion.stylize import ImageConfig, ImageStart, stylize_folder
-    from stylefusion.transformer import save_model
+    from stylefusion.networks import save_model
 
     src = tmp_path / "in"
     for i in range(3):

@@ -168,7 +168,7 @@ def test_peak_memory_stays_within_the_budget_as_the_image_grows() -> None:
 # ------------------------------------------------------------------------------------------ through the CLIs
 @pytest.fixture(scope="module")
 def cli_case(tmp_path_factory: pytest.TempPathFactory, network: TransformerNet) -> dict:
-    from stylefusion.transformer import save_model
+    from stylefusion.networks import save_model
     from tests.helpers import scene
 
     base = tmp_path_factory.mktemp("tiled-cli")
@@ -221,7 +221,7 @@ def test_video_frames_run_in_tiles(tmp_path) -> None:
 
     torch.manual_seed(0)
     clip = make_clip(tmp_path / "clip.mp4", frames=6)
-    from stylefusion.transformer import save_model
+    from stylefusion.networks import save_model
     save_model(TransformerNet(), tmp_path / "m.pth")
     outs = {}
     for name, tile in (("whole", None), ("tiled", 20)):

@@ -17,7 +17,8 @@ from stylefusion.errors import ConfigError, DatasetError, ModelError
 from stylefusion.plotting import draw_loss_curve
 from stylefusion.training import (LOG_COLUMNS, StopFlag, TrainConfig, TrainProgress, train, train_paths,
                                   validate_config)
-from stylefusion.transformer import TransformerNet, load_model
+from stylefusion.transformer import TransformerNet
+from stylefusion.networks import load_model
 
 
 def config(data: tuple[Path, Path], out: Path, **overrides) -> TrainConfig:

@@ -16,7 +16,8 @@ from stylefusion import flicker
 from stylefusion.color import preserve_color
 from stylefusion.errors import ConfigError, ModelError, OutputError, VideoError
 from stylefusion.flicker import FlickerMeter, flicker_score, raft_weights_path, warping_error
-from stylefusion.transformer import TransformerNet, save_model
+from stylefusion.transformer import TransformerNet
+from stylefusion.networks import save_model
 from stylefusion.video import VideoConfig, VideoProgress, probe_video, stylize_video
 
 

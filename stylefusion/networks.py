@@ -1,0 +1,115 @@
+"""Model files and the networks they hold: build a network by architecture name, recognise a state dict's
+architecture, load (weights_only, checked) and save (atomically).
+
+Model files record their architecture in settings["arch"]: "standard" (transformer.py, Johnson et al., the
+pytorch/examples layout) or "compact" (compact.py, issue #16); files without it (pytorch/examples' released
+models, plain state dicts) are recognised by their conv weights. Several styles in one file (cin.py) are
+recognised by their per-style norm tables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cin import make_conditional, state_style_count
+from .compact import CompactNet
+from .errors import ConfigError, ModelError, require_file
+from .transformer import MODEL_FORMAT, TransformerNet, clean_state_dict, load_weights
+
+ARCHITECTURES = ("standard", "compact")
+
+
+def build_network(arch: str = "standard") -> nn.Module:
+    """A new network of the named architecture (one of ARCHITECTURES); ConfigError for another name."""
+    if arch == "compact":
+        return CompactNet()
+    if arch == "standard":
+        return TransformerNet()
+    raise ConfigError(f"unknown network architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+
+
+def architecture_of(state: dict[str, Any]) -> str | None:
+    """The architecture a state dict belongs to, for files without settings["arch"] (released models, plain
+    state dicts): the one with exactly its conv weights (norms left out: other code may swap them); else None."""
+    def convs(keys: Any) -> set[str]:
+        return {k for k in keys if isinstance(k, str) and k.endswith("conv2d.weight")}
+
+    found = convs(state)
+    return next((arch for arch in ARCHITECTURES if convs(build_network(arch).state_dict()) == found), None)
+
+
+
+def _check_finite(network: nn.Module, path: Path) -> None:
+    """Refuse weights with NaN/inf, and weights whose output on a small probe image is not finite."""
+    bad = [name for name, value in network.state_dict().items()
+           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ModelError(f"{path} holds NaN or infinite weights (in {bad[0]}{more}): its training diverged or "
+                         "the file is damaged; retrain it or use another model")
+    ramp = torch.linspace(0.0, 255.0, 32)
+    probe = torch.stack([ramp.expand(32, 32), ramp.expand(32, 32).T, torch.full((32, 32), 128.0)])[None]
+    with torch.inference_mode():
+        out = network(probe)
+    if not bool(torch.isfinite(out).all()):
+        raise ModelError(f"{path} produces NaN or infinite pixels (its weights overflow): retrain it or use "
+                         "another model")
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model file (ours, or a pytorch/examples released model) as (network in eval mode, settings).
+
+    The network is built in the file's architecture: settings["arch"], or recognised by its keys.
+
+    Weights with NaN/inf, or that turn a small probe image into NaN/inf, raise ModelError.
+    """
+    path = require_file(path, "model", ModelError)
+    try:
+        data = load_weights(path, map_location)
+    except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...
+        if any(s in str(exc) for s in ("Unsupported global", "GLOBAL", "Unsupported operand")):
+            # a pickle of code objects, or a plain Python pickle: not a PyTorch weights file
+            raise ModelError(f"{path} is not a plain weights file (refused by weights_only loading)") from None
+        # torch's own text ("101", "failed finding central directory ...") does not help a user: leave it out.
+        raise ModelError(f"cannot read model file {path} (corrupt or truncated, or not a PyTorch weights file)"
+                         ) from None
+    settings: dict[str, Any] = {}
+    if isinstance(data, dict) and data.get("format") == MODEL_FORMAT:
+        state, settings = data.get("state_dict"), dict(data.get("settings") or {})
+    else:
+        state = data
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} does not hold a transformer-network state dict")
+    arch = settings.get("arch") or architecture_of(state) or "standard"  # "standard" then refuses it
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"{path} holds a network of unknown architecture {arch!r} (this version knows "
+                         f"{', '.join(ARCHITECTURES)}): update StyleFusion or retrain it")
+    network = build_network(arch)
+    styles = state_style_count(state)
+    if styles > 1:  # several styles (Dumoulin et al. 2017): one (scale, shift) table per norm layer
+        make_conditional(network, styles)
+    try:
+        network.load_state_dict(clean_state_dict(state))
+    except RuntimeError:
+        raise ModelError(f"{path} is a model of another architecture, not a fast style transfer network") from None
+    network = network.eval().requires_grad_(False)
+    _check_finite(network, path)
+    return network, settings
+
+
+def save_model(network: nn.Module, path: str | os.PathLike, settings: dict[str, Any] | None = None) -> None:
+    """Write weights plus the settings they were trained with (and the network's architecture, "arch"),
+    atomically (temporary name, then rename)."""
+    from .images import atomic_path  # local import: images pulls in Pillow, not needed to run the network
+
+    module = getattr(network, "module", network)  # unwrap DistributedDataParallel
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        settings = {**dict(settings or {}), "arch": getattr(module, "ARCH", "standard")}
+        torch.save({"format": MODEL_FORMAT, "state_dict": state, "settings": settings}, tmp)
