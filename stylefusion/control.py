@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .color import preserve_color
 from .errors import ConfigError
+from .masks import check_mask_ratio, read_mask
 
 # Feather width (px, at the image's resolution) when none is given.
 DEFAULT_FEATHER = 16
@@ -57,15 +58,6 @@ class Control:
         return self.strength != 1.0 or bool(self.masks)
 
 
-def load_mask(path: str | os.PathLike) -> torch.Tensor:
-    """A mask file as a (H, W) float tensor in [0, 1] (its luminance; white = stylise)."""
-    from .images import load_pil
-
-    image = load_pil(path).convert("L")
-    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width) \
-        .float().div_(255.0)
-
-
 def _gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of a (H, W) map, reflect-padded, kernel radius 2 sigma."""
     radius = max(1, int(math.ceil(2 * sigma)))
@@ -84,9 +76,7 @@ def _gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
 def fit_mask(mask: torch.Tensor, height: int, width: int, feather: float, name: str = "mask") -> torch.Tensor:
     """The mask resized to (height, width) and feathered inside its region; refuses another aspect ratio."""
     mh, mw = mask.shape
-    if abs((mw / mh) / (width / height) - 1.0) > ASPECT_TOLERANCE:
-        raise ConfigError(f"{name} is {mw}x{mh} but the image is {width}x{height}: a mask must have the image's "
-                          "aspect ratio (it is resized to the image)")
+    check_mask_ratio(name, (mh, mw), (height, width), "image", ASPECT_TOLERANCE)
     if (mh, mw) != (height, width):
         nearest = F.interpolate(mask[None, None], size=(height, width), mode="nearest-exact")[0, 0]
         smooth = F.interpolate(mask[None, None], size=(height, width), mode="bilinear", align_corners=False,
@@ -133,7 +123,7 @@ class ControlledStylizer:
         control.validate(len(stylizers))
         self.stylizers = list(stylizers)
         self.control, self.preserve = control, preserve
-        self.masks = [(str(path), load_mask(path)) for path in control.masks]
+        self.masks = [(str(path), read_mask(path)) for path in control.masks]
         self._fitted: dict[tuple[int, int], list[torch.Tensor]] = {}
 
     @property

@@ -26,16 +26,27 @@ def check_mask_count(masks: Sequence[str | os.PathLike] | None, styles: int) -> 
         raise ConfigError(f"{styles} style image(s) but {len(masks)} style mask(s): give one mask per style image")
 
 
+def read_mask(path: str | os.PathLike) -> torch.Tensor:
+    """A mask file as (H, W) float in [0, 1] (its grey levels; white = 1). InputImageError when unreadable."""
+    img = load_pil(path).convert("L")
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+
+
+def check_mask_ratio(name: str, mask_hw: tuple[int, int], image_hw: tuple[int, int], what: str,
+                     tolerance: float = MASK_RATIO_TOLERANCE) -> None:
+    """ConfigError when a mask's width/height ratio differs from the image's by more than `tolerance`."""
+    ratio, image_ratio = mask_hw[1] / mask_hw[0], image_hw[1] / image_hw[0]
+    if abs(ratio / image_ratio - 1) > tolerance:
+        raise ConfigError(f"{name} is {mask_hw[1]}x{mask_hw[0]} (aspect {ratio:.3f}) but the {what} is "
+                          f"{image_hw[1]}x{image_hw[0]} ({image_ratio:.3f}): a mask must have the {what}'s aspect "
+                          f"ratio within {tolerance:.0%} (it is resized to it)")
+
+
 def load_mask(path: str | os.PathLike, content_hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """One mask as (1, h, w) in [0, 1] at `size`, refused when its aspect ratio is not the content's."""
-    img = load_pil(path)  # InputImageError for missing, empty or unreadable files
-    width, height = img.size
-    ratio, content_ratio = width / height, content_hw[1] / content_hw[0]
-    if abs(ratio / content_ratio - 1) > MASK_RATIO_TOLERANCE:
-        raise ConfigError(f"style mask {path} is {width}x{height} (aspect {ratio:.3f}) but the content image is "
-                          f"{content_hw[1]}x{content_hw[0]} ({content_ratio:.3f}): a mask must have the content's "
-                          f"aspect ratio within {MASK_RATIO_TOLERANCE:.0%}")
-    grey = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255.0)[None, None]
+    grey = read_mask(path)
+    check_mask_ratio(f"style mask {path}", tuple(grey.shape), content_hw, "content image")
+    grey = grey[None, None]
     if tuple(grey.shape[-2:]) != tuple(size):
         grey = F.interpolate(grey, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return grey[0].clamp(0, 1)
