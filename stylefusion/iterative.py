@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,6 +38,8 @@ MIN_WORKING_SIDE = 32
 # The coarsest scale of the multi-scale schedule (longest side, px).
 MIN_SCALE = 128
 # loss_log.csv: one row per optimisation step (the file name and columns are part of the CLI's output).
+# --tol compares the loss with the loss this many steps earlier: one noisy step neither stops nor delays a run.
+TOL_WINDOW = 10
 LOG_COLUMNS = ("step", "epoch", "height", "width", "content", "style", "tv", "total", "seconds")
 
 
@@ -77,6 +80,9 @@ class IterativeConfig:
     # Steps per scale, coarse to fine, factor-2 sizes ending at image_size (e.g. 300,100,50,30 for 4096 px:
     # 512, 1024, 2048, 4096); one epoch per scale. Overrides epochs, steps_per_epoch and multiscale.
     scale_steps: Sequence[int] | None = None
+    # Stop a size early once its loss has converged: mean relative decrease per step over the last TOL_WINDOW
+    # steps below tol (e.g. 1e-3); the rest of that size's steps are skipped. None: run every planned step.
+    tol: float | None = None
     max_memory: float | None = None  # GB the run may use; None: half of the memory available at the start
     tile_size: int | None = None   # force VGG tiles with this core size (px); None: only when over max_memory
     preserve_color: str = "none"
@@ -105,6 +111,8 @@ class IterativeProgress:
     saved: Path | None = None
     # Set on reports within a tiled step: (tiles done, tile passes in this step); `step` is the last finished.
     tile: tuple[int, int] | None = None
+    # True on the report of the step at which --tol found the loss converged (total_steps already lowered).
+    converged: bool = False
 
 
 @dataclass
@@ -115,6 +123,7 @@ class IterativeResult:
     epoch_paths: list[Path] = field(default_factory=list)
     loss_log: Path | None = None
     final_loss: float = math.nan
+    steps: int = 0                 # optimisation steps run (fewer than planned when --tol stopped a size early)
 
 
 def scale_schedule(image_size: int, multiscale: bool, num_scales: int | None) -> list[int]:
@@ -179,6 +188,8 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError(f"tile_size must be at least 16 px, got {config.tile_size}")
     if config.max_memory is not None and not (math.isfinite(config.max_memory) and config.max_memory > 0):
         raise ConfigError(f"max_memory must be a number of GB > 0, got {config.max_memory}")
+    if config.tol is not None and not (math.isfinite(config.tol) and 0 < config.tol < 1):
+        raise ConfigError(f"tol must be a relative loss change between 0 and 1 (e.g. 0.001), got {config.tol}")
     if config.init not in INITS and not Path(config.init).is_file():
         raise ConfigError(f"--init must be content, noise, style or an existing image file, got '{config.init}'")
 
@@ -239,6 +250,31 @@ def _make_optimizer(config: IterativeConfig, image: torch.Tensor, history: int) 
         return torch.optim.LBFGS([image], lr=config.lr or 1.0, max_iter=1, history_size=history,
                                  tolerance_grad=-1, tolerance_change=-1)
     return torch.optim.Adam([image], lr=config.lr or 0.02)
+
+
+class Convergence:
+    """--tol: the loss has converged when it fell by less than tol per step, on average over TOL_WINDOW steps.
+
+    An increase counts as no decrease, so a loss that has started to oscillate also counts as converged.
+    """
+
+    def __init__(self, tol: float | None, window: int = TOL_WINDOW) -> None:
+        self.tol, self.window = tol, window
+        self.losses: deque[float] = deque(maxlen=window + 1)
+
+    def reset(self) -> None:
+        """Forget the history (a new size starts a new optimisation)."""
+        self.losses.clear()
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True once the loss has converged."""
+        if self.tol is None:
+            return False
+        self.losses.append(loss)
+        if len(self.losses) <= self.window:
+            return False
+        first = self.losses[0]
+        return (first - loss) / (abs(first) * self.window) < self.tol
 
 
 class LossScale:
@@ -398,9 +434,26 @@ def _step(optimizer: torch.optim.Optimizer, image: torch.Tensor, clamp: bool,
     return values
 
 
-def stylize(config: IterativeConfig,
-            callback: Callable[[IterativeProgress], None] | None = None) -> IterativeResult:
-    """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
+@dataclass
+class _Setup:
+    """What stylize() prepares before the first step: checked inputs, the plan, its memory, the loss."""
+    device: torch.device
+    precision: str
+    content_full: torch.Tensor
+    styles_full: list[torch.Tensor]
+    init_image: torch.Tensor | None
+    plan: list[tuple[int, int]]
+    memory: dict[tuple[int, int], MemoryPlan]
+    output_dir: Path
+    inputs: list
+    loss_fn: PerceptualLoss
+
+
+def _prepare(config: IterativeConfig) -> _Setup:
+    """Validate, load the images, plan sizes and memory, then make the output folder and the loss function.
+
+    Everything that can refuse the run does so before the output folder exists.
+    """
     validate(config)
     device = resolve_device(config.device)
     check_precision(config.precision, device)
@@ -419,54 +472,72 @@ def stylize(config: IterativeConfig,
     inputs = [config.content_image, *config.style_images, *(config.style_masks or [])]
 
     styles_full = _recoloured_styles(styles_full, content_full, config.preserve_color)
-
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling).to(device)
     loss_fn = _loss_function(config, vgg, content_layers, style_layers, masks, device)
+    return _Setup(device, precision, content_full, styles_full, init_image, plan, memory, output_dir, inputs,
+                  loss_fn)
+
+
+def stylize(config: IterativeConfig,
+            callback: Callable[[IterativeProgress], None] | None = None) -> IterativeResult:
+    """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
+    s = _prepare(config)
+    plan, device, precision = s.plan, s.device, s.precision
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
 
     loss_scale = LossScale(needs_grad_scaler(device, precision))
     total_steps = sum(steps for _, steps in plan)
-    ext = config.output_format
+    convergence = Convergence(config.tol)
     result_paths: list[Path] = []
     start = time.perf_counter()
     step = 0
     image: torch.Tensor | None = None
     optimizer: torch.optim.Optimizer | None = None
     current_size: tuple[int, int] | None = None
-    final_loss = math.nan
+    converged_size: tuple[int, int] | None = None
     values = [math.nan] * 4
 
-    log = _loss_log(output_dir, inputs)
+    log = _loss_log(s.output_dir, s.inputs)
     try:
         for epoch, (longest, epoch_steps) in enumerate(plan, start=1):
-            size = _working_size(tuple(content_full.shape[-2:]), longest)
-            tile = memory[size].tile
+            size = _working_size(tuple(s.content_full.shape[-2:]), longest)
+            if size == converged_size:  # --tol: this size's loss has converged, its other epochs are skipped
+                continue
+            tile = s.memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
                 optimizer = targets = grams = None  # free the coarser scale's state first
-                content, targets, grams, image = _start_scale(config, loss_fn, content_full, styles_full, init_image,
-                                                              image, size, tile, (device, precision), generator)
-                optimizer = _make_optimizer(config, image, memory[size].history)
+                content, targets, grams, image = _start_scale(config, s.loss_fn, s.content_full, s.styles_full,
+                                                              s.init_image, image, size, tile, (device, precision),
+                                                              generator)
+                optimizer = _make_optimizer(config, image, s.memory[size].history)
                 current_size = size
+                convergence.reset()
 
             def on_tile(done: int, passes: int) -> None:
                 callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
                                            time.perf_counter() - start, tile=(done, passes)))
 
-            for _ in range(epoch_steps):
+            for done in range(1, epoch_steps + 1):
                 values = _step(optimizer, image, config.optimizer == "adam", lambda terms: _closure(
-                    optimizer, image, loss_fn, targets, grams, tile, loss_scale, (device, precision), terms,
+                    optimizer, image, s.loss_fn, targets, grams, tile, loss_scale, (device, precision), terms,
                     on_tile if callback else None))
                 step += 1
-                final_loss = values[3]
                 elapsed = time.perf_counter() - start
                 log.add(dict(zip(LOG_COLUMNS, (step, epoch, *size, *values, elapsed))))
+                converged = convergence.update(values[3])
+                if converged:
+                    converged_size = size
+                    total_steps -= _steps_left(plan, epoch, epoch_steps - done, size, s.content_full)
                 if callback:
-                    callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values, elapsed))
+                    callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values, elapsed,
+                                               converged=converged))
+                if converged:
+                    break
             log.flush()
 
-            path = _save(_finish(image, content, config.preserve_color), output_dir / f"epoch_{epoch:03d}.{ext}",
-                         inputs)
+            path = _save(_finish(image, content, config.preserve_color),
+                         s.output_dir / f"epoch_{epoch:03d}.{config.output_format}", s.inputs)
             result_paths.append(path)
             if callback:
                 callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
@@ -475,8 +546,15 @@ def stylize(config: IterativeConfig,
         log.close()
 
     final = _finish(image, content, config.preserve_color)
-    final_path = _save(final, output_dir / f"final.{ext}", inputs)
-    return IterativeResult(final.cpu(), final_path, result_paths, log.path, final_loss)
+    final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
+    return IterativeResult(final.cpu(), final_path, result_paths, log.path, values[3], steps=step)
+
+
+def _steps_left(plan: list[tuple[int, int]], epoch: int, left_in_epoch: int, size: tuple[int, int],
+                content_full: torch.Tensor) -> int:
+    """Steps a convergence at `size` skips: the rest of this epoch and the later epochs at the same size."""
+    hw = tuple(content_full.shape[-2:])
+    return left_in_epoch + sum(n for longest, n in plan[epoch:] if _working_size(hw, longest) == size)
 
 
 def _finish(image: torch.Tensor, content: torch.Tensor, preserve: str) -> torch.Tensor:

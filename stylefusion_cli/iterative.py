@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parents[1]  # the clone: the demo images are in its data/
 DEMO_CONTENT = HERE / "data" / "city.jpg"
 DEMO_STYLE = HERE / "data" / "udnie.jpg"
+# The demo (no --content_image/--style_image) is shorter than a normal run so a newcomer sees a result within a
+# few minutes on a 2-core CPU without bf16 (bench/RESULTS.md: "demo"); explicit options override it.
+DEMO_EPOCHS = 6
+DEMO_STEPS_PER_EPOCH = 10
 
 EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style_scale sizes the style images as a "
           "ratio of it (fast_style_transfer.py: --max_size caps the longest side of each input, --image_size is "
@@ -58,24 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="longest side of each style image as a ratio of the working image's (1: the same; "
                          "smaller: larger brush strokes)")
 
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=positive_int, default=C.epochs, help="an image is saved after each epoch")
-    opt.add_argument("--steps_per_epoch", type=positive_int, default=C.steps_per_epoch,
-                     help="optimisation steps per epoch")
-    opt.add_argument("--optimizer", default=C.optimizer, help="lbfgs or adam")
-    opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
-    opt.add_argument("--lbfgs_history", type=positive_int, default=C.lbfgs_history,
-                     help="L-BFGS memory: past steps kept (each costs two image-sized buffers)")
-    opt.add_argument("--init", default=C.init, help="start image: content, noise, style or an image PATH")
-    opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
-    opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
-                     help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
-                          "it reached a higher loss than single-scale in the same time; see bench/RESULTS.md)")
-    opt.add_argument("--num_scales", type=positive_int, default=None,
-                     help="number of scales, each twice the previous (default: start near 128 px)")
-    opt.add_argument("--scale_steps", type=step_list, default=None, metavar="N,N,...",
-                     help="steps per scale, coarse to fine, sizes doubling up to --image_size (e.g. 300,100,50,30 "
-                          "with --image_size 4096: 512, 1024, 2048, 4096 px); replaces --epochs/--steps_per_epoch")
+    _add_optimisation_args(p, C)
 
     loss = p.add_argument_group("losses")
     loss.add_argument("--content_weight", type=non_negative_float, default=C.content_weight,
@@ -112,6 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
+    """The "optimisation" group: steps, optimiser, start image, scales, convergence stop."""
+    from stylefusion.iterative import TOL_WINDOW
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=positive_int, default=None,
+                     help=f"an image is saved after each epoch (default: {C.epochs}; the demo: {DEMO_EPOCHS})")
+    opt.add_argument("--steps_per_epoch", type=positive_int, default=None,
+                     help=f"optimisation steps per epoch (default: {C.steps_per_epoch}; the demo: "
+                          f"{DEMO_STEPS_PER_EPOCH})")
+    opt.add_argument("--optimizer", default=C.optimizer, help="lbfgs or adam")
+    opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
+    opt.add_argument("--lbfgs_history", type=positive_int, default=C.lbfgs_history,
+                     help="L-BFGS memory: past steps kept (each costs two image-sized buffers)")
+    opt.add_argument("--init", default=C.init, help="start image: content, noise, style or an image PATH")
+    opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
+    opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
+                     help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
+                          "it reached a higher loss than single-scale in the same time; see bench/RESULTS.md)")
+    opt.add_argument("--num_scales", type=positive_int, default=None,
+                     help="number of scales, each twice the previous (default: start near 128 px)")
+    opt.add_argument("--scale_steps", type=step_list, default=None, metavar="N,N,...",
+                     help="steps per scale, coarse to fine, sizes doubling up to --image_size (e.g. 300,100,50,30 "
+                          "with --image_size 4096: 512, 1024, 2048, 4096 px); replaces --epochs/--steps_per_epoch")
+    opt.add_argument("--tol", type=positive_float, default=None, metavar="REL",
+                     help="stop a size early once the loss falls by less than this fraction per step (mean over "
+                          f"the last {TOL_WINDOW} steps), e.g. 0.001; its remaining steps are skipped (default: off)")
+
+
 def check_output_names(config: "IterativeConfig") -> None:
     """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
     from stylefusion.images import ensure_not_input
@@ -134,6 +150,11 @@ def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) 
     remove_empty_tree(created)
 
 
+def _default(value: int | None, demo: bool, normal: int, for_demo: int) -> int:
+    """An option's value: as given, else the demo's or the normal default."""
+    return value if value is not None else (for_demo if demo else normal)
+
+
 def step_list(text: str) -> list[int]:
     """argparse type: comma-separated step counts, each >= 1."""
     return [positive_int(part) for part in text.split(",")]
@@ -153,14 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         style_images=args.style_image or [DEMO_STYLE],
         output_dir=args.output_dir,
         style_blend_weights=args.style_blend_weights, style_masks=args.style_masks,
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
+        epochs=_default(args.epochs, demo, IterativeConfig.epochs, DEMO_EPOCHS),
+        steps_per_epoch=_default(args.steps_per_epoch, demo, IterativeConfig.steps_per_epoch, DEMO_STEPS_PER_EPOCH),
+        image_size=args.image_size,
         style_scale=args.style_scale, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
         optimizer=args.optimizer, lr=args.lr, lbfgs_history=args.lbfgs_history, init=args.init, seed=args.seed,
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
-        tile_size=args.tile_size)
+        tile_size=args.tile_size, tol=args.tol)
     check_output_names(config)
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
@@ -181,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         if p.tile is not None:  # within a long tiled step: show the tile pass so it does not look frozen
             bar.set_postfix_str(f"tile pass {p.tile[0]}/{p.tile[1]}, size={p.size[1]}x{p.size[0]}")
             return
+        if p.converged:
+            bar.total = p.total_steps
+            bar.write(f"step {p.step}: the loss changed by less than --tol {args.tol} a step: skipping the rest "
+                      f"of {p.size[1]}x{p.size[0]}", file=sys.stderr)
         if p.saved is not None:
             saved.append(p.saved)
             bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}", file=sys.stderr)

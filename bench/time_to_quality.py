@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Time to quality of iterative runs: seconds until a result is at least as good as the reference's on every number.
+
+    python bench/gatys_reference.py --out bench_out/reference                 # the reference, once
+    python stylefusion.py --content_image ../shared/images/content/tubingen.jpg \
+        --style_image ../shared/images/style/starry_night.jpg --output_format png \
+        --epochs 30 --steps_per_epoch 10 --output_dir bench_out/default        # a run, an image every 10 steps
+    python bench/time_to_quality.py --reference bench_out/reference bench_out/default [more run folders]
+
+"At least as good" is bench/score.py's criterion: content error at relu4_2 and the Gram error of each of
+relu1_1 ... relu5_1 all no higher than the reference's final image's. A run's times are its loss_log.csv
+`seconds` column at the last step of each epoch (start-up before the first step, i.e. loading the images and
+VGG, is not counted, as the reference's times.json does not count it either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from score import STYLE_LAYERS, Score, Scorer, load  # noqa: E402
+
+
+def run_points(folder: Path) -> list[tuple[int, float, Path]]:
+    """(step, seconds, image) after each epoch of a stylefusion.py run folder."""
+    with open(folder / "loss_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    last: dict[int, tuple[int, float]] = {}
+    for row in rows:
+        last[int(row["epoch"])] = (int(row["step"]), float(row["seconds"]))
+    points = []
+    for epoch, (step, seconds) in sorted(last.items()):
+        image = next(iter(sorted(folder.glob(f"epoch_{epoch:03d}.*"))), None)
+        if image is not None:
+            points.append((step, seconds, image))
+    return points
+
+
+def reference_points(folder: Path) -> list[tuple[int, float, Path]]:
+    """(step, seconds, image) of each snapshot of a gatys_reference.py folder."""
+    times = json.loads((folder / "times.json").read_text())["seconds"]
+    return [(int(p.stem.split("_")[1]), times[int(p.stem.split("_")[1]) - 1], p)
+            for p in sorted(folder.glob("step_*.png"))]
+
+
+def row(name: str, step: int, seconds: float, s: Score, ok: bool) -> str:
+    grams = " | ".join(f"{s.grams[k]:.3f}" for k in STYLE_LAYERS)
+    return f"| {name} | {step} | {seconds:.0f} | {s.content:.3f} | {grams} | {'yes' if ok else ''} |"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "images"
+    p.add_argument("--content", default=shared / "content" / "tubingen.jpg")
+    p.add_argument("--style", default=shared / "style" / "starry_night.jpg")
+    p.add_argument("--size", type=int, default=512, help="longest side the content and style are scored at")
+    p.add_argument("--reference", type=Path, required=True, help="a bench/gatys_reference.py output folder")
+    p.add_argument("runs", nargs="*", type=Path, help="stylefusion.py output folders")
+    args = p.parse_args()
+
+    scorer = Scorer(load(args.content, args.size), load(args.style, args.size))
+    ref = reference_points(args.reference)
+    ref_step, ref_seconds, ref_image = ref[-1]
+    target = scorer.score(load(ref_image))
+    print("| run | step | seconds | content | " + " | ".join(STYLE_LAYERS) + " | as good as the reference |")
+    print("|---|---:|---:|---:|" + "---:|" * len(STYLE_LAYERS) + "---|")
+    summary = [f"reference: {ref_step} steps in {ref_seconds:.0f} s"]
+    for name, points in [("reference", ref), *((r.name, run_points(r)) for r in args.runs)]:
+        reached = None
+        for step, seconds, image in points:
+            s = scorer.score(load(image))
+            ok = s.at_least_as_good_as(target)
+            print(row(name, step, seconds, s, ok))
+            if ok and reached is None:
+                reached = (step, seconds)
+        if name != "reference":
+            summary.append(f"{name}: " + (f"reference quality at step {reached[0]}, {reached[1]:.0f} s = "
+                                          f"{reached[1] / ref_seconds:.2f} of the reference's time" if reached
+                                          else "never reached the reference quality"))
+    print("\n" + "\n".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
