@@ -77,8 +77,9 @@ class Stylizer:
             raise ConfigError(f"--tile_size must be at least 1, got {tile_size}")
         self.max_memory = max_memory if max_memory is not None else default_budget(self.device)
         self.tile_size = tile_size
-        # A bf16 network holds its activations in half the bytes.
-        self.bytes_per_pixel = UNTILED_BYTES_PER_PIXEL * (0.5 if self._pure_low_precision else 1.0)
+        # Each architecture states its own peak; a bf16 network holds its activations in half the bytes.
+        peak = getattr(network, "PEAK_BYTES_PER_PIXEL", UNTILED_BYTES_PER_PIXEL)
+        self.bytes_per_pixel = peak * (0.5 if self._pure_low_precision else 1.0)
         self.on_tile: Callable[[TileProgress], Any] | None = None
         self._runner: TiledRunner | None = None
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from .errors import ConfigError, non_finite_output
 
-# Peak bytes per pixel of a whole-image pass (fp32, CPU, channels_last), measured at 1-4 MP
-# (bench/tiled.py): 723-887. A low-precision network needs about half.
+# Peak bytes per pixel of a whole-image pass for a network that does not state its own PEAK_BYTES_PER_PIXEL:
+# the standard network's (transformer.TransformerNet), the larger of the two architectures.
 UNTILED_BYTES_PER_PIXEL = 800
 # Full-resolution tile side (px): tiles smaller than this spend most of their work on halos.
 MIN_TILE = 32

@@ -85,6 +85,9 @@ class TransformerNet(LayeredNet):
     """Image transformation network. Input and output: RGB in the 0-255 range, as in pytorch/examples."""
 
     ARCH = "standard"  # recorded in model files (settings["arch"]); compact.CompactNet is the other one
+    # Peak bytes per pixel of a whole-image pass (fp32, CPU, channels_last), measured at 1-4 MP
+    # (bench/tiled.py): 723-887. A low-precision network needs about half. The budget planner reads it.
+    PEAK_BYTES_PER_PIXEL = 800
     # The order forward() runs its children in; tiling.py reads it to run the network in tiles.
     LAYER_ORDER = ("conv1", "in1", "relu", "conv2", "in2", "relu", "conv3", "in3", "relu",
                    "res1", "res2", "res3", "res4", "res5",

@@ -176,3 +176,36 @@ def test_video_mode_with_a_compact_model(compact_model, tmp_path):
                                        model_path=compact_model, device="cpu", batch_size=2))
     got = read_video(tmp_path / "out.mp4")
     assert result.frames == 6 and len(got["frames"]) == 6 and got["size"] == (64, 48)
+
+
+PEAK_SCRIPT = """
+import json, resource, sys, torch
+from stylefusion.compact import CompactNet
+from stylefusion.stylize import Stylizer
+torch.set_num_threads(1)
+stylizer = Stylizer(CompactNet(), "cpu", "fp32", max_memory=8 << 30)
+stylizer(torch.rand(1, 3, 64, 64))  # load the kernels before measuring
+x = torch.rand(1, 3, 768, 1024)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+stylizer(x)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"grew": after - before}))
+"""
+
+
+def test_compact_plans_memory_with_its_own_smaller_peak():
+    import json
+    import subprocess
+    import sys
+
+    px = 768 * 1024
+    # its whole-image pass really peaks within its stated bytes per pixel (a too-low figure would OOM budgets)
+    r = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    grew = json.loads(r.stdout.splitlines()[-1])["grew"]
+    assert grew <= CompactNet.PEAK_BYTES_PER_PIXEL * px, grew / px
+    # so a budget that holds a compact pass but not a standard one runs the compact network whole
+    budget = 2 * CompactNet.PEAK_BYTES_PER_PIXEL * px
+    assert Stylizer(CompactNet(), "cpu", "fp32", max_memory=budget).batch_limit(768, 1024) >= 1
+    assert Stylizer(TransformerNet(), "cpu", "fp32", max_memory=budget).batch_limit(768, 1024) == 0
