@@ -1,4 +1,4 @@
-"""The model StyleFusion ships (models/udnie.pth) and the README gallery script.
+"""The models StyleFusion ships (models/udnie.pth, models/udnie_compact.pth) and the README gallery script.
 
 The shipped-model tests skip, saying why, until the trained files are in models/; the gallery script runs at
 --tiny size with a stand-in model and never skips.
@@ -21,8 +21,8 @@ from stylefusion.transformer import MODEL_FORMAT, load_weights
 from stylefusion.networks import build_network, load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
-# udnie.pth: either architecture, the one its settings record (models/README.md says which ships).
-SHIPPED = {"udnie.pth": None}
+# The style in both architectures (issue #16): the standard network (the design's commands) and the compact one.
+SHIPPED = {"udnie.pth": "standard", "udnie_compact.pth": "compact"}
 MIN_CHANGE = 0.05  # mean |output - input| in [0, 1]: a stylised image, not a copy of the input
 MIN_STD = 0.03     # pixel standard deviation of the output: not a flat colour
 
