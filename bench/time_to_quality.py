@@ -40,6 +40,20 @@ def run_points(folder: Path) -> list[tuple[int, float, Path]]:
     return points
 
 
+def tol_stops(folder: Path, tols: list[float]) -> dict[float, int | None]:
+    """Where --tol would have stopped a single-size run (the run is the same up to the stop, so its own loss
+    log tells): {tol: step}, None when it would have run every step."""
+    from stylefusion.iterative import Convergence
+
+    with open(folder / "loss_log.csv") as f:
+        totals = [float(row["total"]) for row in csv.DictReader(f)]
+    stops: dict[float, int | None] = {}
+    for tol in tols:
+        convergence = Convergence(tol)
+        stops[tol] = next((i + 1 for i, loss in enumerate(totals) if convergence.update(loss)), None)
+    return stops
+
+
 def reference_points(folder: Path) -> list[tuple[int, float, Path]]:
     """(step, seconds, image) of each snapshot of a gatys_reference.py folder."""
     times = json.loads((folder / "times.json").read_text())["seconds"]
@@ -59,6 +73,8 @@ def main() -> int:
     p.add_argument("--style", default=shared / "style" / "starry_night.jpg")
     p.add_argument("--size", type=int, default=512, help="longest side the content and style are scored at")
     p.add_argument("--reference", type=Path, required=True, help="a bench/gatys_reference.py output folder")
+    p.add_argument("--tol", type=float, nargs="*", default=[3e-3, 1e-3, 3e-4, 1e-4],
+                   help="also say where each of these --tol values would have stopped each run")
     p.add_argument("runs", nargs="*", type=Path, help="stylefusion.py output folders")
     args = p.parse_args()
 
@@ -81,6 +97,10 @@ def main() -> int:
             summary.append(f"{name}: " + (f"reference quality at step {reached[0]}, {reached[1]:.0f} s = "
                                           f"{reached[1] / ref_seconds:.2f} of the reference's time" if reached
                                           else "never reached the reference quality"))
+    for folder in args.runs:
+        for tol, stop in tol_stops(folder, args.tol).items():
+            summary.append(f"{folder.name} with --tol {tol:g}: " + (f"stops after step {stop}" if stop else
+                                                                    "runs every step"))
     print("\n" + "\n".join(summary))
     return 0
 
