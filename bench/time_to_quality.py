@@ -10,7 +10,8 @@
 "At least as good" is bench/score.py's criterion: content error at relu4_2 and the Gram error of each of
 relu1_1 ... relu5_1 all no higher than the reference's final image's. A run's times are its loss_log.csv
 `seconds` column at the last step of each epoch (start-up before the first step, i.e. loading the images and
-VGG, is not counted, as the reference's times.json does not count it either).
+VGG, is not counted, as the reference's times.json does not count it either). Runs made beside other jobs
+can be retimed with per-step times measured on a quiet machine (--ref_step_seconds, --run_step_seconds).
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def reference_points(folder: Path) -> list[tuple[int, float, Path]]:
             for p in sorted(folder.glob("step_*.png"))]
 
 
+def retimed(points: list[tuple[int, float, Path]], step_seconds: float | None) -> list[tuple[int, float, Path]]:
+    """The points with seconds = step x step_seconds when that is given."""
+    return points if step_seconds is None else [(step, step * step_seconds, image) for step, _, image in points]
+
+
 def row(name: str, step: int, seconds: float, s: Score, ok: bool) -> str:
     grams = " | ".join(f"{s.grams[k]:.3f}" for k in STYLE_LAYERS)
     return f"| {name} | {step} | {seconds:.0f} | {s.content:.3f} | {grams} | {'yes' if ok else ''} |"
@@ -73,19 +79,24 @@ def main() -> int:
     p.add_argument("--style", default=shared / "style" / "starry_night.jpg")
     p.add_argument("--size", type=int, default=512, help="longest side the content and style are scored at")
     p.add_argument("--reference", type=Path, required=True, help="a bench/gatys_reference.py output folder")
+    p.add_argument("--ref_step_seconds", type=float, default=None,
+                   help="time the reference as steps x this (a per-step time measured on a quiet machine) instead "
+                        "of its times.json, e.g. when it ran beside other jobs")
+    p.add_argument("--run_step_seconds", type=float, default=None,
+                   help="the same for the runs (L-BFGS steps at one size cost the same each)")
     p.add_argument("--tol", type=float, nargs="*", default=[3e-3, 1e-3, 3e-4, 1e-4],
                    help="also say where each of these --tol values would have stopped each run")
     p.add_argument("runs", nargs="*", type=Path, help="stylefusion.py output folders")
     args = p.parse_args()
 
     scorer = Scorer(load(args.content, args.size), load(args.style, args.size))
-    ref = reference_points(args.reference)
+    ref = retimed(reference_points(args.reference), args.ref_step_seconds)
     ref_step, ref_seconds, ref_image = ref[-1]
     target = scorer.score(load(ref_image))
     print("| run | step | seconds | content | " + " | ".join(STYLE_LAYERS) + " | as good as the reference |")
     print("|---|---:|---:|---:|" + "---:|" * len(STYLE_LAYERS) + "---|")
     summary = [f"reference: {ref_step} steps in {ref_seconds:.0f} s"]
-    for name, points in [("reference", ref), *((r.name, run_points(r)) for r in args.runs)]:
+    for name, points in [("reference", ref), *((r.name, retimed(run_points(r), args.run_step_seconds)) for r in args.runs)]:
         reached = None
         for step, seconds, image in points:
             s = scorer.score(load(image))
