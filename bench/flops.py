@@ -6,7 +6,7 @@
 
 The limit: the best of a few large square matmuls (n = --matmul_n) in the step's precision. One step's
 work: VGG-19 up to relu5_1, forward plus the backward to the image only (the weights are frozen), counted
-analytically from the conv shapes (2 FLOP per multiply-add; pooling, ReLU, Grams and L-BFGS are not
+from the conv layers the library runs (2 FLOP per multiply-add; pooling, ReLU, Grams and L-BFGS are not
 counted, so the ratio slightly flatters the limit). The step time is the median of --steps L-BFGS steps of
 the library's own run (stylize(), the default losses), after two warm-up steps.
 """
@@ -29,19 +29,23 @@ from PIL import Image  # noqa: E402
 
 from stylefusion.iterative import IterativeConfig, stylize  # noqa: E402
 
-# VGG-19 convs up to conv5_1 as (in, out) channels, "M" a 2x2 max pool.
-VGG19_TO_CONV5_1 = ((3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256),
-                    (256, 256), "M", (256, 512), (512, 512), (512, 512), (512, 512), "M", (512, 512))
-
-
 def step_flop(height: int, width: int) -> float:
-    """FLOP of one forward + input-gradient backward through VGG-19 to relu5_1 (3x3 convs)."""
+    """FLOP of one forward + input-gradient backward through the library's VGG-19 to relu5_1, counted from the
+    conv layers it really runs (a forward hook reads each conv's output size and weight shape)."""
+    from stylefusion.vgg import load_vgg19
+
+    vgg = load_vgg19(["relu5_1"])
     macs = 0
-    for layer in VGG19_TO_CONV5_1:
-        if layer == "M":
-            height, width = height // 2, width // 2
-            continue
-        macs += height * width * layer[0] * layer[1] * 9
+
+    def count(conv: torch.nn.Conv2d, _inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal macs
+        macs += out.numel() * conv.weight[0].numel()  # per output value: C_in * k * k multiply-adds
+
+    hooks = [m.register_forward_hook(count) for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        vgg(torch.rand(1, 3, height, width))
+    for hook in hooks:
+        hook.remove()
     return 2 * 2 * macs  # forward and backward-to-input each cost one multiply-add per weight use
 
 

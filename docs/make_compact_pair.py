@@ -20,9 +20,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from make_gallery import contact_strip, fast_picture, resized, save_jpeg  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from stylefusion.device import resolve_device, resolve_precision  # noqa: E402
-from stylefusion.errors import StyleFusionError  # noqa: E402
+from stylefusion.errors import ConfigError, StyleFusionError  # noqa: E402
 from stylefusion.images import prepare_output_dir  # noqa: E402
 from stylefusion.networks import load_model  # noqa: E402
 from stylefusion.stylize import Stylizer  # noqa: E402
@@ -33,7 +34,12 @@ PHOTOS = (REPO / "data" / "city.jpg", REPO / "data" / "astronaut.jpg")
 def make_pair(standard: str, compact: str, size: int, output_dir: str, quality: int, device: str) -> Path:
     """Write pair.jpg under output_dir; returns its path."""
     run_on = resolve_device(device)
-    nets = [Stylizer(load_model(path)[0], run_on, resolve_precision("auto", run_on)) for path in (standard, compact)]
+    nets = []
+    for path, arch in ((standard, "standard"), (compact, "compact")):
+        network, _ = load_model(path)
+        if network.ARCH != arch:  # a swapped pair would make a picture with the wrong captions
+            raise ConfigError(f"{path} holds a {network.ARCH} network, not a {arch} one")
+        nets.append(Stylizer(network, run_on, resolve_precision("auto", run_on)))
     rows = []
     for photo in PHOTOS:
         rows.append([resized(photo, size), *(fast_picture(net, photo, size) for net in nets)])
@@ -46,9 +52,8 @@ def make_pair(standard: str, compact: str, size: int, output_dir: str, quality: 
     return path
 
 
-def _centred(picture, width: int, height: int):
-    from PIL import Image
-
+def _centred(picture: Image.Image, width: int, height: int) -> Image.Image:
+    """The picture in the middle of a white width x height canvas."""
     if picture.size == (width, height):
         return picture
     canvas = Image.new("RGB", (width, height), "white")
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", type=int, default=82, help="JPEG quality (default 82)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     args = p.parse_args(argv)
+    if args.size < 16 or not 1 <= args.quality <= 95:
+        p.error("--size must be at least 16 and --quality between 1 and 95")
     try:
         path = make_pair(args.standard, args.compact, 64 if args.tiny else args.size, args.output_dir,
                          args.quality, args.device)

@@ -49,7 +49,8 @@ class CompactNet(LayeredNet):
     """Johnson et al.'s image transformation network made ~23x cheaper. Input and output: RGB in 0-255."""
 
     ARCH = "compact"
-    # Peak bytes per pixel of a whole-image pass (fp32, CPU): 112-115 measured at 0.75 and 3 MP, with margin.
+    # Peak bytes per pixel of a whole-image pass (fp32, CPU): 108-115 measured at 0.75 and 3 MP
+    # (bench/network_peak.py), with margin.
     # Planning with the standard network's 800 would tile images that fit whole.
     PEAK_BYTES_PER_PIXEL = 150
     LAYER_ORDER = ("conv1", "in1", "relu", "conv2", "in2", "relu",

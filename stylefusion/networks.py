@@ -43,7 +43,6 @@ def architecture_of(state: dict[str, Any]) -> str | None:
     return next((arch for arch in ARCHITECTURES if convs(build_network(arch).state_dict()) == found), None)
 
 
-
 def _check_finite(network: nn.Module, path: Path) -> None:
     """Refuse weights with NaN/inf, and weights whose output on a small probe image is not finite."""
     bad = [name for name, value in network.state_dict().items()

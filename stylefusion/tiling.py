@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, non_finite_output
+from .transformer import TransformerNet
 
 # Peak bytes per pixel of a whole-image pass for a network that does not state its own PEAK_BYTES_PER_PIXEL:
-# the standard network's (transformer.TransformerNet), the larger of the two architectures.
-UNTILED_BYTES_PER_PIXEL = 800
+# the standard network's, the larger of the two architectures.
+UNTILED_BYTES_PER_PIXEL = TransformerNet.PEAK_BYTES_PER_PIXEL
 # Full-resolution tile side (px): tiles smaller than this spend most of their work on halos.
 MIN_TILE = 32
 # Stored maps at least this large get their own memory mapping (see TiledRunner._empty_map).

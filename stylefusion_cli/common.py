@@ -130,6 +130,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a relative change)."""
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1 (e.g. 0.001)")
+    return value
+
+
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)

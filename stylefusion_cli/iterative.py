@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, non_negative_float,
-                        positive_float, positive_int, run_cli, start_live)
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, fraction, info,
+                     non_negative_float, positive_float, positive_int, run_cli, start_live)
 
 if TYPE_CHECKING:
     from stylefusion.iterative import IterativeConfig
@@ -123,7 +123,7 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     opt.add_argument("--scale_steps", type=step_list, default=None, metavar="N,N,...",
                      help="steps per scale, coarse to fine, sizes doubling up to --image_size (e.g. 300,100,50,30 "
                           "with --image_size 4096: 512, 1024, 2048, 4096 px); replaces --epochs/--steps_per_epoch")
-    opt.add_argument("--tol", type=positive_float, default=None, metavar="REL",
+    opt.add_argument("--tol", type=fraction, default=None, metavar="REL",
                      help="stop a size early once the loss falls by less than this fraction per step (mean over "
                           f"the last {TOL_WINDOW} steps), e.g. 0.001; its remaining steps are skipped (default: off)")
 

@@ -51,3 +51,10 @@ def test_a_missing_model_is_one_line_and_writes_nothing(tmp_path: Path, models) 
                  "--output_dir", str(tmp_path / "out"))
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "none.pth" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_swapped_pair_is_refused_before_any_picture(tmp_path: Path, models) -> None:
+    standard, compact = models
+    result = run("--standard", str(compact), "--compact", str(standard), "--tiny", "--output_dir", str(tmp_path / "o"))
+    assert result.returncode == 1 and "compact network, not a standard one" in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -88,11 +88,13 @@ def test_bad_tol_is_refused(tmp_path, images, tol):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_bad_tol_is_one_line(tmp_path, images):
+@pytest.mark.parametrize("value", ["-1", "0", "1", "2", "nan"])
+def test_cli_bad_tol_is_one_line(tmp_path, images, value):
     content, style = images
     r = run_script("stylefusion.py", "--content_image", content, "--style_image", style, "--output_dir",
-                   tmp_path / "o", "--tol", "-1")
+                   tmp_path / "o", "--tol", value)
     assert_one_line_error(r, "--tol")
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_demo_has_its_own_shorter_defaults_and_explicit_options_win(monkeypatch, tmp_path, images):

@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from stylefusion.errors import StyleFusionError  # noqa: E402
 from stylefusion.images import atomic_path, load_image  # noqa: E402
 from stylefusion.networks import load_model  # noqa: E402
 from stylefusion.transformer import MODEL_FORMAT, load_weights  # noqa: E402
@@ -36,14 +37,18 @@ def main() -> int:
     p.add_argument("target", type=Path)
     p.add_argument("--check", nargs="*", type=Path, default=[REPO / "data" / "astronaut.jpg"])
     a = p.parse_args()
+    try:
+        full, _ = load_model(a.source)  # ModelError, in one line, for anything that is not a usable model
+    except StyleFusionError as exc:
+        print(f"half_model.py: {exc}", file=sys.stderr)
+        return 1
     data = load_weights(a.source, "cpu")
     if not (isinstance(data, dict) and data.get("format") == MODEL_FORMAT):
-        print("half_model.py: the source must be a StyleFusion model file", file=sys.stderr)
+        print("half_model.py: the source must be a StyleFusion model file (with its settings)", file=sys.stderr)
         return 1
     state = {k: v.half() if v.is_floating_point() else v for k, v in data["state_dict"].items()}
     with atomic_path(a.target) as tmp:
         torch.save({**data, "state_dict": state}, tmp)
-    full, _ = load_model(a.source)
     half, _ = load_model(a.target)
     print(f"{a.target}: {a.target.stat().st_size / 1e6:.2f} MB (was {a.source.stat().st_size / 1e6:.2f} MB)")
     with torch.inference_mode():
