@@ -45,10 +45,11 @@ from stylefusion.video import VideoConfig, stylize_video  # noqa: E402
 SIZES = ((640, 360), (1920, 1080))
 
 
-def networks() -> dict[str, torch.nn.Module]:
+def networks(compact_width: int | None = None) -> dict[str, torch.nn.Module]:
     """Both architectures with seeded random weights (the speed does not depend on the weights)."""
     torch.manual_seed(0)
-    return {arch: build_network(arch).eval().requires_grad_(False) for arch in ARCHITECTURES}
+    return {arch: build_network(arch, compact_width=compact_width).eval().requires_grad_(False)
+            for arch in ARCHITECTURES}
 
 
 def macs_table(nets: dict[str, torch.nn.Module]) -> None:
@@ -145,13 +146,14 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (the minimum is kept)")
     parser.add_argument("--video_reps", type=int, default=1, help="repetitions of each --mode video run")
     parser.add_argument("--frames", type=int, default=48, help="frames of the compact network's clips")
+    parser.add_argument("--compact_width", type=int, default=None, help="the compact network's width (default: 32)")
     parser.add_argument("--standard_frames", type=int, default=4, help="frames of the standard network's clips")
     args = parser.parse_args()
     sizes = [(160, 96)] if args.quick else [tuple(int(v) for v in size.split("x")) for size in args.sizes]
     if args.quick:
         args.reps, args.frames, args.standard_frames = 1, 8, 4
     retain_freed_memory()  # as the CLIs do
-    nets = networks()
+    nets = networks(args.compact_width)
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     simd = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if re.search(rf"\b{f}\b", flags))
     print(f"compact vs standard network, CPU ({os.cpu_count()} cores, {simd or 'no AVX'}), torch "

@@ -128,7 +128,7 @@ def main() -> int:
         if a.skip_time_to_loss:
             return 0
         r = time_to_loss(a.content, a.style, a.size, a.steps, tmp, a.precision, a.epochs)
-    print(f"\n| run | time (s) | loss |\n|---|---|---|")
+    print("\n| run | time (s) | loss |\n|---|---|---|")
     print(f"| single-scale L-BFGS, {a.steps} steps at {a.size} | {r['t_single']:.1f} | {r['target']:.4g} |")
     print(f"| multi-scale, {a.steps} steps ({r['coarse_steps']} coarse), whole run | {r['t_multi_total']:.1f} "
           f"| {r['multi_final']:.4g} |")
@@ -136,7 +136,7 @@ def main() -> int:
         print(f"| single-scale after the multi-scale run's time | {r['t_multi_total']:.1f} "
               f"| {r['single_at_multi_time']:.4g} |")
     if r["t_hit"] is None:
-        print(f"| multi-scale reaches the single-scale loss | never | - |")
+        print("| multi-scale reaches the single-scale loss | never | - |")
     else:
         print(f"| multi-scale reaches the single-scale loss (step {r['hit_step']}) | {r['t_hit']:.1f} "
               f"| <= {r['target']:.4g} |")

@@ -61,18 +61,18 @@ def parse_schedule(text: str, precision: str) -> list[Stage]:
 
 def make_optimizer(name: str, image: torch.Tensor, size: tuple[int, int], history: int):
     """(optimizer, compose) where compose() builds the image from the optimised parameters."""
-    params, compose = [image], (lambda: image)
+    coarse: list[torch.Tensor] = []
     if "+pyr" in name:  # image = full-res level + upsampled coarser levels (all start at zero but the first)
         levels = int(name.split("+pyr")[1])
         coarse = [torch.zeros(1, 3, max(1, size[0] >> k), max(1, size[1] >> k), requires_grad=True)
                   for k in range(1, levels)]
-        params = [image, *coarse]
+    params = [image, *coarse]
 
-        def compose() -> torch.Tensor:
-            out = image
-            for z in coarse:
-                out = out + F.interpolate(z, size=size, mode="bilinear", align_corners=False)
-            return out
+    def compose() -> torch.Tensor:
+        out = image
+        for z in coarse:
+            out = out + F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+        return out
     if name.startswith("lbfgs"):
         return torch.optim.LBFGS(params, lr=1.0, max_iter=1, history_size=history, tolerance_grad=-1,
                                  tolerance_change=-1,

@@ -24,8 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import cv2  # noqa: E402,F401  (before av, as in stylefusion.webcam)
-import av  # noqa: E402
-import numpy as np  # noqa: E402
+import av  # noqa: E402,F401  (imported as stylefusion.webcam imports it: the same load order)
 import torch  # noqa: E402
 
 from bench.video import make_clip  # noqa: E402  (the same panned-noise clip as the video benchmark)

@@ -3,13 +3,14 @@ architecture, load (weights_only, checked) and save (atomically).
 
 Model files record their architecture in settings["arch"]: "standard" (transformer.py, Johnson et al., the
 pytorch/examples layout) or "compact" (compact.py, issue #16); files without it (pytorch/examples' released
-models, plain state dicts) are recognised by their conv weights. Several styles in one file (cin.py) are
+models, plain state dicts) are recognised by their conv weights. A compact network's width is read from its weights. Several styles in one file (cin.py) are
 recognised by their per-style norm tables.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,22 @@ import torch
 from torch import nn
 
 from .cin import make_conditional, state_style_count
-from .compact import CompactNet
+from .compact import COMPACT_CHANNELS, CompactNet, compact_channels
 from .errors import ConfigError, ModelError, require_file
 from .transformer import MODEL_FORMAT, TransformerNet, clean_state_dict, load_weights
 
 ARCHITECTURES = ("standard", "compact")
 
 
-def build_network(arch: str = "standard") -> nn.Module:
-    """A new network of the named architecture (one of ARCHITECTURES); ConfigError for another name."""
+def build_network(arch: str = "standard", like: Mapping[str, torch.Tensor] | None = None,
+                  compact_width: int | None = None) -> nn.Module:
+    """A new network of the named architecture (one of ARCHITECTURES); ConfigError for another name.
+
+    A compact network is `compact_width` wide (None: COMPACT_CHANNELS), or, with `like` (a state dict of that
+    architecture), as wide as it.
+    """
     if arch == "compact":
-        return CompactNet()
+        return CompactNet(compact_channels(like) if like is not None else compact_width or COMPACT_CHANNELS)
     if arch == "standard":
         return TransformerNet()
     raise ConfigError(f"unknown network architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
@@ -89,7 +95,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if arch not in ARCHITECTURES:
         raise ModelError(f"{path} holds a network of unknown architecture {arch!r} (this version knows "
                          f"{', '.join(ARCHITECTURES)}): update StyleFusion or retrain it")
-    network = build_network(arch)
+    network = build_network(arch, state)
     styles = state_style_count(state)
     if styles > 1:  # several styles (Dumoulin et al. 2017): one (scale, shift) table per norm layer
         make_conditional(network, styles)

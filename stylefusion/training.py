@@ -39,6 +39,7 @@ from .losslog import LossLog
 from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from .memory import check_fits
 from .cin import make_conditional, select_style, state_style_count
+from .compact import MAX_COMPACT_CHANNELS, compact_channels
 from .transformer import clean_state_dict
 from .networks import ARCHITECTURES, architecture_of, build_network, load_model, save_model
 from .vgg import load_vgg19
@@ -79,6 +80,9 @@ class TrainConfig:
     style_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
     pretrained_model_path: str | os.PathLike | None = None
     arch: str = "standard"               # network: "standard" (Johnson et al.) or "compact" (compact.py, CPU video)
+    # The compact network's residual-stack width; None: compact.COMPACT_CHANNELS, or a fine-tuned or resumed
+    # network's own. Wider is slower and closer to the standard network's quality (see compact.py).
+    compact_width: int | None = None
     checkpoint_dir: str | os.PathLike | None = None   # None: <model stem>_checkpoints next to the model
     checkpoint_interval: int = 1000      # steps between checkpoints; 0: only at the end or on a stop
     keep_checkpoints: int = 2            # older checkpoints are deleted
@@ -189,6 +193,13 @@ def validate_config(config: TrainConfig) -> tuple[dict[str, float], dict[str, fl
     _check_int("keep_checkpoints", config.keep_checkpoints, 1)
     if config.arch not in ARCHITECTURES:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {config.arch!r}")
+    if config.compact_width is not None:
+        if config.arch != "compact":
+            raise ConfigError(f"--compact_width applies to --arch compact, not --arch {config.arch}")
+        _check_int("compact_width", config.compact_width, 2)
+        if config.compact_width > MAX_COMPACT_CHANNELS or config.compact_width % 2:
+            raise ConfigError(f"--compact_width must be an even number from 2 to {MAX_COMPACT_CHANNELS}, "
+                              f"got {config.compact_width}")
     _check_int("seed", config.seed, -(2 ** 62))
     for name in ("image_size", "style_size"):
         value = getattr(config, name)
@@ -258,13 +269,16 @@ def _prepare_outputs(config: TrainConfig, paths: TrainPaths) -> None:
         prepare_output_dir(paths.preview_dir)
 
 
-def _new_network(arch: str, styles: int, pretrained: dict[str, torch.Tensor] | None) -> nn.Module:
+def _new_network(arch: str, styles: int, pretrained: dict[str, torch.Tensor] | None,
+                 like: Mapping[str, torch.Tensor] | None = None, compact_width: int | None = None) -> nn.Module:
     """A fresh `arch` network (from the seeded RNG) for `styles` styles, starting from `pretrained` when given.
 
+    Shaped like `pretrained`, else like `like` (a resumed checkpoint's weights), else `compact_width` wide
+    (a compact network).
     A single-style pretrained model starts every style from its norm parameters; a multi-style one must hold
     the same number of styles.
     """
-    network = build_network(arch)
+    network = build_network(arch, pretrained if pretrained is not None else like, compact_width)
     pretrained_styles = state_style_count(pretrained) if pretrained is not None else 1
     if pretrained is not None and pretrained_styles == 1:
         network.load_state_dict(pretrained)
@@ -278,8 +292,9 @@ def _new_network(arch: str, styles: int, pretrained: dict[str, torch.Tensor] | N
     return network
 
 
-def _load_pretrained(path: str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
-    """Weights of an existing model (ours or pytorch/examples') to fine-tune from, of architecture `arch`."""
+def _load_pretrained(path: str | os.PathLike, arch: str, width: int | None = None) -> dict[str, torch.Tensor]:
+    """Weights of an existing model (ours or pytorch/examples') to fine-tune from, of architecture `arch` (and
+    compact `width`, when given)."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"pretrained model not found: {path} (fetch the released models with --mode download, "
@@ -288,7 +303,11 @@ def _load_pretrained(path: str | os.PathLike, arch: str) -> dict[str, torch.Tens
     if network.ARCH != arch:
         raise ConfigError(f"--pretrained_model_path {path} is a {network.ARCH} network and this run trains "
                           f"--arch {arch}: pass --arch {network.ARCH} or another model")
-    return network.state_dict()
+    state = network.state_dict()
+    if arch == "compact" and width is not None and compact_channels(state) != width:
+        raise ConfigError(f"--pretrained_model_path {path} is a compact network {compact_channels(state)} wide and "
+                          f"this run asks for --compact_width {width}: leave out --compact_width or use another model")
+    return state
 
 
 # ------------------------------------------------------------------------------------------------- step
@@ -342,13 +361,18 @@ def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: d
             "vgg_weights": Path(str(config.vgg_weights)).name}
 
 
-def _check_resume_arch(checkpoint: Mapping[str, Any], path: Path | None, arch: str) -> None:
-    """Refuse to resume a checkpoint of another architecture, in one line (its weights tell which)."""
+def _check_resume_arch(checkpoint: Mapping[str, Any], path: Path | None, arch: str, width: int | None = None
+                       ) -> None:
+    """Refuse to resume a checkpoint of another architecture or compact width, in one line (its weights tell)."""
     model = checkpoint.get("model")
     old = architecture_of(model) if isinstance(model, Mapping) else None
     if old is not None and old != arch:  # None: not a network's weights, which restoring them reports
         raise ConfigError(f"cannot resume from {path}: it trains a {old} network, this run --arch {arch}; pass "
                           f"--arch {old} or use another --checkpoint_dir")
+    if old == "compact" and width is not None and compact_channels(clean_state_dict(model)) != width:
+        raise ConfigError(f"cannot resume from {path}: it trains a compact network "
+                          f"{compact_channels(clean_state_dict(model))} wide, this run --compact_width {width}; "
+                          "leave out --compact_width or use another --checkpoint_dir")
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -391,13 +415,13 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
                           "continue it, or choose another --checkpoint_dir")
     signature = _resume_signature(config, content_layers, style_layers, len(dataset))
     if checkpoint is not None:
-        _check_resume_arch(checkpoint, checkpoint_path, config.arch)
+        _check_resume_arch(checkpoint, checkpoint_path, config.arch, config.compact_width)
         for key, value in signature.items():
             old = (checkpoint.get("signature") or {}).get(key)
             if old != value:
                 raise ConfigError(f"cannot resume from {checkpoint_path}: it was trained with {key}={old}, now "
                                   f"{value}; use the same options or another --checkpoint_dir")
-    pretrained = _load_pretrained(config.pretrained_model_path, config.arch) \
+    pretrained = _load_pretrained(config.pretrained_model_path, config.arch, config.compact_width) \
         if config.pretrained_model_path and checkpoint is None else None
     # Truncated at the deepest layer used; loaded before any output folder is made (WeightsError).
     vgg = load_vgg19(list(dict.fromkeys([*content_layers, *style_layers])), config.vgg_weights)
@@ -418,8 +442,10 @@ class _Run:
 
     def __init__(self, config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: ContentImages,
                  vgg: nn.Module, content_layers: dict[str, float], style_layers: dict[str, float],
-                 signature: dict[str, Any], pretrained: dict[str, torch.Tensor] | None) -> None:
-        """Set up: loss network and style targets, the transformer (seeded), optimiser and grad scaler."""
+                 signature: dict[str, Any], pretrained: dict[str, torch.Tensor] | None,
+                 like: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Set up: loss network and style targets, the transformer (seeded, shaped like `like` when given: a
+        resumed checkpoint's weights), optimiser and grad scaler."""
         self.config, self.paths, self.ctx, self.dataset = config, paths, ctx, dataset
         device = self.device = ctx.device
         if device.type == "cuda":
@@ -432,7 +458,7 @@ class _Run:
                   for path in style_images(config)]
         self.grams = [style_grams(vgg, [style], None, style_layers) for style in styles]  # once, not per step
         torch.manual_seed(config.seed)
-        network = _new_network(config.arch, len(styles), pretrained).to(device)
+        network = _new_network(config.arch, len(styles), pretrained, like, config.compact_width).to(device)
         self.network = network.to(memory_format=self.memory_format).train()
         self.style_names = [path.name for path in style_images(config)]
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
@@ -566,7 +592,8 @@ def _run(config: TrainConfig, paths: TrainPaths, ctx: DistContext, dataset: Cont
          pretrained: dict[str, torch.Tensor] | None, callback: Callable[[TrainProgress], None] | None,
          stop: StopFlag) -> TrainResult:
     """Set up, restore, then step and checkpoint until the run ends or is stopped, then finish."""
-    run = _Run(config, paths, ctx, dataset, vgg, content_layers, style_layers, signature, pretrained)
+    like = clean_state_dict(checkpoint["model"]) if checkpoint is not None else None  # resumed: keep its shape
+    run = _Run(config, paths, ctx, dataset, vgg, content_layers, style_layers, signature, pretrained, like)
     if checkpoint is not None:
         run.restore(checkpoint)
     model: nn.Module = run.network

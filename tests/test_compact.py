@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from fast_train_data import IMAGE_SIZE, data, one_thread  # noqa: F401 (fixtures)
-from stylefusion.compact import CompactNet, multiply_adds_per_pixel
+from stylefusion.compact import COMPACT_CHANNELS, CompactNet, compact_channels, multiply_adds_per_pixel
 from stylefusion.errors import ConfigError
 from stylefusion.export import export_model
 from stylefusion.fastnet import PhaseUpsampleConv, for_inference
@@ -64,7 +65,10 @@ def test_compact_costs_at_least_8x_fewer_multiply_adds():
     # 9x9 32->3 (per input pixel; /4 and /16 for the half- and quarter-resolution maps).
     assert standard == 81 * 3 * 32 + 9 * 32 * 64 / 4 + 9 * 64 * 128 / 16 + 10 * 9 * 128 * 128 / 16 \
         + 9 * 128 * 64 / 4 + 9 * 64 * 32 + 81 * 32 * 3 == 153792
+    # 5x5 3->16 /4, 3x3 16->32 /16, 8 x 3x3 32->32 /16, 3x3 32->16 /4, 3x3 16->3.
     assert compact == 25 * 3 * 16 / 4 + 9 * 16 * 32 / 16 + 8 * 9 * 32 * 32 / 16 + 9 * 32 * 16 / 4 + 9 * 16 * 3
+    # --compact_width 56, the widest measured: still 8x fewer
+    assert standard / multiply_adds_per_pixel(CompactNet(56)) >= 8.0
     assert standard / compact >= 8.0
     assert multiply_adds_per_pixel(CompactNet(), 48, 80) == compact  # per pixel: independent of the size
 
@@ -102,6 +106,38 @@ def test_files_without_settings_are_recognised_by_their_keys(tmp_path):
     assert load_model(tmp_path / "ours.pth")[1] == {"style_image": "x.jpg", "arch": "standard"}
 
 
+def test_compact_width_is_trained_and_kept_by_fine_tuning_and_resuming(data, tmp_path):
+    # --compact_width trains a network of that width; its file loads, fine-tunes and resumes at that width
+    # without being told (read from the weights), and asking for another width is one line.
+    config = train_config(data, tmp_path / "narrow", max_steps=1, compact_width=8)
+    narrow = train(config)
+    net, _ = load_model(narrow.model_path)
+    assert compact_channels(net.state_dict()) == 8 and COMPACT_CHANNELS != 8
+    x = torch.rand(1, 3, 24, 40) * 255
+    with torch.no_grad():
+        assert torch.equal(net(x), narrow.network.eval()(x))
+    tuned = train_config(data, tmp_path / "tuned", max_steps=1, checkpoint_interval=1,
+                         pretrained_model_path=narrow.model_path)
+    assert compact_channels(train(tuned).network.state_dict()) == 8
+    resumed = train(replace(tuned, max_steps=2, pretrained_model_path=None, resume=True))
+    assert resumed.step == 2 and resumed.resumed_from is not None
+    assert compact_channels(resumed.network.state_dict()) == 8
+    with pytest.raises(ConfigError, match="8 wide.*--compact_width 16") as error:
+        train(replace(tuned, max_steps=3, pretrained_model_path=None, resume=True, compact_width=16))
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="8 wide.*--compact_width 16"):
+        train(replace(tuned, model_save_path=tmp_path / "other" / "m.pth", compact_width=16))
+
+
+@pytest.mark.parametrize("overrides, message", [(dict(compact_width=7), "even number"),
+                                                (dict(compact_width=130), "up to|from 2 to 128"),
+                                                (dict(arch="standard", compact_width=16), "applies to --arch compact")])
+def test_bad_compact_width_is_one_line(data, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        train(train_config(data, tmp_path, **overrides))
+    assert "\n" not in str(error.value)
+
+
 def test_pretrained_model_of_another_architecture_is_one_line(data, tmp_path):
     save_model(TransformerNet(), tmp_path / "standard.pth")
     with pytest.raises(ConfigError, match="is a standard network.*--arch compact") as error:
@@ -121,10 +157,12 @@ def test_resume_with_another_architecture_is_one_line(data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- running the network
-def test_inference_form_runs_the_last_layer_at_half_resolution_with_the_same_result():
-    net = random_compact(5)
+@pytest.mark.parametrize("arch", ["compact", "standard"])
+def test_inference_form_runs_upsample_convs_at_the_input_resolution_with_the_same_result(arch):
+    net = random_compact(5) if arch == "compact" else TransformerNet().eval()
     fast = for_inference(net, torch.device("cpu"))
-    assert isinstance(fast.deconv2, PhaseUpsampleConv)
+    for name in ("deconv1", "deconv2"):  # every 2x upsample + 3x3 conv, whatever its width
+        assert isinstance(getattr(fast, name), PhaseUpsampleConv)
     for shape in [(1, 3, 36, 52), (2, 3, 8, 12)]:
         x = torch.rand(shape, generator=torch.Generator().manual_seed(6)) * 255
         with torch.no_grad():
