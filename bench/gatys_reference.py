@@ -11,7 +11,11 @@ weights are shared (through bench/score.py). neural-style-pt's defaults, in its 
   absolute neighbour differences; max pooling; style image scaled to the content's longest side;
 - L-BFGS, lr 1, history 100, no line search, 500 iterations (run one per step() call here, which is the same
   sequence of updates, so snapshots can be taken).
-Writes step_NNNN.png at each --snapshots step and times.json (seconds after each step, excluding start-up).
+Writes step_NNNN.png at each --snapshots step and times.json (seconds after each step, excluding start-up), and
+the content and style exactly as it used them, resized to --size, as content.png and style.png: give those to
+the runs compared with it (bench/time_to_quality.py scores against them). Resized by two programs, the same
+painting differs: PIL's Lanczos (here) and the library's antialiased bicubic give Gram matrices 4-8 % apart at
+relu1_1 ... relu5_1 for starry_night.jpg at 512 px, which the scorer would count against the run.
 """
 
 from __future__ import annotations
@@ -71,7 +75,10 @@ def main() -> int:
     torch.manual_seed(args.seed)
 
     convs = caffe_convs()
-    content, style = caffe(load(args.content, args.size)), caffe(load(args.style, args.size))
+    content_rgb, style_rgb = load(args.content, args.size), load(args.style, args.size)
+    save_png(content_rgb, args.out / "content.png")
+    save_png(style_rgb, args.out / "style.png")
+    content, style = caffe(content_rgb), caffe(style_rgb)
     with torch.no_grad():
         content_target = caffe_features(convs, content)[CONTENT_LAYER]
         style_targets = {k: gram(v) for k, v in caffe_features(convs, style).items() if k in STYLE_LAYERS}

@@ -2,10 +2,14 @@
 """Time to quality of iterative runs: seconds until a result is at least as good as the reference's on every number.
 
     python bench/gatys_reference.py --out bench_out/reference                 # the reference, once
-    python stylefusion.py --content_image ../shared/images/content/tubingen.jpg \
-        --style_image ../shared/images/style/starry_night.jpg --output_format png \
+    python stylefusion.py --content_image bench_out/reference/content.png \
+        --style_image bench_out/reference/style.png --output_format png \
         --epochs 30 --steps_per_epoch 10 --output_dir bench_out/default        # a run, an image every 10 steps
     python bench/time_to_quality.py --reference bench_out/reference bench_out/default [more run folders]
+
+The runs take the reference's own resized inputs (content.png, style.png), and the scorer scores against them
+by default: a run given the original files would resize the painting with another filter and be scored
+against a slightly different style (see gatys_reference.py).
 
 "At least as good" is bench/score.py's criterion: content error at relu4_2 and the Gram error of each of
 relu1_1 ... relu5_1 all no higher than the reference's final image's. A run's times are its loss_log.csv
@@ -75,8 +79,8 @@ def row(name: str, step: int, seconds: float, s: Score, ok: bool) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shared = Path(__file__).resolve().parents[2] / "shared" / "images"
-    p.add_argument("--content", default=shared / "content" / "tubingen.jpg")
-    p.add_argument("--style", default=shared / "style" / "starry_night.jpg")
+    p.add_argument("--content", default=None, help="default: the reference's content.png (else tubingen.jpg)")
+    p.add_argument("--style", default=None, help="default: the reference's style.png (else starry_night.jpg)")
     p.add_argument("--size", type=int, default=512, help="longest side the content and style are scored at")
     p.add_argument("--reference", type=Path, required=True, help="a bench/gatys_reference.py output folder")
     p.add_argument("--ref_step_seconds", type=float, default=None,
@@ -88,6 +92,11 @@ def main() -> int:
                    help="also say where each of these --tol values would have stopped each run")
     p.add_argument("runs", nargs="*", type=Path, help="stylefusion.py output folders")
     args = p.parse_args()
+    fallbacks = {"content": shared / "content" / "tubingen.jpg", "style": shared / "style" / "starry_night.jpg"}
+    for name, fallback in fallbacks.items():
+        if getattr(args, name) is None:
+            own = args.reference / f"{name}.png"
+            setattr(args, name, own if own.exists() else fallback)
 
     scorer = Scorer(load(args.content, args.size), load(args.style, args.size))
     ref = retimed(reference_points(args.reference), args.ref_step_seconds)

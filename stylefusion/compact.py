@@ -1,4 +1,5 @@
-"""A compact transformer network for real-time video on ordinary CPUs (issue #16): ~23x fewer multiply-adds (at the default width).
+"""A compact transformer network for real-time video on ordinary CPUs (issue #16): ~23x fewer multiply-adds
+at the default width.
 
 Same building blocks as Johnson et al.'s network in transformer.py (reflect-padded convs, instance norm,
 residual blocks, nearest upsample + conv), so tiling, inference replacements and norm swapping work as they
@@ -56,7 +57,8 @@ class GainUpsampleConvLayer(UpsampleConvLayer):
 
 
 class CompactNet(LayeredNet):
-    """Johnson et al.'s image transformation network made ~23x cheaper (at the default width). Input and output: RGB in 0-255."""
+    """Johnson et al.'s image transformation network made ~23x cheaper (at the default width). Input and output:
+    RGB in 0-255."""
 
     ARCH = "compact"
     # Peak bytes per pixel of a whole-image pass (fp32, CPU): 108-115 measured at 0.75 and 3 MP

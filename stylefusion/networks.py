@@ -3,8 +3,8 @@ architecture, load (weights_only, checked) and save (atomically).
 
 Model files record their architecture in settings["arch"]: "standard" (transformer.py, Johnson et al., the
 pytorch/examples layout) or "compact" (compact.py, issue #16); files without it (pytorch/examples' released
-models, plain state dicts) are recognised by their conv weights. A compact network's width is read from its weights. Several styles in one file (cin.py) are
-recognised by their per-style norm tables.
+models, plain state dicts) are recognised by their conv weights. A compact network's width is read from its
+weights. Several styles in one file (cin.py) are recognised by their per-style norm tables.
 """
 
 from __future__ import annotations
