@@ -213,6 +213,25 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     add_live_args(parser)
 
 
+def train_config_from(args: argparse.Namespace) -> "TrainConfig":  # noqa: F821 (imported inside: lazy)
+    """The library's training settings from --mode train's options."""
+    from stylefusion.training import TrainConfig
+
+    return TrainConfig(
+        style_image=args.style_image[0] if len(args.style_image) == 1 else args.style_image,
+        content_dataset=args.content_dataset, model_save_path=args.model_save_path,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size or TrainConfig.batch_size,
+        image_size=args.image_size,
+        style_size=args.style_size, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, stability_weight=args.stability_weight, content_layers=args.content_layers,
+        style_layers=args.style_layers, arch=args.arch, compact_width=args.compact_width,
+        pretrained_model_path=args.pretrained_model_path,
+        checkpoint_dir=args.checkpoint_dir, checkpoint_interval=args.checkpoint_interval,
+        preview_interval=args.preview_interval, resume=args.resume,
+        seed=TrainConfig.seed if args.seed is None else args.seed, num_workers=args.num_workers, device=args.device,
+        precision=args.precision, vgg_weights=args.vgg_weights)  # auto precision: fp32 (TrainConfig's policy)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """--mode train."""
     import signal
@@ -229,21 +248,9 @@ def run_train(args: argparse.Namespace) -> int:
     from .common import Interrupted, stop_signals
     from stylefusion.distributed import distributed_context
     from stylefusion.live import report_training
-    from stylefusion.training import StopFlag, TrainConfig, TrainProgress, train
+    from stylefusion.training import StopFlag, TrainProgress, train
 
-    config = TrainConfig(
-        style_image=args.style_image[0] if len(args.style_image) == 1 else args.style_image,
-        content_dataset=args.content_dataset, model_save_path=args.model_save_path,
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size or TrainConfig.batch_size,
-        image_size=args.image_size,
-        style_size=args.style_size, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, stability_weight=args.stability_weight, content_layers=args.content_layers,
-        style_layers=args.style_layers, arch=args.arch, compact_width=args.compact_width,
-        pretrained_model_path=args.pretrained_model_path,
-        checkpoint_dir=args.checkpoint_dir, checkpoint_interval=args.checkpoint_interval,
-        preview_interval=args.preview_interval, resume=args.resume,
-        seed=TrainConfig.seed if args.seed is None else args.seed, num_workers=args.num_workers, device=args.device,
-        precision=args.precision, vgg_weights=args.vgg_weights)  # auto precision: fp32 (TrainConfig's policy)
+    config = train_config_from(args)
     main_rank = distributed_context()[0] == 0
     stop = StopFlag()
     first_signal: list[float] = []
