@@ -54,12 +54,12 @@ class IterativeConfig:
     # each region's style loss instead of mixing the styles' Grams. None: every style everywhere, blended.
     style_masks: Sequence[str | os.PathLike] | None = None
     epochs: int = 10
-    steps_per_epoch: int = 30      # 300 L-BFGS steps: 6.4 min at 512 px on a 2-core bf16 CPU
+    steps_per_epoch: int = 30      # 300 L-BFGS steps: ~4 min at 512 px on a 2-core bf16 CPU (0.75 s a step)
     image_size: int = 512          # longest side of the result
     style_scale: float = 1.0       # style image size relative to the working image
     # Relative losses (see losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. Measured (bench
-    # notes in bench/RESULTS.md): style_weight 1 keeps fine content detail, 20 nearly erases it; 3 gives a
-    # clearly styled image whose layout stays readable.
+    # notes in bench/RESULTS.md, with equal style-layer weights): style_weight 1 keeps fine content detail, 20
+    # nearly erases it; 3 gives a clearly styled image whose layout stays readable.
     content_weight: float = 1.0
     style_weight: float = 3.0
     tv_weight: float = 0.0
