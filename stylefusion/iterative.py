@@ -58,17 +58,17 @@ class IterativeConfig:
     image_size: int = 512          # longest side of the result
     style_scale: float = 1.0       # style image size relative to the working image
     # Relative losses (see losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. Measured (bench
-    # notes in bench/RESULTS.md, with equal style-layer weights): style_weight 1 keeps fine content detail, 20
-    # nearly erases it; 3 gives a clearly styled image whose layout stays readable.
+    # notes in bench/RESULTS.md): style_weight 1 keeps fine content detail, 20 nearly erases it; 3 gives a
+    # clearly styled image whose layout stays readable.
     content_weight: float = 1.0
     style_weight: float = 3.0
     tv_weight: float = 0.0
     # Gatys et al.: content conv4_2, style conv1_1..conv5_1; we take the ReLU outputs as neural-style does.
     content_layers: str = "relu4_2"
-    # Per-layer weights differ from Gatys et al.'s equal ones: searched with bench/score.py against neural-style-pt's
-    # 500-step result (bench/RESULTS.md). With equal weights the relative losses left relu3_1 / relu4_1 at 1.4x
-    # / 2.3x its Gram errors; these reach all six of its numbers in 120 steps (fp32).
-    style_layers: str = "relu1_1:0.1,relu2_1:10,relu3_1:8,relu4_1:20,relu5_1:0.03"
+    # Equal layer weights, as Gatys et al. Weights tuned against neural-style-pt's result on one image pair
+    # (relu1_1:0.1,relu2_1:10,relu3_1:8,relu4_1:20,relu5_1:0.03) beat it there in 120 steps but washed out the
+    # colours of another pair (bench/RESULTS.md), so they are not the default.
+    style_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
     optimizer: str = "lbfgs"
     lr: float | None = None        # None: 1.0 for L-BFGS, 0.02 for Adam
     # L-BFGS keeps 2 x history image-sized fp32 vectors (history 100 at 512x384: 470 MB), as neural-style does.
