@@ -369,10 +369,10 @@ def _check_resume_arch(checkpoint: Mapping[str, Any], path: Path | None, arch: s
     if old is not None and old != arch:  # None: not a network's weights, which restoring them reports
         raise ConfigError(f"cannot resume from {path}: it trains a {old} network, this run --arch {arch}; pass "
                           f"--arch {old} or use another --checkpoint_dir")
-    if old == "compact" and width is not None and compact_channels(clean_state_dict(model)) != width:
-        raise ConfigError(f"cannot resume from {path}: it trains a compact network "
-                          f"{compact_channels(clean_state_dict(model))} wide, this run --compact_width {width}; "
-                          "leave out --compact_width or use another --checkpoint_dir")
+    held = compact_channels(clean_state_dict(model)) if old == "compact" and width is not None else width
+    if held != width:
+        raise ConfigError(f"cannot resume from {path}: it trains a compact network {held} wide, this run "
+                          f"--compact_width {width}; leave out --compact_width or use another --checkpoint_dir")
 
 
 # -------------------------------------------------------------------------------------------- training

@@ -29,8 +29,8 @@ MODES = ("train", "image", "video", "webcam", "export", "download")
 
 _TRAIN_ONLY = ("style_image", "content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "style_size",
                "lr", "content_weight", "style_weight", "tv_weight", "stability_weight", "content_layers",
-               "style_layers", "vgg_weights", "arch", "compact_width", "pretrained_model_path", "checkpoint_dir", "checkpoint_interval",
-               "preview_interval", "resume", "num_workers", "seed")
+               "style_layers", "vgg_weights", "arch", "compact_width", "pretrained_model_path", "checkpoint_dir",
+               "checkpoint_interval", "preview_interval", "resume", "num_workers", "seed")
 # Which modes read each option (argparse dest -> modes). An option given to another mode is warned about.
 MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "model_path": ("image", "video", "webcam", "export"),
