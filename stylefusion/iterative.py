@@ -11,9 +11,9 @@ import math
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +25,17 @@ from .memory import default_budget
 from .iterative_memory import GB, MemoryPlan, plan_memory
 from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from .losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
-                     parse_layer_weights, region_style_grams, style_grams)
+                     parse_layer_weights, raw_layer_weights, region_style_grams, style_grams)
 from .losslog import LossLog
 from .masks import check_mask_count, load_masks
+from .pyramid import ImagePyramid
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
 from .vgg import load_vgg19
 
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise", "style")
+STYLE_BALANCES = ("raw", "relative")
+MAX_PYRAMID_LEVELS = 12
+INITS = ("content", "recolored", "noise", "style")
 # The network sees at least this many pixels on the short side: below it relu5_1 is smaller than 2x2.
 MIN_WORKING_SIDE = 32
 # The coarsest scale of the multi-scale schedule (longest side, px).
@@ -57,23 +60,29 @@ class IterativeConfig:
     steps_per_epoch: int = 30      # 300 L-BFGS steps: ~4 min at 512 px on a 2-core bf16 CPU (0.75 s a step)
     image_size: int = 512          # longest side of the result
     style_scale: float = 1.0       # style image size relative to the working image
-    # Relative losses (see losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. Measured (bench
-    # notes in bench/RESULTS.md): style_weight 1 keeps fine content detail, 20 nearly erases it; 3 gives a
-    # clearly styled image whose layout stays readable.
+    # Relative losses (see losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. With style_balance
+    # "raw", style_weight 3 is neural-style-pt's 100 against content 5; with "relative" (measured, bench/RESULTS.md)
+    # 1 keeps fine content detail, 20 nearly erases it, 3 gives a clearly styled image whose layout stays readable.
     content_weight: float = 1.0
     style_weight: float = 3.0
     tv_weight: float = 0.0
     # Gatys et al.: content conv4_2, style conv1_1..conv5_1; we take the ReLU outputs as neural-style does.
     content_layers: str = "relu4_2"
-    # Equal layer weights, as Gatys et al. Weights tuned against neural-style-pt's result on one image pair
-    # (relu1_1:0.1,relu2_1:10,relu3_1:8,relu4_1:20,relu5_1:0.03) beat it there in 120 steps but washed out the
-    # colours of another pair (bench/RESULTS.md), so they are not the default.
+    # Equal layer weights, as Gatys et al.; with style_balance "raw" each is then scaled for the image pair.
     style_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+    # raw: the style_layers weights scaled per image pair to neural-style-pt's unnormalised balance (losses.py),
+    # which reaches its quality (bench/RESULTS.md); relative: used as given on the relative losses.
+    style_balance: str = "raw"
     optimizer: str = "lbfgs"
     lr: float | None = None        # None: 1.0 for L-BFGS, 0.02 for Adam
     # L-BFGS keeps 2 x history image-sized fp32 vectors (history 100 at 512x384: 470 MB), as neural-style does.
     # Measured at 512 px: history 20 cuts peak RSS 2.00 -> 1.48 GB for a 0.4 % higher loss at 300 steps.
     lbfgs_history: int = 100
+    # L-BFGS optimises a Laplacian pyramid of the image with this many levels (pyramid.py); 1: the pixels, as
+    # Gatys et al. Measured at 512 px (bench/RESULTS.md): with init "recolored", 4 levels are at parity with
+    # neural-style-pt's 500-step result in 130 steps where the photo's colours are far from the style's, but
+    # slower than the pixels on a busy painting's texture, so they are not the default.
+    pyramid_levels: int = 1
     init: str = "content"
     seed: int = 0
     # Off by default, from measurement (bench/RESULTS.md): at 512 px and equal time, single-scale L-BFGS
@@ -179,6 +188,9 @@ def validate(config: IterativeConfig) -> None:
     parse_layer_weights(config.style_layers, "style_layers")
     if not isinstance(config.lbfgs_history, int) or config.lbfgs_history < 1:
         raise ConfigError(f"lbfgs_history must be an integer >= 1, got {config.lbfgs_history}")
+    if not isinstance(config.pyramid_levels, int) or not 1 <= config.pyramid_levels <= MAX_PYRAMID_LEVELS:
+        raise ConfigError(f"pyramid_levels must be an integer from 1 to {MAX_PYRAMID_LEVELS}, "
+                          f"got {config.pyramid_levels}")
     if config.num_scales is not None and config.num_scales < 1:
         raise ConfigError("num_scales must be >= 1")
     if config.scale_steps is not None:
@@ -193,20 +205,27 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError(f"max_memory must be a number of GB > 0, got {config.max_memory}")
     if config.tol is not None and not (math.isfinite(config.tol) and 0 < config.tol < 1):
         raise ConfigError(f"tol must be a relative loss change between 0 and 1 (e.g. 0.001), got {config.tol}")
+    if config.style_balance not in STYLE_BALANCES:
+        raise ConfigError(f"unknown style balance '{config.style_balance}' (choose {', '.join(STYLE_BALANCES)})")
     if config.init not in INITS and not Path(config.init).is_file():
-        raise ConfigError(f"--init must be content, noise, style or an existing image file, got '{config.init}'")
+        raise ConfigError(f"--init must be {', '.join(INITS)} or an existing image file, got '{config.init}'")
 
 
-def _initial_image(config: IterativeConfig, content: torch.Tensor, style: torch.Tensor,
+def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[torch.Tensor],
                    init_image: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """The first scale's starting image (3, H, W) at the content's size."""
     size = tuple(content.shape[-2:])
     if config.init == "content":
         return content.clone()
+    if config.init == "recolored":
+        # Not in Gatys et al.: the content with the styles' colour mean and covariance (all their pixels), so
+        # the optimiser need not find the palette itself (bench/RESULTS.md: fewer steps to the same quality).
+        return color.match_color(content, torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2))
     if config.init == "noise":
         # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
         return torch.rand(content.shape, generator=generator)
     if config.init == "style":
-        return resize_to(style, size)
+        return resize_to(styles[0], size)
     return resize_to(init_image, size)
 
 
@@ -243,16 +262,21 @@ def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_h
         # L-BFGS history fills one entry per step; Adam's two moments cost as much as one entry.
         history = min(config.lbfgs_history, n) if config.optimizer == "lbfgs" else 1
         plans[size] = plan_memory(*size, layers, content_layers if config.content_weight > 0 else [], style_px,
-                                  history, budget, config.tile_size, len(config.style_masks or []))
+                                  history, budget, config.tile_size, len(config.style_masks or []),
+                                  pyramid=config.optimizer == "lbfgs" and config.pyramid_levels > 1)
     return plans
 
 
-def _make_optimizer(config: IterativeConfig, image: torch.Tensor, history: int) -> torch.optim.Optimizer:
+def _make_optimizer(config: IterativeConfig, image: torch.Tensor, history: int
+                    ) -> tuple[torch.optim.Optimizer, ImagePyramid | None]:
+    """The optimiser, and the pyramid it optimises in place of the pixels (None: the pixels themselves)."""
     if config.optimizer == "lbfgs":
+        pyramid = ImagePyramid(image, config.pyramid_levels) if config.pyramid_levels > 1 else None
         # One L-BFGS iteration per step (history kept across steps), no line search, as neural-style does.
-        return torch.optim.LBFGS([image], lr=config.lr or 1.0, max_iter=1, history_size=history,
-                                 tolerance_grad=-1, tolerance_change=-1)
-    return torch.optim.Adam([image], lr=config.lr or 0.02)
+        return torch.optim.LBFGS(pyramid.levels if pyramid else [image], lr=config.lr or 1.0, max_iter=1,
+                                 history_size=history, tolerance_grad=-1, tolerance_change=-1), pyramid
+    # Adam clamps the pixels to [0, 1] after each step, so it optimises them directly.
+    return torch.optim.Adam([image], lr=config.lr or 0.02), None
 
 
 class Convergence:
@@ -331,12 +355,14 @@ def _closure(optimizer: torch.optim.Optimizer, image: torch.Tensor, loss_fn: Per
     def closure() -> torch.Tensor:
         if tile is not None:  # tiled_loss sets image.grad itself (two passes over the tiles)
             optimizer.zero_grad(set_to_none=True)
+            image.grad = None
             with autocast(*cast):
                 t = tiled_loss(loss_fn, image, targets, grams, tile, on_tile)
             terms.append(t)
             return t.total
         while True:
             optimizer.zero_grad(set_to_none=True)
+            image.grad = None  # not the optimiser's own variable when it optimises a pyramid
             with autocast(*cast):
                 t = loss_fn(image, targets, grams)
             if loss_scale.backward(t.total, image):
@@ -355,11 +381,29 @@ def _recoloured_styles(styles: list[torch.Tensor], content: torch.Tensor, preser
     return styles
 
 
+class _Scale(NamedTuple):
+    """One scale's targets, its loss (layer weights balanced for these targets) and the image to optimise."""
+    content: torch.Tensor
+    targets: dict
+    grams: dict
+    image: torch.Tensor
+    loss_fn: PerceptualLoss
+
+
+def _balanced(config: IterativeConfig, loss_fn: PerceptualLoss, targets: dict, grams: dict) -> PerceptualLoss:
+    """The loss with its style layer weights rebalanced for this scale's targets (--style_balance raw)."""
+    if config.style_balance != "raw" or loss_fn.style_weight == 0:
+        return loss_fn
+    units = loss_fn.vgg.normalize.caffe_square_units
+    regions = loss_fn.regions if isinstance(loss_fn, GuidedPerceptualLoss) else None
+    return replace(loss_fn, style_layers=raw_layer_weights(loss_fn.style_layers, targets, grams, units, regions))
+
+
 def _start_scale(config: IterativeConfig, loss_fn: PerceptualLoss, content_full: torch.Tensor,
                  styles_full: list[torch.Tensor], init_image: torch.Tensor | None, previous: torch.Tensor | None,
                  size: tuple[int, int], tile: int | None, run: tuple[torch.device, str],
-                 generator: torch.Generator) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
-    """Targets and the starting image of one scale: (content, content targets, style Grams, image to optimise).
+                 generator: torch.Generator) -> _Scale:
+    """Targets, loss and starting image of one scale.
 
     The first scale starts from config.init; a finer one from the previous scale's image, upsampled.
     """
@@ -371,11 +415,11 @@ def _start_scale(config: IterativeConfig, loss_fn: PerceptualLoss, content_full:
     with autocast(device, precision):
         targets, grams = _targets(config, loss_fn, target_content, styles, loss_fn.style_layers, tile, device)
     if previous is None:
-        start_image = _initial_image(config, target_content, styles[0], init_image, generator)
+        start_image = _initial_image(config, target_content, styles, init_image, generator)
     else:
         start_image = F.interpolate(previous.detach(), size=size, mode="bicubic", align_corners=False)[0]
     image = start_image.unsqueeze(0).to(device).contiguous().requires_grad_(True)
-    return content, targets, grams, image
+    return _Scale(content, targets, grams, image, _balanced(config, loss_fn, targets, grams))
 
 
 def _plan_memory(config: IterativeConfig, plan: list[tuple[int, int]], content: torch.Tensor,
@@ -424,10 +468,17 @@ def _loss_log(output_dir: Path, inputs: list) -> LossLog:
 
 
 def _step(optimizer: torch.optim.Optimizer, image: torch.Tensor, clamp: bool,
-          make_closure: Callable[[list[LossTerms]], Callable[[], torch.Tensor]]) -> list[float]:
-    """One optimiser step; its (content, style, tv, total) loss values, refused when not finite."""
+          make_closure: Callable[[list[LossTerms]], Callable[[], torch.Tensor]],
+          pyramid: ImagePyramid | None = None) -> list[float]:
+    """One optimiser step (on the pixels, or on the pyramid's levels then composed into `image`).
+
+    Returns its (content, style, tv, total) loss values, refused when not finite.
+    """
     terms: list[LossTerms] = []
-    optimizer.step(make_closure(terms))
+    closure = make_closure(terms)
+    optimizer.step(pyramid.wrap(closure, image) if pyramid else closure)
+    if pyramid:
+        pyramid.write_to(image)
     if clamp:  # Adam's steps may leave [0, 1]
         with torch.no_grad():
             image.clamp_(0, 1)
@@ -509,11 +560,11 @@ def stylize(config: IterativeConfig,
                 continue
             tile = s.memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
-                optimizer = targets = grams = None  # free the coarser scale's state first
-                content, targets, grams, image = _start_scale(config, s.loss_fn, s.content_full, s.styles_full,
-                                                              s.init_image, image, size, tile, (device, precision),
-                                                              generator)
-                optimizer = _make_optimizer(config, image, s.memory[size].history)
+                optimizer = pyramid = targets = grams = None  # free the coarser scale's state first
+                content, targets, grams, image, loss_fn = _start_scale(
+                    config, s.loss_fn, s.content_full, s.styles_full, s.init_image, image, size, tile,
+                    (device, precision), generator)
+                optimizer, pyramid = _make_optimizer(config, image, s.memory[size].history)
                 current_size = size
                 convergence.reset()
 
@@ -523,8 +574,8 @@ def stylize(config: IterativeConfig,
 
             for done in range(1, epoch_steps + 1):
                 values = _step(optimizer, image, config.optimizer == "adam", lambda terms: _closure(
-                    optimizer, image, s.loss_fn, targets, grams, tile, loss_scale, (device, precision), terms,
-                    on_tile if callback else None))
+                    optimizer, image, loss_fn, targets, grams, tile, loss_scale, (device, precision), terms,
+                    on_tile if callback else None), pyramid)
                 step += 1
                 elapsed = time.perf_counter() - start
                 log.add(dict(zip(LOG_COLUMNS, (step, epoch, *size, *values, elapsed))))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .errors import MemoryBudgetError
+from .pyramid import EXTRA_PX_FACTOR
 from .tiled_features import alignment, halo_px, pool_level
 
 GB = 2 ** 30  # --max_memory is in GiB, as in image and video modes
@@ -23,6 +24,8 @@ GUIDED_BYTES_PER_PX = 650
 # Image-sized fp32 RGB buffers besides the history: image, its grad, content image, L-BFGS's flat gradient,
 # previous gradient, direction and step, the saved copy and the upsampling source.
 IMAGE_BUFFERS = 10
+# Optimising a pyramid (pyramid.py): its levels and their gradients, and L-BFGS's own buffers 1/3 larger.
+PYRAMID_BUFFERS = 4
 RGB_BYTES_PER_PX = 12
 # Below this core size the halo makes tiles too wasteful (a 256 px core has a 416 px window: 2.6x the work).
 MIN_TILE = 128
@@ -55,20 +58,23 @@ def fixed_bytes(height: int, width: int, content_layers: Iterable[str], style_px
 
 
 def plan_memory(height: int, width: int, layers: Iterable[str], content_layers: Iterable[str], style_px: int,
-                history: int, budget: float, tile: int | None = None, regions: int = 0) -> MemoryPlan:
+                history: int, budget: float, tile: int | None = None, regions: int = 0,
+                pyramid: bool = False) -> MemoryPlan:
     """Whole image when it fits with the full history, else the largest tile that leaves room for a history.
 
     L-BFGS keeps 2 x history image-sized fp32 vectors (at 4096x3072 one is 151 MB, history 100 = 30 GB).
     Shortening the history costs little (history 20 vs 100: +0.4 % loss after 300 steps at 512 px, see
     bench/RESULTS.md) while tiles below ~1024 px cost much time in halos, so tiles may take up to half of the
     memory left and the history gets the rest, down to 1. `history` is the history the run would use;
-    `regions` the number of style masks (guided Grams).
+    `regions` the number of style masks (guided Grams); `pyramid` whether L-BFGS optimises an image pyramid,
+    whose vectors hold 4/3 of the pixels.
     """
     layers = list(layers)
     per_px = ACTIVATION_BYTES_PER_PX + regions * GUIDED_BYTES_PER_PX
     px = height * width
-    per_history = 2 * RGB_BYTES_PER_PX * px
-    left = budget - fixed_bytes(height, width, content_layers, style_px)
+    per_history = 2 * RGB_BYTES_PER_PX * px * (1 + EXTRA_PX_FACTOR if pyramid else 1)
+    left = budget - fixed_bytes(height, width, content_layers, style_px) - (
+        PYRAMID_BUFFERS * RGB_BYTES_PER_PX * px if pyramid else 0)
     if tile is None and px * per_px + history * per_history <= left:
         return MemoryPlan(None, history, budget - left + px * per_px + history * per_history)
     halo, align = halo_px(layers), alignment(layers)

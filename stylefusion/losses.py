@@ -177,6 +177,40 @@ class PerceptualLoss:
         return LossTerms(content, style, tv, content + style + tv)
 
 
+# ------------------------------------------------------------------ neural-style-pt's balance
+# Gatys et al. (and neural-style-pt: content 5 x MSE, style 100 x MSE of the Gram / (C H W), Caffe VGG features of
+# a 0-255 input) add raw, unnormalised losses: each layer then counts by the size of its own Gram values, which
+# differs from our relative losses by a per-layer, per-pair factor. Style weight 3 (our default) stands for its
+# 100 against 5.
+RAW_STYLE_PER_CONTENT = 100 / 5 / 3
+
+
+@torch.no_grad()
+def raw_layer_weights(style_layers: Mapping[str, float], content_targets: Mapping[str, torch.Tensor],
+                      grams: Mapping[str, torch.Tensor], feature_scale: float = 1.0,
+                      regions: Sequence[tuple[int, float]] | None = None) -> dict[str, float]:
+    """Style layer weights that give the relative Gram losses neural-style-pt's raw balance for this image pair.
+
+    Raw loss = relative loss x the target's mean square, so each layer's weight is scaled by its Gram target's
+    mean square over the content target's; `feature_scale` converts the features' squared units to Caffe's.
+    With region targets (R, C, C), `regions` lists (region, weight x area) to average them by. With no content
+    target (content weight 0) or no region in play there is nothing to balance and the weights are kept.
+    """
+    if not content_targets or regions == []:
+        return dict(style_layers)
+    content_ms = sum(float(t.float().pow(2).mean()) for t in content_targets.values()) / len(content_targets)
+    return {n: w * RAW_STYLE_PER_CONTENT * _gram_mean_square(grams[n], regions) / (content_ms + _EPS) * feature_scale
+            for n, w in style_layers.items()}
+
+
+def _gram_mean_square(gram: torch.Tensor, regions: Sequence[tuple[int, float]] | None) -> float:
+    """Mean square of a (1, C, C) Gram target, or of (R, C, C) region targets averaged by (region, weight)."""
+    per_target = gram.float().pow(2).flatten(1).mean(1)
+    if regions is None:
+        return float(per_target.mean())
+    return sum(float(per_target[r]) * w for r, w in regions) / sum(w for _, w in regions)
+
+
 # ------------------------------------------------------------------ spatial control (Gatys et al. 2017)
 def layer_guides(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Region masks (R, 1, H, W) in [0, 1] at one layer's feature size, by area averaging.

@@ -78,6 +78,15 @@ class Normalize(nn.Module):
         self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def caffe_square_units(self) -> float:
+        """About how many Caffe squared feature units one squared unit of this input's features is.
+
+        An ImageNet-normalised input is 255 x std (~57) times smaller than a Caffe one; the features scale with
+        it (ReLU networks are nearly linear in their input's scale), their squares with its square.
+        """
+        return 1.0 if self.kind == "caffe" else (255.0 * sum(IMAGENET_STD) / 3) ** 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "caffe":
             return x.flip(1) * self.scale - self.mean  # RGB -> BGR, 0-255, minus mean

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated VGG-19 layers, optional :weight each (e.g. relu4_2 or relu3_1:0.5,relu4_2)")
     loss.add_argument("--style_layers", default=C.style_layers,
                       help="comma-separated VGG-19 layers, optional :weight each (e.g. relu1_1:2,relu2_1)")
+    loss.add_argument("--style_balance", default=C.style_balance, choices=("raw", "relative"),
+                      help="raw: scale each style layer's weight for this image pair as the unnormalised loss "
+                           "of Gatys et al. and neural-style-pt does; relative: each layer's loss divided by its "
+                           "target's size, weights as given (the earlier default)")
     loss.add_argument("--preserve_color", default=C.preserve_color,
                       help="none, luminance (style on luminance only, keep the content's colours) or histogram "
                            "(recolour the style image to the content's colour statistics) - Gatys et al. 2017")
@@ -113,7 +117,12 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     opt.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1.0 lbfgs, 0.02 adam)")
     opt.add_argument("--lbfgs_history", type=positive_int, default=C.lbfgs_history,
                      help="L-BFGS memory: past steps kept (each costs two image-sized buffers)")
-    opt.add_argument("--init", default=C.init, help="start image: content, noise, style or an image PATH")
+    opt.add_argument("--pyramid_levels", type=positive_int, default=C.pyramid_levels,
+                     help="L-BFGS optimises a Laplacian pyramid of the image with this many levels, which "
+                          "settles large shapes and colours in fewer steps; 1: the pixels, as Gatys et al.")
+    opt.add_argument("--init", default=C.init,
+                     help="start image: recolored (the content in the style's colours), content, noise, style or "
+                          "an image PATH")
     opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
                      help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
@@ -179,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.image_size,
         style_scale=args.style_scale, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
+        style_balance=args.style_balance,
         optimizer=args.optimizer, lr=args.lr, lbfgs_history=args.lbfgs_history, init=args.init, seed=args.seed,
+        pyramid_levels=args.pyramid_levels,
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,

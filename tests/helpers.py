@@ -39,6 +39,15 @@ def stripes(size: tuple[int, int] = (64, 64), seed: int = 1) -> Image.Image:
     return Image.fromarray((img * 255).astype(np.uint8))
 
 
+def scene_and_stripes(folder: Path, content_size: tuple[int, int] = (64, 48),
+                      style_size: tuple[int, int] = (64, 64)) -> tuple[Path, Path]:
+    """content.png (a scene) and style.png (stripes) written into `folder`: an iterative run's inputs."""
+    content, style = folder / "content.png", folder / "style.png"
+    scene(content_size).save(content)
+    stripes(style_size).save(style)
+    return content, style
+
+
 def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run one of the CLI scripts as a user would."""
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO, capture_output=True,

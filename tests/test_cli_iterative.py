@@ -71,6 +71,8 @@ BAD = {
     "missing vgg file": (["--vgg_weights", "{d}/nope.pth"], "not found"),
     "unknown preserve_color": (["--preserve_color", "sepia"], "preserve_color"),
     "zero lbfgs history": (["--lbfgs_history", "0"], "lbfgs_history"),
+    "too many pyramid levels": (["--pyramid_levels", "13"], "pyramid_levels"),
+    "unknown style balance": (["--style_balance", "equal"], "style_balance"),
     "bad scale_steps": (["--scale_steps", "3,0"], "scale_steps"),
     "tiny tile": (["--tile_size", "8"], "tile_size"),
 }

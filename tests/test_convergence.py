@@ -9,15 +9,12 @@ from stylefusion.errors import ConfigError
 from stylefusion.iterative import TOL_WINDOW, Convergence, IterativeConfig, stylize
 from stylefusion_cli import iterative as cli
 
-from helpers import assert_one_line_error, run_script, scene, stripes
+from helpers import assert_one_line_error, run_script, scene_and_stripes
 
 
 @pytest.fixture()
 def images(tmp_path):
-    content, style = tmp_path / "content.png", tmp_path / "style.png"
-    scene((64, 48)).save(content)
-    stripes((64, 64)).save(style)
-    return content, style
+    return scene_and_stripes(tmp_path)
 
 
 def config(tmp_path, content, style, **kw):
