@@ -205,10 +205,13 @@ def raw_layer_weights(style_layers: Mapping[str, float], content_targets: Mappin
 
 def _gram_mean_square(gram: torch.Tensor, regions: Sequence[tuple[int, float]] | None) -> float:
     """Mean square of a (1, C, C) Gram target, or of (R, C, C) region targets averaged by (region, weight)."""
-    per_target = gram.float().pow(2).flatten(1).mean(1)
+    # One target at a time, each (1, C, C) in fp64: the same sum in the same order whether a region's target
+    # sits alone or beside others, so a style with weight 0 changes nothing, not even in the last bit.
+    def mean_square(i: int) -> float:
+        return float(gram[i:i + 1].double().pow(2).mean())
     if regions is None:
-        return float(per_target.mean())
-    return sum(float(per_target[r]) * w for r, w in regions) / sum(w for _, w in regions)
+        return sum(mean_square(i) for i in range(len(gram))) / len(gram)
+    return sum(mean_square(r) * w for r, w in regions) / sum(w for _, w in regions)
 
 
 # ------------------------------------------------------------------ spatial control (Gatys et al. 2017)
