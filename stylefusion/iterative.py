@@ -191,6 +191,9 @@ def validate(config: IterativeConfig) -> None:
     if not isinstance(config.pyramid_levels, int) or not 1 <= config.pyramid_levels <= MAX_PYRAMID_LEVELS:
         raise ConfigError(f"pyramid_levels must be an integer from 1 to {MAX_PYRAMID_LEVELS}, "
                           f"got {config.pyramid_levels}")
+    if config.pyramid_levels > 1 and config.optimizer != "lbfgs":
+        raise ConfigError("--pyramid_levels is for L-BFGS only: Adam clamps the pixels after each step, so it "
+                          "optimises them directly (leave out --pyramid_levels or use --optimizer lbfgs)")
     if config.num_scales is not None and config.num_scales < 1:
         raise ConfigError("num_scales must be >= 1")
     if config.scale_steps is not None:
@@ -263,7 +266,7 @@ def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_h
         history = min(config.lbfgs_history, n) if config.optimizer == "lbfgs" else 1
         plans[size] = plan_memory(*size, layers, content_layers if config.content_weight > 0 else [], style_px,
                                   history, budget, config.tile_size, len(config.style_masks or []),
-                                  pyramid=config.optimizer == "lbfgs" and config.pyramid_levels > 1)
+                                  pyramid=config.pyramid_levels > 1)
     return plans
 
 
@@ -275,8 +278,7 @@ def _make_optimizer(config: IterativeConfig, image: torch.Tensor, history: int
         # One L-BFGS iteration per step (history kept across steps), no line search, as neural-style does.
         return torch.optim.LBFGS(pyramid.levels if pyramid else [image], lr=config.lr or 1.0, max_iter=1,
                                  history_size=history, tolerance_grad=-1, tolerance_change=-1), pyramid
-    # Adam clamps the pixels to [0, 1] after each step, so it optimises them directly.
-    return torch.optim.Adam([image], lr=config.lr or 0.02), None
+    return torch.optim.Adam([image], lr=config.lr or 0.02), None  # validate() keeps pyramids to L-BFGS
 
 
 class Convergence:

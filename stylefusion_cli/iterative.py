@@ -37,6 +37,7 @@ EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stylefusion.iterative import STYLE_BALANCES
     from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
 
     p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated VGG-19 layers, optional :weight each (e.g. relu4_2 or relu3_1:0.5,relu4_2)")
     loss.add_argument("--style_layers", default=C.style_layers,
                       help="comma-separated VGG-19 layers, optional :weight each (e.g. relu1_1:2,relu2_1)")
-    loss.add_argument("--style_balance", default=C.style_balance, choices=("raw", "relative"),
+    loss.add_argument("--style_balance", default=C.style_balance, choices=STYLE_BALANCES,
                       help="raw: scale each style layer's weight for this image pair as the unnormalised loss "
                            "of Gatys et al. and neural-style-pt does; relative: each layer's loss divided by its "
                            "target's size, weights as given (the earlier default)")
@@ -119,7 +120,8 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                      help="L-BFGS memory: past steps kept (each costs two image-sized buffers)")
     opt.add_argument("--pyramid_levels", type=positive_int, default=C.pyramid_levels,
                      help="L-BFGS optimises a Laplacian pyramid of the image with this many levels, which "
-                          "settles large shapes and colours in fewer steps; 1: the pixels, as Gatys et al.")
+                          "settles large shapes and colours in fewer steps; 1: the pixels, as Gatys et al. "
+                          "(L-BFGS only)")
     opt.add_argument("--init", default=C.init,
                      help="start image: recolored (the content in the style's colours), content, noise, style or "
                           "an image PATH")

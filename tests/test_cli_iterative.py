@@ -72,6 +72,7 @@ BAD = {
     "unknown preserve_color": (["--preserve_color", "sepia"], "preserve_color"),
     "zero lbfgs history": (["--lbfgs_history", "0"], "lbfgs_history"),
     "too many pyramid levels": (["--pyramid_levels", "13"], "pyramid_levels"),
+    "pyramid with adam": (["--pyramid_levels", "3", "--optimizer", "adam"], "L-BFGS only"),
     "unknown style balance": (["--style_balance", "equal"], "style_balance"),
     "bad scale_steps": (["--scale_steps", "3,0"], "scale_steps"),
     "tiny tile": (["--tile_size", "8"], "tile_size"),
