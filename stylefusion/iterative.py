@@ -25,7 +25,8 @@ from .memory import default_budget
 from .iterative_memory import GB, MemoryPlan, plan_memory
 from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from .losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
-                     parse_layer_weights, raw_layer_weights, region_style_grams, style_grams)
+                     RAW_STYLE_LAYERS, gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights,
+                     region_style_grams, style_grams)
 from .losslog import LossLog
 from .masks import check_mask_count, load_masks
 from .pyramid import ImagePyramid
@@ -34,8 +35,18 @@ from .vgg import load_vgg19
 
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_BALANCES = ("raw", "relative")
+RELATIVE_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 MAX_PYRAMID_LEVELS = 12
-INITS = ("content", "recolored", "noise", "style")
+INITS = ("auto", "content", "recolored", "noise", "style")
+# --init auto: the content recoloured to the styles' palette, optimised on a pyramid, where the photo's relu1_1 Gram
+# matrix (colour and fine texture) is further than this from the styles' (first_layer_distance), else the content
+# on the pixels. Not in Gatys et al. Measured at 512 px against neural-style-pt's 500-step result (bench/RESULTS.md):
+# relu1_1 weighs almost nothing in the raw balance, so from the plain pixels it closes slowly: tubingen x Starry
+# Night (0.54) matches the reference in 140 steps that way, but golden_gate x The Scream (1.32) and
+# hoovertowernight x Shipwreck (1.11) do not in 200; recoloured on the pyramid, in 80 and 180.
+AUTO_PYRAMID_DISTANCE = 0.8
+AUTO_DISTANCE_SIDE = 512  # the distance is taken at this longest side (at most the result's)
+AUTO_PYRAMID_LEVELS = 4
 # The network sees at least this many pixels on the short side: below it relu5_1 is smaller than 2x2.
 MIN_WORKING_SIDE = 32
 # The coarsest scale of the multi-scale schedule (longest side, px).
@@ -68,8 +79,9 @@ class IterativeConfig:
     tv_weight: float = 0.0
     # Gatys et al.: content conv4_2, style conv1_1..conv5_1; we take the ReLU outputs as neural-style does.
     content_layers: str = "relu4_2"
-    # Equal layer weights, as Gatys et al.; with style_balance "raw" each is then scaled for the image pair.
-    style_layers: str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+    # None: RELATIVE_STYLE_LAYERS, equal weights as Gatys et al., with style_balance "relative"; with "raw",
+    # losses.RAW_STYLE_LAYERS, each then scaled for the image pair.
+    style_layers: str | None = None
     # raw: the style_layers weights scaled per image pair to neural-style-pt's unnormalised balance (losses.py),
     # which reaches its quality (bench/RESULTS.md); relative: used as given on the relative losses.
     style_balance: str = "raw"
@@ -79,11 +91,11 @@ class IterativeConfig:
     # Measured at 512 px: history 20 cuts peak RSS 2.00 -> 1.48 GB for a 0.4 % higher loss at 300 steps.
     lbfgs_history: int = 100
     # L-BFGS optimises a Laplacian pyramid of the image with this many levels (pyramid.py); 1: the pixels, as
-    # Gatys et al. Measured at 512 px (bench/RESULTS.md): with init "recolored", 4 levels are at parity with
-    # neural-style-pt's 500-step result in 130 steps where the photo's colours are far from the style's, but
-    # slower than the pixels on a busy painting's texture, so they are not the default.
-    pyramid_levels: int = 1
-    init: str = "content"
+    # Gatys et al. None: AUTO_PYRAMID_LEVELS with a recolored start, else 1. Measured at 512 px (bench/RESULTS.md):
+    # with a recolored start 4 levels settle the palette in far fewer steps, but from the plain content they are
+    # slower than the pixels on a busy painting's texture.
+    pyramid_levels: int | None = None
+    init: str = "auto"  # see INITS and AUTO_PYRAMID_DISTANCE
     seed: int = 0
     # Off by default, from measurement (bench/RESULTS.md): at 512 px and equal time, single-scale L-BFGS
     # reached a lower loss (0.900) than the 128->256->512 schedule (0.917).
@@ -185,13 +197,13 @@ def validate(config: IterativeConfig) -> None:
     check_mask_count(config.style_masks, len(config.style_images))
     color.check_mode(config.preserve_color)
     parse_layer_weights(config.content_layers, "content_layers")
-    parse_layer_weights(config.style_layers, "style_layers")
+    parse_layer_weights(style_layer_spec(config), "style_layers")
     if not isinstance(config.lbfgs_history, int) or config.lbfgs_history < 1:
         raise ConfigError(f"lbfgs_history must be an integer >= 1, got {config.lbfgs_history}")
-    if not isinstance(config.pyramid_levels, int) or not 1 <= config.pyramid_levels <= MAX_PYRAMID_LEVELS:
-        raise ConfigError(f"pyramid_levels must be an integer from 1 to {MAX_PYRAMID_LEVELS}, "
-                          f"got {config.pyramid_levels}")
-    if config.pyramid_levels > 1 and config.optimizer != "lbfgs":
+    levels = config.pyramid_levels
+    if levels is not None and (not isinstance(levels, int) or not 1 <= levels <= MAX_PYRAMID_LEVELS):
+        raise ConfigError(f"pyramid_levels must be an integer from 1 to {MAX_PYRAMID_LEVELS}, got {levels}")
+    if levels is not None and levels > 1 and config.optimizer != "lbfgs":
         raise ConfigError("--pyramid_levels is for L-BFGS only: Adam clamps the pixels after each step, so it "
                           "optimises them directly (leave out --pyramid_levels or use --optimizer lbfgs)")
     if config.num_scales is not None and config.num_scales < 1:
@@ -214,6 +226,48 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError(f"--init must be {', '.join(INITS)} or an existing image file, got '{config.init}'")
 
 
+def style_layer_spec(config: IterativeConfig) -> str:
+    """The style layers as given, or the style balance's default."""
+    if config.style_layers is not None:
+        return config.style_layers
+    return RAW_STYLE_LAYERS if config.style_balance == "raw" else RELATIVE_STYLE_LAYERS
+
+
+def first_layer_distance(content: torch.Tensor, styles: Sequence[torch.Tensor], config: IterativeConfig) -> float:
+    """Relative error of the content's relu1_1 Gram matrix against the (blended) styles', at AUTO_DISTANCE_SIDE."""
+    vgg = load_vgg19(["relu1_1"], config.vgg_weights, config.pooling)
+    side = min(AUTO_DISTANCE_SIDE, config.image_size)
+
+    def fit(image: torch.Tensor) -> torch.Tensor:
+        return resize_to(image, scaled_size(*image.shape[-2:], max(MIN_WORKING_SIDE, side)))[None]
+
+    with torch.no_grad():
+        target = style_grams(vgg, [fit(s) for s in styles], config.style_blend_weights, ["relu1_1"])["relu1_1"]
+        gram = gram_matrix(vgg(fit(content), ["relu1_1"])["relu1_1"])
+    return float(gram_loss(gram, target)) ** 0.5
+
+
+def resolve_start(config: IterativeConfig, content: torch.Tensor, styles: Sequence[torch.Tensor]
+                  ) -> IterativeConfig:
+    """The config with init "auto" and pyramid_levels None made concrete for these images (see INITS)."""
+    init = config.init
+    if init == "auto":
+        # Masks give each region its own style, and colour preservation keeps the photo's palette: no recolouring;
+        # nor without a style loss.
+        plain = not config.style_masks and config.preserve_color == "none" and config.style_weight > 0
+        far = plain and first_layer_distance(content, styles, config) > AUTO_PYRAMID_DISTANCE
+        init = "recolored" if far else "content"
+    levels = config.pyramid_levels
+    if levels is None:
+        levels = AUTO_PYRAMID_LEVELS if init == "recolored" and config.optimizer == "lbfgs" else 1
+    return replace(config, init=init, pyramid_levels=levels)
+
+
+def _style_pixels(styles: Sequence[torch.Tensor]) -> torch.Tensor:
+    """All the style images' pixels as one (3, 1, N) image, for colour statistics."""
+    return torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2)
+
+
 def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[torch.Tensor],
                    init_image: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
     """The first scale's starting image (3, H, W) at the content's size."""
@@ -223,7 +277,7 @@ def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[
     if config.init == "recolored":
         # Not in Gatys et al.: the content with the styles' colour mean and covariance (all their pixels), so
         # the optimiser need not find the palette itself (bench/RESULTS.md: fewer steps to the same quality).
-        return color.match_color(content, torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2))
+        return color.match_color(content, _style_pixels(styles))
     if config.init == "noise":
         # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
         return torch.rand(content.shape, generator=generator)
@@ -493,6 +547,7 @@ def _step(optimizer: torch.optim.Optimizer, image: torch.Tensor, clamp: bool,
 @dataclass
 class _Setup:
     """What stylize() prepares before the first step: checked inputs, the plan, its memory, the loss."""
+    config: IterativeConfig  # with its start resolved (resolve_start)
     device: torch.device
     precision: str
     content_full: torch.Tensor
@@ -515,11 +570,12 @@ def _prepare(config: IterativeConfig) -> _Setup:
     check_precision(config.precision, device)
     precision = resolve_precision(config.precision, device)
     content_layers = parse_layer_weights(config.content_layers, "content_layers")
-    style_layers = parse_layer_weights(config.style_layers, "style_layers")
+    style_layers = parse_layer_weights(style_layer_spec(config), "style_layers")
 
     content_full = load_image(config.content_image)
     styles_full = [load_image(p) for p in config.style_images]
     init_image = load_image(config.init) if config.init not in INITS else None
+    config = resolve_start(config, content_full, styles_full)
     masks = _masks(config, content_full)  # before any output: a bad mask leaves nothing behind
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     plan = step_plan(config)
@@ -530,7 +586,7 @@ def _prepare(config: IterativeConfig) -> _Setup:
     styles_full = _recoloured_styles(styles_full, content_full, config.preserve_color)
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling).to(device)
     loss_fn = _loss_function(config, vgg, content_layers, style_layers, masks, device)
-    return _Setup(device, precision, content_full, styles_full, init_image, plan, memory, output_dir, inputs,
+    return _Setup(config, device, precision, content_full, styles_full, init_image, plan, memory, output_dir, inputs,
                   loss_fn)
 
 
@@ -538,6 +594,7 @@ def stylize(config: IterativeConfig,
             callback: Callable[[IterativeProgress], None] | None = None) -> IterativeResult:
     """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
     s = _prepare(config)
+    config = s.config
     plan, device, precision = s.plan, s.device, s.precision
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)

@@ -37,7 +37,8 @@ EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stylefusion.iterative import STYLE_BALANCES
+    from stylefusion.iterative import RELATIVE_STYLE_LAYERS, STYLE_BALANCES
+    from stylefusion.losses import RAW_STYLE_LAYERS
     from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
 
     p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--content_layers", default=C.content_layers,
                       help="comma-separated VGG-19 layers, optional :weight each (e.g. relu4_2 or relu3_1:0.5,relu4_2)")
     loss.add_argument("--style_layers", default=C.style_layers,
-                      help="comma-separated VGG-19 layers, optional :weight each (e.g. relu1_1:2,relu2_1)")
+                      help="comma-separated VGG-19 layers, optional :weight each (e.g. relu1_1:2,relu2_1) "
+                           f"(default: {RAW_STYLE_LAYERS} with --style_balance raw, {RELATIVE_STYLE_LAYERS} "
+                           "with relative)")
     loss.add_argument("--style_balance", default=C.style_balance, choices=STYLE_BALANCES,
                       help="raw: scale each style layer's weight for this image pair as the unnormalised loss "
                            "of Gatys et al. and neural-style-pt does; relative: each layer's loss divided by its "
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     """The "optimisation" group: steps, optimiser, start image, scales, convergence stop."""
-    from stylefusion.iterative import TOL_WINDOW
+    from stylefusion.iterative import AUTO_PYRAMID_LEVELS, TOL_WINDOW
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=None,
@@ -121,10 +124,11 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     opt.add_argument("--pyramid_levels", type=positive_int, default=C.pyramid_levels,
                      help="L-BFGS optimises a Laplacian pyramid of the image with this many levels, which "
                           "settles large shapes and colours in fewer steps; 1: the pixels, as Gatys et al. "
-                          "(L-BFGS only)")
+                          f"(L-BFGS only; default: {AUTO_PYRAMID_LEVELS} with a recolored start, else 1)")
     opt.add_argument("--init", default=C.init,
-                     help="start image: recolored (the content in the style's colours), content, noise, style or "
-                          "an image PATH")
+                     help="start image: auto (recolored where the photo's relu1_1 Gram matrix, colour and fine "
+                          "texture, is far from the style's, else content), recolored (the content in the style's "
+                          "colours), content, noise, style or an image PATH")
     opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
                      help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "

@@ -57,9 +57,10 @@ def test_adam_also_lowers_the_loss(tmp_path, images):
 
 def test_content_init_with_zero_style_weight_keeps_content(tmp_path, images):
     content, style, _ = images
-    result = stylize(config(tmp_path, content, style, style_weight=0.0, steps_per_epoch=5))
-    expected = resize_to(load_image(content), (48, 64))
-    assert (result.image - expected).abs().max() <= 1.5 / 255
+    for init in ("content", "auto"):  # auto: with no style loss there is no palette to start from
+        result = stylize(config(tmp_path / init, content, style, style_weight=0.0, steps_per_epoch=5, init=init))
+        expected = resize_to(load_image(content), (48, 64))
+        assert (result.image - expected).abs().max() <= 1.5 / 255
 
 
 def test_style_changes_the_image_towards_the_style(tmp_path, images):
@@ -189,11 +190,13 @@ def test_tiled_run_lowers_the_loss_and_reports_tiles(tmp_path, images):
     assert [p.step for p in progress if p.saved is None and p.tile is None] == list(range(1, 9))
 
 
-def test_tiled_run_matches_the_whole_image_run(tmp_path, images):
-    # Exact gradients: a few L-BFGS steps on tiles land where the whole-image steps land.
+@pytest.mark.parametrize("start", [dict(init="content", pyramid_levels=1), dict(init="recolored", pyramid_levels=3)])
+def test_tiled_run_matches_the_whole_image_run(tmp_path, images, start):
+    # Exact gradients: a few L-BFGS steps on tiles land where the whole-image steps land, on pixels or a pyramid.
     content, style, _ = images
-    whole = stylize(config(tmp_path / "a", content, style, steps_per_epoch=3, precision="fp32"))
-    tiled = stylize(config(tmp_path / "b", content, style, steps_per_epoch=3, precision="fp32", tile_size=16))
+    whole = stylize(config(tmp_path / "a", content, style, steps_per_epoch=3, precision="fp32", **start))
+    tiled = stylize(config(tmp_path / "b", content, style, steps_per_epoch=3, precision="fp32", tile_size=16,
+                           **start))
     assert torch.allclose(whole.image, tiled.image, atol=2e-3)
     assert abs(whole.final_loss - tiled.final_loss) <= 1e-3 * whole.final_loss
 

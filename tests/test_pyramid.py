@@ -5,7 +5,7 @@ import torch
 
 from stylefusion.iterative import IterativeConfig, stylize
 from stylefusion.iterative_memory import GB, plan_memory
-from stylefusion.losses import RAW_STYLE_PER_CONTENT, raw_layer_weights
+from stylefusion.losses import RAW_STYLE_LAYERS, RAW_STYLE_PER_CONTENT, parse_layer_weights, raw_layer_weights
 from stylefusion.pyramid import MIN_LEVEL_SIDE, ImagePyramid, level_count
 
 from helpers import scene_and_stripes
@@ -105,7 +105,8 @@ def test_raw_balance_is_the_relative_loss_with_those_weights(tmp_path, images):
     s = resize_to(load_image(style), (96, 96))[None]
     with torch.no_grad():
         targets = {"relu4_2": vgg(c, ["relu4_2"])["relu4_2"]}
-    weights = raw_layer_weights(dict.fromkeys(LAYERS, 1.0), targets, style_grams(vgg, [s], None, LAYERS))
+    weights = raw_layer_weights(parse_layer_weights(RAW_STYLE_LAYERS, "style_layers"), targets,
+                                style_grams(vgg, [s], None, LAYERS))
     spec = ",".join(f"{n}:{w!r}" for n, w in weights.items())
     relative = stylize(config(tmp_path / "e", content, style, steps_per_epoch=5, style_balance="relative",
                               style_layers=spec))
@@ -132,3 +133,57 @@ def test_a_recolored_start_has_the_styles_colours_and_the_photos_layout():
     assert start.shape == content.shape
     assert torch.allclose(start.mean(dim=(1, 2)), torch.tensor([0.8, 0.6, 0.3]), atol=0.02)
     assert bool((start[:, :, 1:] >= start[:, :, :-1] - 1e-6).all())   # still a left-to-right ramp
+
+
+def test_auto_start_recolours_on_a_pyramid_only_where_the_colours_are_far():
+    from dataclasses import replace
+    from stylefusion.iterative import AUTO_PYRAMID_LEVELS, resolve_start
+    gen = torch.Generator().manual_seed(3)
+    photo = torch.rand(3, 40, 50, generator=gen) * 0.4 + 0.3                      # mid-grey, noisy
+    near = torch.rand(3, 30, 30, generator=gen) * 0.4 + 0.3                       # the same colours, another image
+    far = torch.rand(3, 30, 30, generator=gen) * 0.2 + torch.tensor([0.8, 0.4, 0.1]).view(3, 1, 1)   # orange
+    base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
+
+    def start(cfg, styles):
+        resolved = resolve_start(cfg, photo, styles)
+        return resolved.init, resolved.pyramid_levels
+
+    assert start(base, [far]) == ("recolored", AUTO_PYRAMID_LEVELS)
+    assert start(base, [near]) == ("content", 1)
+    red = torch.rand(3, 20, 40, generator=gen) * 0.2 + torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)
+    assert start(base, [far, red]) == ("recolored", AUTO_PYRAMID_LEVELS)       # the styles' pixels together
+    # What the user chose stays; Adam has no pyramid; masks and colour preservation keep the photo's palette.
+    assert start(replace(base, pyramid_levels=2), [far]) == ("recolored", 2)
+    assert start(replace(base, init="noise"), [far]) == ("noise", 1)
+    assert start(replace(base, init="recolored"), [near]) == ("recolored", AUTO_PYRAMID_LEVELS)
+    assert start(replace(base, optimizer="adam"), [far]) == ("recolored", 1)
+    assert start(replace(base, preserve_color="luminance"), [far]) == ("content", 1)
+    assert start(replace(base, style_masks=["m"]), [far]) == ("content", 1)
+    assert start(replace(base, style_weight=0), [far]) == ("content", 1)
+
+
+def test_the_measured_pairs_fall_on_either_side_of_the_auto_threshold():
+    """tubingen x Starry Night starts from the photo on pixels; golden_gate x The Scream and hoovertowernight x
+    Shipwreck recoloured on a pyramid (bench/RESULTS.md)."""
+    from pathlib import Path
+    from stylefusion.images import load_image
+    from stylefusion.iterative import AUTO_PYRAMID_DISTANCE, first_layer_distance
+    root = Path(__file__).resolve().parents[2] / "shared" / "images"
+    pairs = [("tubingen", "starry_night"), ("golden_gate", "the_scream"), ("hoovertowernight", "shipwreck")]
+    paths = [(root / "content" / f"{c}.jpg", root / "style" / f"{s}.jpg") for c, s in pairs]
+    if not all(p.is_file() for pair in paths for p in pair):
+        pytest.skip("the shared photos and paintings are not here")
+    base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
+    near, *far = (first_layer_distance(load_image(c), [load_image(s)], base) for c, s in paths)
+    assert near < AUTO_PYRAMID_DISTANCE < min(far)
+
+
+def test_each_style_balance_has_its_own_default_style_layers():
+    from dataclasses import replace
+    from stylefusion.iterative import RELATIVE_STYLE_LAYERS, style_layer_spec
+    base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
+    assert parse_layer_weights(style_layer_spec(base), "s") == {"relu1_1": 1, "relu2_1": 1, "relu3_1": 2,
+                                                                "relu4_1": 1, "relu5_1": 10}
+    assert style_layer_spec(replace(base, style_balance="relative")) == RELATIVE_STYLE_LAYERS
+    assert style_layer_spec(replace(base, style_layers="relu2_1")) == "relu2_1"
+    assert style_layer_spec(replace(base, style_balance="relative", style_layers="relu2_1:3")) == "relu2_1:3"
