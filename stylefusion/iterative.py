@@ -25,17 +25,22 @@ from .memory import default_budget
 from .iterative_memory import GB, MemoryPlan, plan_memory
 from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from .losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
-                     RAW_STYLE_LAYERS, gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights,
-                     region_style_grams, style_grams)
+                     gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
+                     style_grams)
 from .losslog import LossLog
 from .masks import check_mask_count, load_masks
 from .pyramid import ImagePyramid
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
-from .vgg import load_vgg19
+from .vgg import VGG19Features, load_vgg19
 
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_BALANCES = ("raw", "relative")
+# The default style layers of each balance. Relative: equal weights, as Gatys et al. Raw: these differ from
+# neural-style-pt's equal layers: in its balance relu5_1 weighs 1e-4 of relu4_1, and a run from the photo matches
+# its 500-step result on relu1_1, relu2_1 and relu4_1 long before relu3_1, relu5_1 and the content, unless those
+# count more (with losses.RAW_STYLE_PER_CONTENT; bench/RESULTS.md).
 RELATIVE_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+RAW_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1:2,relu4_1,relu5_1:10"
 MAX_PYRAMID_LEVELS = 12
 INITS = ("auto", "content", "recolored", "noise", "style")
 # --init auto: the content recoloured to the styles' palette, optimised on a pyramid, where the photo's relu1_1 Gram
@@ -79,8 +84,8 @@ class IterativeConfig:
     tv_weight: float = 0.0
     # Gatys et al.: content conv4_2, style conv1_1..conv5_1; we take the ReLU outputs as neural-style does.
     content_layers: str = "relu4_2"
-    # None: RELATIVE_STYLE_LAYERS, equal weights as Gatys et al., with style_balance "relative"; with "raw",
-    # losses.RAW_STYLE_LAYERS, each then scaled for the image pair.
+    # None: the style balance's default, RAW_STYLE_LAYERS (each then scaled for the image pair) or
+    # RELATIVE_STYLE_LAYERS.
     style_layers: str | None = None
     # raw: the style_layers weights scaled per image pair to neural-style-pt's unnormalised balance (losses.py),
     # which reaches its quality (bench/RESULTS.md); relative: used as given on the relative losses.
@@ -233,9 +238,9 @@ def style_layer_spec(config: IterativeConfig) -> str:
     return RAW_STYLE_LAYERS if config.style_balance == "raw" else RELATIVE_STYLE_LAYERS
 
 
-def first_layer_distance(content: torch.Tensor, styles: Sequence[torch.Tensor], config: IterativeConfig) -> float:
+def first_layer_distance(vgg: VGG19Features, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                         config: IterativeConfig) -> float:
     """Relative error of the content's relu1_1 Gram matrix against the (blended) styles', at AUTO_DISTANCE_SIDE."""
-    vgg = load_vgg19(["relu1_1"], config.vgg_weights, config.pooling)
     side = min(AUTO_DISTANCE_SIDE, config.image_size)
 
     def fit(image: torch.Tensor) -> torch.Tensor:
@@ -247,25 +252,20 @@ def first_layer_distance(content: torch.Tensor, styles: Sequence[torch.Tensor], 
     return float(gram_loss(gram, target)) ** 0.5
 
 
-def resolve_start(config: IterativeConfig, content: torch.Tensor, styles: Sequence[torch.Tensor]
-                  ) -> IterativeConfig:
+def resolve_start(config: IterativeConfig, vgg: VGG19Features, content: torch.Tensor,
+                  styles: Sequence[torch.Tensor]) -> IterativeConfig:
     """The config with init "auto" and pyramid_levels None made concrete for these images (see INITS)."""
     init = config.init
     if init == "auto":
         # Masks give each region its own style, and colour preservation keeps the photo's palette: no recolouring;
         # nor without a style loss.
         plain = not config.style_masks and config.preserve_color == "none" and config.style_weight > 0
-        far = plain and first_layer_distance(content, styles, config) > AUTO_PYRAMID_DISTANCE
+        far = plain and first_layer_distance(vgg, content, styles, config) > AUTO_PYRAMID_DISTANCE
         init = "recolored" if far else "content"
     levels = config.pyramid_levels
     if levels is None:
         levels = AUTO_PYRAMID_LEVELS if init == "recolored" and config.optimizer == "lbfgs" else 1
     return replace(config, init=init, pyramid_levels=levels)
-
-
-def _style_pixels(styles: Sequence[torch.Tensor]) -> torch.Tensor:
-    """All the style images' pixels as one (3, 1, N) image, for colour statistics."""
-    return torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2)
 
 
 def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[torch.Tensor],
@@ -277,7 +277,7 @@ def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[
     if config.init == "recolored":
         # Not in Gatys et al.: the content with the styles' colour mean and covariance (all their pixels), so
         # the optimiser need not find the palette itself (bench/RESULTS.md: fewer steps to the same quality).
-        return color.match_color(content, _style_pixels(styles))
+        return color.match_color(content, torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2))
     if config.init == "noise":
         # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
         return torch.rand(content.shape, generator=generator)
@@ -575,16 +575,17 @@ def _prepare(config: IterativeConfig) -> _Setup:
     content_full = load_image(config.content_image)
     styles_full = [load_image(p) for p in config.style_images]
     init_image = load_image(config.init) if config.init not in INITS else None
-    config = resolve_start(config, content_full, styles_full)
-    masks = _masks(config, content_full)  # before any output: a bad mask leaves nothing behind
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
+    vgg = load_vgg19(layers, config.vgg_weights, config.pooling)  # on the CPU until the plan has passed
+    config = resolve_start(config, vgg, content_full, styles_full)
+    masks = _masks(config, content_full)  # before any output: a bad mask leaves nothing behind
     plan = step_plan(config)
     memory = _plan_memory(config, plan, content_full, styles_full, layers, list(content_layers), device, precision)
     output_dir = prepare_output_dir(config.output_dir)
     inputs = [config.content_image, *config.style_images, *(config.style_masks or [])]
 
     styles_full = _recoloured_styles(styles_full, content_full, config.preserve_color)
-    vgg = load_vgg19(layers, config.vgg_weights, config.pooling).to(device)
+    vgg = vgg.to(device)
     loss_fn = _loss_function(config, vgg, content_layers, style_layers, masks, device)
     return _Setup(config, device, precision, content_full, styles_full, init_image, plan, memory, output_dir, inputs,
                   loss_fn)

@@ -182,12 +182,8 @@ class PerceptualLoss:
 # a 0-255 input) add raw, unnormalised losses: each layer then counts by the size of its own Gram values, which
 # differs from our relative losses by a per-layer, per-pair factor. Style weight 3 (our default) stands for its
 # 100 against a content weight of 6, not 5: measured against neural-style-pt's own 500-step result, its balance
-# leaves the content behind when relu3_1 and relu5_1 count more (RAW_STYLE_LAYERS, bench/RESULTS.md).
+# leaves the content behind when relu3_1 and relu5_1 count more (iterative.RAW_STYLE_LAYERS, bench/RESULTS.md).
 RAW_STYLE_PER_CONTENT = 100 / 6 / 3
-# The default style layers under the raw balance. This differs from neural-style-pt's equal layers: in its balance
-# relu5_1 weighs 1e-4 of relu4_1, and a run from the photo matches its 500-step result on relu1_1, relu2_1 and
-# relu4_1 long before relu3_1, relu5_1 and the content, unless those count more (bench/RESULTS.md).
-RAW_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1:2,relu4_1,relu5_1:10"
 
 
 @torch.no_grad()

@@ -37,8 +37,7 @@ EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stylefusion.iterative import RELATIVE_STYLE_LAYERS, STYLE_BALANCES
-    from stylefusion.losses import RAW_STYLE_LAYERS
+    from stylefusion.iterative import RAW_STYLE_LAYERS, RELATIVE_STYLE_LAYERS, STYLE_BALANCES
     from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
 
     p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from stylefusion.iterative import IterativeConfig, stylize
+from stylefusion.iterative import RAW_STYLE_LAYERS, IterativeConfig, stylize
 from stylefusion.iterative_memory import GB, plan_memory
-from stylefusion.losses import RAW_STYLE_LAYERS, RAW_STYLE_PER_CONTENT, parse_layer_weights, raw_layer_weights
+from stylefusion.losses import RAW_STYLE_PER_CONTENT, parse_layer_weights, raw_layer_weights
 from stylefusion.pyramid import MIN_LEVEL_SIDE, ImagePyramid, level_count
 
 from helpers import scene_and_stripes
@@ -138,6 +138,8 @@ def test_a_recolored_start_has_the_styles_colours_and_the_photos_layout():
 def test_auto_start_recolours_on_a_pyramid_only_where_the_colours_are_far():
     from dataclasses import replace
     from stylefusion.iterative import AUTO_PYRAMID_LEVELS, resolve_start
+    from stylefusion.vgg import load_vgg19
+    vgg = load_vgg19(["relu1_1"])
     gen = torch.Generator().manual_seed(3)
     photo = torch.rand(3, 40, 50, generator=gen) * 0.4 + 0.3                      # mid-grey, noisy
     near = torch.rand(3, 30, 30, generator=gen) * 0.4 + 0.3                       # the same colours, another image
@@ -145,7 +147,7 @@ def test_auto_start_recolours_on_a_pyramid_only_where_the_colours_are_far():
     base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
 
     def start(cfg, styles):
-        resolved = resolve_start(cfg, photo, styles)
+        resolved = resolve_start(cfg, vgg, photo, styles)
         return resolved.init, resolved.pyramid_levels
 
     assert start(base, [far]) == ("recolored", AUTO_PYRAMID_LEVELS)
@@ -168,13 +170,15 @@ def test_the_measured_pairs_fall_on_either_side_of_the_auto_threshold():
     from pathlib import Path
     from stylefusion.images import load_image
     from stylefusion.iterative import AUTO_PYRAMID_DISTANCE, first_layer_distance
+    from stylefusion.vgg import load_vgg19
     root = Path(__file__).resolve().parents[2] / "shared" / "images"
     pairs = [("tubingen", "starry_night"), ("golden_gate", "the_scream"), ("hoovertowernight", "shipwreck")]
     paths = [(root / "content" / f"{c}.jpg", root / "style" / f"{s}.jpg") for c, s in pairs]
     if not all(p.is_file() for pair in paths for p in pair):
         pytest.skip("the shared photos and paintings are not here")
     base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
-    near, *far = (first_layer_distance(load_image(c), [load_image(s)], base) for c, s in paths)
+    vgg = load_vgg19(["relu1_1"])
+    near, *far = (first_layer_distance(vgg, load_image(c), [load_image(s)], base) for c, s in paths)
     assert near < AUTO_PYRAMID_DISTANCE < min(far)
 
 
