@@ -10,7 +10,7 @@ Prints three tables:
 - forward: one frame through stylize.Stylizer (the inference form every mode uses: channels_last, fastnet's
   replacements), fp32 (and bf16 where the CPU has avx512_bf16), and through onnxruntime (the exported ONNX
   graph, as many threads as torch uses); ms per frame and frames/s, the minimum over interleaved repetitions;
-- video: end to end, stylefusion.video.stylize_video (what `--mode video` runs) with the CLI's defaults on
+- video: end to end, stylefusion.run.video.stylize_video (what `--mode video` runs) with the CLI's defaults on
   a generated H.264 clip: decode, stylise, encode, flicker score; wall frames/s, and the CPU seconds of all
   the process's threads, which give the frame rate the run would have with the machine's cores to itself
   ("CPU-bound": frames / (CPU s / cores)) -- on a shared machine the wall figures are inflated, that one less.
@@ -34,13 +34,13 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from bench.video import make_clip  # noqa: E402
-from stylefusion.compact import multiply_adds_per_pixel  # noqa: E402
-from stylefusion.device import cpu_supports_bf16  # noqa: E402
-from stylefusion.export import export_model  # noqa: E402
-from stylefusion.fastnet import retain_freed_memory  # noqa: E402
-from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.networks import ARCHITECTURES, build_network, save_model  # noqa: E402
-from stylefusion.video import VideoConfig, stylize_video  # noqa: E402
+from stylefusion.networks.compact import multiply_adds_per_pixel  # noqa: E402
+from stylefusion.core.device import cpu_supports_bf16  # noqa: E402
+from stylefusion.networks.export import export_model  # noqa: E402
+from stylefusion.networks.inference import retain_freed_memory  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
+from stylefusion.networks.model_files import ARCHITECTURES, build_network, save_model  # noqa: E402
+from stylefusion.run.video import VideoConfig, stylize_video  # noqa: E402
 
 SIZES = ((640, 360), (1920, 1080))
 

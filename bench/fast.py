@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from stylefusion.device import cpu_supports_bf16  # noqa: E402
-from stylefusion.fastnet import retain_freed_memory  # noqa: E402
-from stylefusion.images import load_pil, pil_to_tensor, resize_to, save_image  # noqa: E402
-from stylefusion.stylize import ImageOptions, Stylizer, plan_images, stylize_images  # noqa: E402
-from stylefusion.transformer import TransformerNet  # noqa: E402
-from stylefusion.networks import load_model, save_model
+from stylefusion.core.device import cpu_supports_bf16  # noqa: E402
+from stylefusion.networks.inference import retain_freed_memory  # noqa: E402
+from stylefusion.core.images import load_pil, pil_to_tensor, resize_to, save_image  # noqa: E402
+from stylefusion.run.stylizer import ImageOptions, Stylizer, plan_images, stylize_images  # noqa: E402
+from stylefusion.networks.transformer import TransformerNet  # noqa: E402
+from stylefusion.networks.model_files import load_model, save_model
 
 SECTIONS = ["forward", "images", "whole", "reference"]
 SHARED = REPO.parent / "shared" / "images"
@@ -45,7 +45,7 @@ PLAIN_IMPORTS = """
 import sys, time, torch, numpy as np
 from PIL import Image
 sys.path.insert(0, {repo!r})
-from stylefusion.transformer import TransformerNet, clean_state_dict
+from stylefusion.networks.transformer import TransformerNet, clean_state_dict
 """
 PLAIN_LOOP = """
 for src, dst in {pairs!r}:
@@ -62,7 +62,7 @@ for src, dst in {pairs!r}:
 CLI_IMPORTS = """
 import sys, time
 sys.path.insert(0, {repo!r})
-import fast_style_transfer, tqdm, stylefusion.stylize, stylefusion.transformer
+import fast_style_transfer, tqdm, stylefusion.run.stylizer, stylefusion.networks.transformer
 """
 CLI_RUN = """
 assert fast_style_transfer.main({argv!r}) == 0

@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from bench.score import Scorer, load  # noqa: E402
-from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.networks import load_model  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
+from stylefusion.networks.model_files import load_model  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "images" / "content"
 
@@ -60,7 +60,7 @@ def main() -> None:
             result = stylizer(content[None])[0]
             seconds = time.perf_counter() - start
             if args.save_dir:
-                from stylefusion.images import save_image
+                from stylefusion.core.images import save_image
                 args.save_dir.mkdir(parents=True, exist_ok=True)
                 save_image(result, args.save_dir / f"{photo.stem}_{model.stem}.jpg")
             s = scorer.score(result)

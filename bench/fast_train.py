@@ -10,7 +10,7 @@ Rows:
   computes VGG weight gradients; the content target is not detached, and the style image goes through VGG
   every step to get its Gram matrices.
 - pytorch/examples-like (for context): whole frozen VGG-19, content pass without a graph, style Grams once.
-- ours: stylefusion.training.train_step: content target under no_grad and only up to relu2_2, VGG frozen and
+- ours: stylefusion.training.loop.train_step: content target under no_grad and only up to relu2_2, VGG frozen and
   truncated at relu4_3, style Grams once; optionally channels_last and bf16/fp16 autocast (where supported).
 Target: ours (fp32) at most 0.6x the straightforward step.
 """
@@ -27,12 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stylefusion.device import check_precision, needs_grad_scaler, resolve_device  # noqa: E402
-from stylefusion.errors import DeviceError  # noqa: E402
-from stylefusion.losses import PerceptualLoss, content_loss, gram_matrix, style_grams, style_loss  # noqa: E402
-from stylefusion.training import TrainConfig, train_step  # noqa: E402
-from stylefusion.transformer import TransformerNet  # noqa: E402
-from stylefusion.vgg import load_vgg19  # noqa: E402
+from stylefusion.core.device import check_precision, needs_grad_scaler, resolve_device  # noqa: E402
+from stylefusion.core.errors import DeviceError  # noqa: E402
+from stylefusion.core.losses import PerceptualLoss, content_loss, gram_matrix, style_grams, style_loss  # noqa: E402
+from stylefusion.training.loop import TrainConfig, train_step  # noqa: E402
+from stylefusion.networks.transformer import TransformerNet  # noqa: E402
+from stylefusion.core.vgg import load_vgg19  # noqa: E402
 
 CONTENT = {"relu2_2": 1.0}
 STYLE = dict.fromkeys(TrainConfig.style_layers.split(","), 1.0)

@@ -5,7 +5,7 @@
     python bench/flicker.py --quick              # smoke run: 64 px, 10 steps
     python bench/flicker.py --stability_weights 0,3,5 --steps 1000 --precision bf16 --clip 3 --clip 3:2 --clip 1.5
 
-Trains one model per --stability_weights entry with stylefusion.training.train (same data, steps and seed;
+Trains one model per --stability_weights entry with stylefusion.training.loop.train (same data, steps and seed;
 only the weight differs), then stylises generated panning clips (a smooth random texture translated a few
 pixels per frame) with each and reports, per clip:
 - flicker: the flow-free score mean|O_t - O_(t-1)| / mean|I_t - I_(t-1)| (flicker.py), lower is steadier.
@@ -45,14 +45,14 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from stylefusion import stability  # noqa: E402
-from stylefusion.dataset import ContentImages, find_images  # noqa: E402
-from stylefusion.flicker import flicker_score, warping_error  # noqa: E402
-from stylefusion.images import load_image  # noqa: E402
-from stylefusion.losses import PerceptualLoss, parse_layer_weights, style_grams  # noqa: E402
-from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.training import TrainConfig, train  # noqa: E402
-from stylefusion.vgg import load_vgg19  # noqa: E402
+from stylefusion.training import stability  # noqa: E402
+from stylefusion.training.dataset import ContentImages, find_images  # noqa: E402
+from stylefusion.run.flicker import flicker_score, warping_error  # noqa: E402
+from stylefusion.core.images import load_image  # noqa: E402
+from stylefusion.core.losses import PerceptualLoss, parse_layer_weights, style_grams  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
+from stylefusion.training.loop import TrainConfig, train  # noqa: E402
+from stylefusion.core.vgg import load_vgg19  # noqa: E402
 
 
 @dataclass(frozen=True)

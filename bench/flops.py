@@ -27,12 +27,12 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stylefusion.iterative import IterativeConfig, stylize  # noqa: E402
+from stylefusion.iterative.gatys import IterativeConfig, stylize  # noqa: E402
 
 def step_flop(height: int, width: int) -> float:
     """FLOP of one forward + input-gradient backward through the library's VGG-19 to relu5_1, counted from the
     conv layers it really runs (a forward hook reads each conv's output size and weight shape)."""
-    from stylefusion.vgg import load_vgg19
+    from stylefusion.core.vgg import load_vgg19
 
     vgg = load_vgg19(["relu5_1"])
     macs = 0

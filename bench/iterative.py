@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from stylefusion.device import cpu_supports_bf16  # noqa: E402
-from stylefusion.iterative import IterativeConfig, stylize  # noqa: E402
+from stylefusion.core.device import cpu_supports_bf16  # noqa: E402
+from stylefusion.iterative.gatys import IterativeConfig, stylize  # noqa: E402
 
 
 def run(content: Path, style: Path, out: Path, **kw) -> list[dict]:
@@ -50,9 +50,9 @@ def step_times(content: Path, style: Path, size: int, steps: int, tmp: Path) -> 
 
 def precision_quality(content: Path, style: Path, size: int, steps: int, tmp: Path) -> list[tuple[str, float, float]]:
     """Final images of fp32 and bf16 runs, both scored by the same fp32 loss; returns (precision, loss, s)."""
-    from stylefusion.images import load_image, resize_to
-    from stylefusion.losses import PerceptualLoss, parse_layer_weights, style_grams
-    from stylefusion.vgg import load_vgg19
+    from stylefusion.core.images import load_image, resize_to
+    from stylefusion.core.losses import PerceptualLoss, parse_layer_weights, style_grams
+    from stylefusion.core.vgg import load_vgg19
 
     rows = []
     for precision in ("fp32", "bf16"):

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 def child(size: int, steps: int, max_memory: float | None, tile: int | None, content: Path, style: Path) -> dict:
     """One stylize() run in this process; returns its plan, timings and peak RSS."""
-    from stylefusion.iterative import IterativeConfig, stylize
+    from stylefusion.iterative.gatys import IterativeConfig, stylize
 
     tiles: list[tuple[int, int]] = []
     with tempfile.TemporaryDirectory() as d:

@@ -26,11 +26,11 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from stylefusion.device import autocast  # noqa: E402
-from stylefusion.images import load_image, resize_to, scaled_size  # noqa: E402
-from stylefusion.iterative import IterativeConfig  # noqa: E402
-from stylefusion.losses import PerceptualLoss, content_loss, parse_layer_weights, style_grams, style_loss  # noqa: E402
-from stylefusion.vgg import load_vgg19  # noqa: E402
+from stylefusion.core.device import autocast  # noqa: E402
+from stylefusion.core.images import load_image, resize_to, scaled_size  # noqa: E402
+from stylefusion.iterative.gatys import IterativeConfig  # noqa: E402
+from stylefusion.core.losses import PerceptualLoss, content_loss, parse_layer_weights, style_grams, style_loss  # noqa: E402
+from stylefusion.core.vgg import load_vgg19  # noqa: E402
 
 
 @dataclass

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Training seconds per step with one style vs several (conditional instance norm, stylefusion/cin.py).
+"""Training seconds per step with one style vs several (conditional instance norm, stylefusion/networks/cin.py).
 
     python bench/multistyle_train.py                       # 128 px crops, batch 4, 1 vs 3 styles, 3 rounds
     python bench/multistyle_train.py --quick               # smoke test: 64 px, batch 1, 4 steps, 1 round
@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stylefusion.training import TrainConfig, TrainProgress, train  # noqa: E402
+from stylefusion.training.loop import TrainConfig, TrainProgress, train  # noqa: E402
 
 STYLES = [REPO / "data" / name for name in ("udnie.jpg", "city.jpg", "astronaut.jpg")]
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 def child(arch: str, side: int) -> dict:
     import torch
 
-    from stylefusion.networks import build_network
-    from stylefusion.stylize import Stylizer
+    from stylefusion.networks.model_files import build_network
+    from stylefusion.run.stylizer import Stylizer
 
     torch.set_num_threads(1)
     stylizer = Stylizer(build_network(arch), device="cpu", precision="fp32", max_memory=100 << 30)

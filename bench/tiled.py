@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of tiled fast-network inference (stylefusion/tiling.py): exactness, speed, whole-run memory.
+"""Benchmark of tiled fast-network inference (stylefusion/run/tiling.py): exactness, speed, whole-run memory.
 
     python bench/tiled.py                        # all sections at the issue's sizes (about 15 min on 2 cores)
     python bench/tiled.py --sections exact speed # only these
@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from bench.fast import content_image, interleaved, proxy_model  # noqa: E402
-from stylefusion.device import cpu_supports_bf16  # noqa: E402
-from stylefusion.images import tensor_to_pil  # noqa: E402
-from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.networks import load_model  # noqa: E402
+from stylefusion.core.device import cpu_supports_bf16  # noqa: E402
+from stylefusion.core.images import tensor_to_pil  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
+from stylefusion.networks.model_files import load_model  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "images" / "content"
 

@@ -48,7 +48,7 @@ def run_points(folder: Path) -> list[tuple[int, float, Path]]:
 def tol_stops(folder: Path, tols: list[float]) -> dict[float, int | None]:
     """Where --tol would have stopped a single-size run (the run is the same up to the stop, so its own loss
     log tells): {tol: step}, None when it would have run every step."""
-    from stylefusion.iterative import Convergence
+    from stylefusion.iterative.gatys import Convergence
 
     with open(folder / "loss_log.csv") as f:
         totals = [float(row["total"]) for row in csv.DictReader(f)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of video stylisation on the CPU: a plain frame loop vs the stylefusion.video pipeline (frames/s).
+"""Benchmark of video stylisation on the CPU: a plain frame loop vs the stylefusion.run.video pipeline (frames/s).
 
     python bench/video.py                # 640x360, 48 frames, 2 interleaved repetitions
     python bench/video.py --quick        # smoke run: 160x96, 8 frames, 1 repetition
@@ -8,7 +8,7 @@
 Rows:
 - plain loop (the reference): decode one frame, run the fp32 network on it (NCHW, eager), encode it, repeat;
   one thread of control, nothing overlaps.
-- pipeline variants: stylefusion.video.stylize_video, i.e. a decoder thread, batched stylisation through
+- pipeline variants: stylefusion.run.video.stylize_video, i.e. a decoder thread, batched stylisation through
   stylize.Stylizer (channels_last on the CPU), an encoder thread, bounded queues; with batch size, precision
   and channels_last varied to show where the speed comes from.
 Target: the pipeline at >= 1.5x the plain loop's frames/s at 640x360. Each variant's time is the minimum over
@@ -31,10 +31,10 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from stylefusion.device import cpu_supports_bf16  # noqa: E402
-from stylefusion.transformer import TransformerNet  # noqa: E402
-from stylefusion.networks import load_model
-from stylefusion.video import VideoConfig, stylize_video  # noqa: E402
+from stylefusion.core.device import cpu_supports_bf16  # noqa: E402
+from stylefusion.networks.transformer import TransformerNet  # noqa: E402
+from stylefusion.networks.model_files import load_model
+from stylefusion.run.video import VideoConfig, stylize_video  # noqa: E402
 
 
 def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 24) -> Path:

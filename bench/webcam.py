@@ -5,7 +5,7 @@
     python bench/webcam.py --quick           # smoke run: 160x96, 4 s per row
     python bench/webcam.py --model_path models/udnie.pth   # default: a random network (same speed)
 
-No camera is needed: a generated 30 fps clip is opened as the camera, and stylefusion.webcam paces a file to
+No camera is needed: a generated 30 fps clip is opened as the camera, and stylefusion.run.webcam paces a file to
 its frame rate like a real camera (frames the network cannot keep up with are dropped). Rows: headless without
 and with recording, and with torch limited to one thread. The first 3 frames (oneDNN warm-up) are left out of
 the latency and network-time columns; frames/s counts every frame over the whole run.
@@ -23,14 +23,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import cv2  # noqa: E402,F401  (before av, as in stylefusion.webcam)
-import av  # noqa: E402,F401  (imported as stylefusion.webcam imports it: the same load order)
+import cv2  # noqa: E402,F401  (before av, as in stylefusion.run.webcam)
+import av  # noqa: E402,F401  (imported as stylefusion.run.webcam imports it: the same load order)
 import torch  # noqa: E402
 
 from bench.video import make_clip  # noqa: E402  (the same panned-noise clip as the video benchmark)
-from stylefusion.transformer import TransformerNet  # noqa: E402
-from stylefusion.networks import save_model
-from stylefusion.webcam import WebcamConfig, WebcamFrame, run_webcam  # noqa: E402
+from stylefusion.networks.transformer import TransformerNet  # noqa: E402
+from stylefusion.networks.model_files import save_model
+from stylefusion.run.webcam import WebcamConfig, WebcamFrame, run_webcam  # noqa: E402
 
 WARMUP_FRAMES = 3
 FPS = 30

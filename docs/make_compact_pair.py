@@ -22,11 +22,11 @@ if str(REPO) not in sys.path:
 from make_gallery import contact_strip, fast_picture, resized, save_jpeg  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stylefusion.device import resolve_device, resolve_precision  # noqa: E402
-from stylefusion.errors import ConfigError, StyleFusionError  # noqa: E402
-from stylefusion.images import prepare_output_dir  # noqa: E402
-from stylefusion.networks import load_model  # noqa: E402
-from stylefusion.stylize import Stylizer  # noqa: E402
+from stylefusion.core.device import resolve_device, resolve_precision  # noqa: E402
+from stylefusion.core.errors import ConfigError, StyleFusionError  # noqa: E402
+from stylefusion.core.images import prepare_output_dir  # noqa: E402
+from stylefusion.networks.model_files import load_model  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
 
 PHOTOS = (REPO / "data" / "city.jpg", REPO / "data" / "astronaut.jpg")
 

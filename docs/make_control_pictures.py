@@ -32,12 +32,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
-from stylefusion.control import Control  # noqa: E402
-from stylefusion.errors import StyleFusionError  # noqa: E402
-from stylefusion.images import atomic_path, load_image, resize_to, tensor_to_pil  # noqa: E402
-from stylefusion.iterative import IterativeConfig, stylize as stylize_iterative  # noqa: E402
-from stylefusion.stylize import Stylizer, controlled, load_networks  # noqa: E402
-from stylefusion.training import TrainConfig, train  # noqa: E402
+from stylefusion.run.control import Control  # noqa: E402
+from stylefusion.core.errors import StyleFusionError  # noqa: E402
+from stylefusion.core.images import atomic_path, load_image, resize_to, tensor_to_pil  # noqa: E402
+from stylefusion.iterative.gatys import IterativeConfig, stylize as stylize_iterative  # noqa: E402
+from stylefusion.run.stylizer import Stylizer, controlled, load_networks  # noqa: E402
+from stylefusion.training.loop import TrainConfig, train  # noqa: E402
 
 DATA = REPO / "data"
 PICTURES = ("regions", "strength", "mask", "multi")

@@ -5,7 +5,7 @@
     python docs/make_gallery.py --model_path models/my_model.pth --output_dir output/gallery_mine
     python docs/make_gallery.py --tiny --output_dir /tmp/gallery  # 64 px, 2 steps: seconds (the test suite)
 
-It writes content.jpg and style.jpg (the inputs), iterative.jpg (stylefusion.iterative, Gatys et al.),
+It writes content.jpg and style.jpg (the inputs), iterative.jpg (stylefusion.iterative.gatys, Gatys et al.),
 fast_city.jpg and fast_astronaut.jpg (the fast model on the content and on a photo) and video_frames.jpg (a
 contact strip: frames of data/maigua.mp4, above the same frames of the video mode's output), each as a
 compressed JPEG written atomically, and prints each file's size and the total.
@@ -28,13 +28,13 @@ if str(REPO) not in sys.path:
 import av  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stylefusion.device import resolve_device, resolve_precision  # noqa: E402
-from stylefusion.errors import StyleFusionError  # noqa: E402
-from stylefusion.images import atomic_path, load_image, load_pil, prepare_output_dir, tensor_to_pil  # noqa: E402
-from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize  # noqa: E402
-from stylefusion.stylize import Stylizer  # noqa: E402
-from stylefusion.networks import load_model  # noqa: E402
-from stylefusion.video import VideoConfig, stylize_video  # noqa: E402
+from stylefusion.core.device import resolve_device, resolve_precision  # noqa: E402
+from stylefusion.core.errors import StyleFusionError  # noqa: E402
+from stylefusion.core.images import atomic_path, load_image, load_pil, prepare_output_dir, tensor_to_pil  # noqa: E402
+from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress, stylize  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
+from stylefusion.networks.model_files import load_model  # noqa: E402
+from stylefusion.run.video import VideoConfig, stylize_video  # noqa: E402
 
 DATA = REPO / "data"
 CONTENT, STYLE, PHOTO, VIDEO = DATA / "city.jpg", DATA / "udnie.jpg", DATA / "astronaut.jpg", DATA / "maigua.mp4"

@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize  # noqa: E402
+from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress, stylize  # noqa: E402
 from stylefusion.live import LiveServer, report_iterative  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 MAX_POINTS = 2000            # history points kept per curve; older ones are thinned 2:1 beyond that
 POLL_MS = 1000               # how often the page asks for the state

@@ -14,8 +14,8 @@ import time
 from typing import Callable, Iterator
 
 from stylefusion import __version__
-from stylefusion.errors import (ConfigError, DatasetError, InputImageError, ModelError, StyleFusionError, VideoError,
-                                WeightsError, is_finite_non_negative)
+from stylefusion.core.errors import (ConfigError, DatasetError, InputImageError, ModelError, StyleFusionError,
+                                     VideoError, WeightsError, is_finite_non_negative)
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM exits 143 (128 + SIGTERM)

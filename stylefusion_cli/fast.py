@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, is_main_process,
-                     positive_int, run_cli, start_live)
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, is_main_process, positive_int,
+                     run_cli, start_live)
 from .common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "webcam", "export", "download")
@@ -85,8 +85,8 @@ class ModeHelpFormatter(HelpFormatter):
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes (defaults from the config dataclasses: one place)."""
-    from stylefusion.stylize import ImageConfig
-    from stylefusion.training import TrainConfig as T  # not video.py here: PyAV loaded before OpenCV's window hangs it
+    from stylefusion.run.stylizer import ImageConfig
+    from stylefusion.training.loop import TrainConfig as T  # not run/video.py here: PyAV loaded before OpenCV's window hangs it
 
     g = parser.add_argument_group("common")
     g.add_argument("--mode", required=True, choices=MODES,
@@ -139,7 +139,7 @@ def require_model(args: argparse.Namespace, mode: str,
     """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
     from pathlib import Path
 
-    from stylefusion.errors import ConfigError, ModelError
+    from stylefusion.core.errors import ConfigError, ModelError
 
     if args.model_path is None:
         raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
@@ -156,7 +156,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     import os
 
     from .common import non_negative_float, non_negative_int, positive_float
-    from stylefusion.training import TrainConfig as T
+    from stylefusion.training.loop import TrainConfig as T
 
     g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
     g.add_argument("--style_image", nargs="+", default=None, metavar="PATH",
@@ -215,7 +215,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
 def train_config_from(args: argparse.Namespace) -> "TrainConfig":  # noqa: F821 (imported inside: lazy)
     """The library's training settings from --mode train's options."""
-    from stylefusion.training import TrainConfig
+    from stylefusion.training.loop import TrainConfig
 
     return TrainConfig(
         style_image=args.style_image[0] if len(args.style_image) == 1 else args.style_image,
@@ -238,7 +238,7 @@ def run_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from stylefusion.errors import ConfigError
+    from stylefusion.core.errors import ConfigError
 
     if not args.style_image:  # before the slow imports
         raise ConfigError("--mode train needs --style_image (the style to learn)")
@@ -246,9 +246,9 @@ def run_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .common import Interrupted, stop_signals
-    from stylefusion.distributed import distributed_context
+    from stylefusion.core.distributed import distributed_context
     from stylefusion.live import report_training
-    from stylefusion.training import StopFlag, TrainProgress, train
+    from stylefusion.training.loop import StopFlag, TrainProgress, train
 
     config = train_config_from(args)
     main_rank = distributed_context()[0] == 0
@@ -319,9 +319,9 @@ def run_image(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from stylefusion.errors import ConfigError
-    from stylefusion.stylize import ImageConfig, ImageProgress, ImageStart, stylize_folder
-    from stylefusion.tiling import TileProgress
+    from stylefusion.core.errors import ConfigError
+    from stylefusion.run.stylizer import ImageConfig, ImageProgress, ImageStart, stylize_folder
+    from stylefusion.run.tiling import TileProgress
 
     if args.input_images_dir is None:
         raise ConfigError("--mode image needs --input_images_dir (an image file or a folder of images)")
@@ -398,8 +398,8 @@ def run_video(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from stylefusion.errors import ConfigError
-    from stylefusion.video import VideoConfig, VideoProgress, stylize_video
+    from stylefusion.core.errors import ConfigError
+    from stylefusion.run.video import VideoConfig, VideoProgress, stylize_video
 
     if args.video_input is None:
         raise ConfigError("--mode video needs --video_input (a video file)")
@@ -447,7 +447,7 @@ def run_webcam(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from stylefusion.errors import ConfigError
+    from stylefusion.core.errors import ConfigError
 
     if args.no_window and not args.video_output:
         raise ConfigError("--no_window needs --video_output (otherwise nothing is shown or saved)")
@@ -461,7 +461,7 @@ def run_webcam(args: argparse.Namespace) -> int:
     for path in models:
         args.model_path = path
         require_model(args, "webcam")
-    from stylefusion.webcam import WebcamConfig, WebcamFrame, command_for_key, run_webcam as run
+    from stylefusion.run.webcam import WebcamConfig, WebcamFrame, command_for_key, run_webcam as run
 
     config = WebcamConfig(camera=args.camera, model_paths=models, max_size=args.max_size,
                           video_output=args.video_output, snapshot_dir=args.snapshot_dir,
@@ -517,10 +517,10 @@ def add_export_args(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """--mode export: write the model as ONNX or TorchScript."""
-    from stylefusion.errors import ConfigError
-    from stylefusion.export import export_format, export_model
-    from stylefusion.images import ensure_not_input
-    from stylefusion.networks import load_model
+    from stylefusion.core.errors import ConfigError
+    from stylefusion.networks.export import export_format, export_model
+    from stylefusion.core.images import ensure_not_input
+    from stylefusion.networks.model_files import load_model
 
     if args.export_path is None:
         raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
@@ -552,8 +552,8 @@ def run_download(args: argparse.Namespace) -> int:
     """
     from tqdm import tqdm
 
-    from stylefusion.released import (RELEASED_MODELS_URL, DownloadProgress, download_released_models,
-                                      installed_models, missing_models, model_paths)
+    from stylefusion.networks.released import (RELEASED_MODELS_URL, DownloadProgress, download_released_models,
+                                               installed_models, missing_models, model_paths)
 
     if not missing_models(args.models_dir):
         info(f"the released models are already in {args.models_dir}: "
@@ -578,8 +578,8 @@ def run_download(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- control
 def add_control_args(parser: argparse.ArgumentParser) -> None:
-    """Creative control of image and video mode: strength, masked regions (stylefusion/control.py)."""
-    from stylefusion.control import DEFAULT_FEATHER
+    """Creative control of image and video mode: strength, masked regions (stylefusion/run/control.py)."""
+    from stylefusion.run.control import DEFAULT_FEATHER
 
     g = parser.add_argument_group("control (image and video modes)")
     g.add_argument("--strength", type=float, default=1.0, metavar="S",
@@ -602,8 +602,8 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
 
 def control_from(args: argparse.Namespace) -> "Control":  # noqa: F821 (imported below: heavy imports stay lazy)
     """The strength/mask settings of image and video mode, checked (one line for a bad value)."""
-    from stylefusion.cin import parse_style_weights
-    from stylefusion.control import Control
+    from stylefusion.networks.cin import parse_style_weights
+    from stylefusion.run.control import Control
 
     weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
     control = Control(strength=args.strength, masks=tuple(args.mask or ()), feather=args.feather, style=args.style,

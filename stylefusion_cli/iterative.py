@@ -6,7 +6,7 @@ content image and its Gram matrices match one or more style images. Saves an ima
         --output_dir output/iterative_style_transfer --epochs 20 --steps_per_epoch 100
 
 This module (run as stylefusion.py or the `stylefusion` command) only parses arguments, shows progress and
-reports errors; the work is in stylefusion/iterative.py.
+reports errors; the work is in stylefusion/iterative/gatys.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, fraction, info,
-                     non_negative_float, positive_float, positive_int, run_cli, start_live)
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, fraction, info, non_negative_float,
+                     positive_float, positive_int, run_cli, start_live)
 
 if TYPE_CHECKING:
-    from stylefusion.iterative import IterativeConfig
+    from stylefusion.iterative.gatys import IterativeConfig
 
 HERE = Path(__file__).resolve().parents[1]  # the clone: the demo images are in its data/
 DEMO_CONTENT = HERE / "data" / "city.jpg"
@@ -37,8 +37,8 @@ EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stylefusion.iterative import RAW_STYLE_LAYERS, RELATIVE_STYLE_LAYERS, STYLE_BALANCES
-    from stylefusion.iterative import IterativeConfig as C  # defaults live in one place: the config
+    from stylefusion.iterative.gatys import RAW_STYLE_LAYERS, RELATIVE_STYLE_LAYERS, STYLE_BALANCES
+    from stylefusion.iterative.gatys import IterativeConfig as C  # defaults live in one place: the config
 
     p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
     add_version_arg(p)
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     """The "optimisation" group: steps, optimiser, start image, scales, convergence stop."""
-    from stylefusion.iterative import AUTO_PYRAMID_LEVELS, TOL_WINDOW
+    from stylefusion.iterative.gatys import AUTO_PYRAMID_LEVELS, TOL_WINDOW
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=None,
@@ -144,8 +144,8 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
 
 def check_output_names(config: "IterativeConfig") -> None:
     """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
-    from stylefusion.images import ensure_not_input
-    from stylefusion.iterative import INITS
+    from stylefusion.core.images import ensure_not_input
+    from stylefusion.iterative.gatys import INITS
 
     out, ext = Path(config.output_dir), config.output_format
     inputs = [config.content_image, *config.style_images, *(config.style_masks or []),
@@ -156,7 +156,7 @@ def check_output_names(config: "IterativeConfig") -> None:
 
 def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) -> None:
     """After a run that failed before saving any image: remove its loss log and the folders it made."""
-    from stylefusion.images import remove_empty_tree
+    from stylefusion.core.images import remove_empty_tree
 
     log = output_dir / "loss_log.csv"
     if not log_existed and log.is_file():
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from stylefusion.images import first_missing
-    from stylefusion.iterative import IterativeConfig, IterativeProgress, stylize
+    from stylefusion.core.images import first_missing
+    from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress, stylize
     from stylefusion.live import report_iterative
 
     demo = args.content_image is None and args.style_image is None

@@ -1,4 +1,4 @@
-"""checkpoint.py and losslog.py: TrainState round trip, checkpoint names/pruning, the loss-log CSV writer."""
+"""training/checkpoint.py and core/losslog.py: TrainState round trip, checkpoint names/pruning, the loss-log CSV writer."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import csv
 
 import torch
 
-from stylefusion.checkpoint import (TrainState, checkpoint_file, find_checkpoints, prune_checkpoints, rng_state,
-                                    set_rng_state)
-from stylefusion.losslog import LossLog
+from stylefusion.training.checkpoint import (TrainState, checkpoint_file, find_checkpoints, prune_checkpoints,
+                                             rng_state, set_rng_state)
+from stylefusion.core.losslog import LossLog
 
 
 def test_train_state_round_trips_through_a_checkpoint_dict():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stylefusion_cli import common as cli_common
-from stylefusion.distributed import DistributedError
-from stylefusion.errors import ConfigError
+from stylefusion.core.distributed import DistributedError
+from stylefusion.core.errors import ConfigError
 
 
 def _raise(error: Exception):

@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stylefusion.released import RELEASED_MODELS_URL
-from stylefusion.transformer import TransformerNet
-from stylefusion.networks import save_model
+from stylefusion.networks.released import RELEASED_MODELS_URL
+from stylefusion.networks.transformer import TransformerNet
+from stylefusion.networks.model_files import save_model
 from tests.helpers import REPO, assert_one_line_error, scene
 from tests.test_released import build_archive
 from tests.test_transformer import trained_like_network
@@ -152,7 +152,7 @@ def test_bad_input_writes_nothing(runs):
 
 
 def test_download_offline_fails_fast_naming_the_url(runs):
-    from stylefusion.released import DOWNLOAD_TIMEOUT_S
+    from stylefusion.networks.released import DOWNLOAD_TIMEOUT_S
 
     result = runs["download-offline"]
     assert_one_line_error(result, RELEASED_MODELS_URL)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fast_train_data import IMAGE_SIZE, make_dataset, make_style
-from stylefusion.networks import load_model
+from stylefusion.networks.model_files import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -117,7 +117,7 @@ def test_train_defaults_come_from_train_config():
     import dataclasses
 
     import fast_style_transfer
-    from stylefusion.training import TrainConfig
+    from stylefusion.training.loop import TrainConfig
 
     parser = fast_style_transfer.build_parser()
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -11,9 +11,9 @@ import av
 import pytest
 import torch
 
-from stylefusion.transformer import TransformerNet
+from stylefusion.networks.transformer import TransformerNet
 
-from stylefusion.networks import save_model
+from stylefusion.networks.model_files import save_model
 from test_video import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]

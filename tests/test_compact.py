@@ -12,15 +12,15 @@ import torch
 from PIL import Image
 
 from fast_train_data import IMAGE_SIZE, data, one_thread  # noqa: F401 (fixtures)
-from stylefusion.compact import COMPACT_CHANNELS, CompactNet, compact_channels, multiply_adds_per_pixel
-from stylefusion.errors import ConfigError
-from stylefusion.export import export_model
-from stylefusion.fastnet import PhaseUpsampleConv, for_inference
-from stylefusion.stylize import ImageConfig, Stylizer, stylize_folder
-from stylefusion.training import TrainConfig, train
-from stylefusion.transformer import MIN_INPUT_SIDE, TransformerNet
-from stylefusion.networks import architecture_of, load_model, save_model
-from stylefusion.video import VideoConfig, stylize_video
+from stylefusion.networks.compact import COMPACT_CHANNELS, CompactNet, compact_channels, multiply_adds_per_pixel
+from stylefusion.core.errors import ConfigError
+from stylefusion.networks.export import export_model
+from stylefusion.networks.inference import PhaseUpsampleConv, for_inference
+from stylefusion.run.stylizer import ImageConfig, Stylizer, stylize_folder
+from stylefusion.training.loop import TrainConfig, train
+from stylefusion.networks.transformer import MIN_INPUT_SIDE, TransformerNet
+from stylefusion.networks.model_files import architecture_of, load_model, save_model
+from stylefusion.run.video import VideoConfig, stylize_video
 from tests.helpers import assert_one_line_error, run_script
 from tests.test_video import make_clip, read_video
 
@@ -218,8 +218,8 @@ def test_video_mode_with_a_compact_model(compact_model, tmp_path):
 
 PEAK_SCRIPT = """
 import json, resource, sys, torch
-from stylefusion.compact import CompactNet
-from stylefusion.stylize import Stylizer
+from stylefusion.networks.compact import CompactNet
+from stylefusion.run.stylizer import Stylizer
 torch.set_num_threads(1)
 stylizer = Stylizer(CompactNet(), "cpu", "fp32", max_memory=8 << 30)
 stylizer(torch.rand(1, 3, 64, 64))  # load the kernels before measuring

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylefusion.networks import build_network, save_model
+from stylefusion.networks.model_files import build_network, save_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "make_compact_pair.py"
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stylefusion.control import Control, ControlledStylizer, fit_mask
-from stylefusion.errors import ConfigError
-from stylefusion.stylize import Stylizer
+from stylefusion.run.control import Control, ControlledStylizer, fit_mask
+from stylefusion.core.errors import ConfigError
+from stylefusion.run.stylizer import Stylizer
 from tests.helpers import REPO, assert_one_line_error, scene
 from tests.test_transformer import trained_like_network
 
@@ -102,7 +102,7 @@ def test_mask_of_another_aspect_ratio_is_refused() -> None:
 # ----------------------------------------------------------------------------------------------------- CLI
 @pytest.fixture(scope="module")
 def cli_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from stylefusion.networks import save_model
+    from stylefusion.networks.model_files import save_model
 
     folder = tmp_path_factory.mktemp("control_cli")
     save_model(trained_like_network(0), folder / "a.pth")
@@ -165,7 +165,7 @@ def two_styles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_model_file_records_the_style_names(two_styles: dict) -> None:
-    from stylefusion.networks import load_model
+    from stylefusion.networks.model_files import load_model
 
     network, settings = load_model(two_styles["model"])
     assert settings["styles"] == ["stripes.png", "checks.png"]
@@ -174,11 +174,11 @@ def test_model_file_records_the_style_names(two_styles: dict) -> None:
 
 def test_each_style_is_closer_to_its_own_style_image(two_styles: dict) -> None:
     """Gram error on VGG features: the style-k output is nearer style k's Grams than the other style's."""
-    from stylefusion.cin import select_style
-    from stylefusion.images import load_image
-    from stylefusion.losses import style_grams
-    from stylefusion.networks import load_model
-    from stylefusion.vgg import load_vgg19
+    from stylefusion.networks.cin import select_style
+    from stylefusion.core.images import load_image
+    from stylefusion.core.losses import style_grams
+    from stylefusion.networks.model_files import load_model
+    from stylefusion.core.vgg import load_vgg19
 
     layers = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
     vgg = load_vgg19(list(layers), "caffe")
@@ -216,8 +216,8 @@ def test_blend_weights_one_zero_equal_style_zero_exactly(two_styles: dict) -> No
 
 
 def test_blended_style_in_tiles_matches_the_whole_pass(two_styles: dict) -> None:
-    from stylefusion.cin import choose_style
-    from stylefusion.networks import load_model
+    from stylefusion.networks.cin import choose_style
+    from stylefusion.networks.model_files import load_model
 
     network = load_model(two_styles["model"])[0]
     choose_style(network, None, (0.3, 0.7))
@@ -246,7 +246,7 @@ def test_bad_style_choices_on_a_two_style_model(two_styles: dict, extra: list[st
     (None, (0.0, 0.0), "positive sum"), (None, (1.0, float("nan")), ">= 0"), (0, (1.0, 0.0), "not both"),
 ])
 def test_bad_style_choices(style: int | None, weights: tuple | None, needle: str) -> None:
-    from stylefusion.cin import choose_style, make_conditional
+    from stylefusion.networks.cin import choose_style, make_conditional
 
     network = make_conditional(trained_like_network(0), 2)
     with pytest.raises(ConfigError, match=needle):
@@ -254,7 +254,7 @@ def test_bad_style_choices(style: int | None, weights: tuple | None, needle: str
 
 
 def test_style_weights_text() -> None:
-    from stylefusion.cin import parse_style_weights
+    from stylefusion.networks.cin import parse_style_weights
 
     assert parse_style_weights("0.3,0.7,0") == (0.3, 0.7, 0.0)
     with pytest.raises(ConfigError, match="comma-separated"):
@@ -271,7 +271,7 @@ def test_conditional_swap_is_generic_over_instance_norm_children() -> None:
     """Norm layers under any names (another architecture) are swapped; a single-style network is unchanged."""
     from torch import nn
 
-    from stylefusion.cin import ConditionalInstanceNorm2d, make_conditional, select_style, style_count
+    from stylefusion.networks.cin import ConditionalInstanceNorm2d, make_conditional, select_style, style_count
 
     class Other(nn.Module):
         def __init__(self) -> None:
@@ -301,8 +301,8 @@ def test_conditional_swap_is_generic_over_instance_norm_children() -> None:
 
 def test_video_mask_keeps_the_unmasked_region(tmp_path: Path) -> None:
     """Video mode with a mask and two per-mask models: outside the mask the frames are those of strength 0."""
-    from stylefusion.networks import save_model
-    from stylefusion.video import VideoConfig, stylize_video
+    from stylefusion.networks.model_files import save_model
+    from stylefusion.run.video import VideoConfig, stylize_video
     from test_video import make_clip, read_video
 
     clip = make_clip(tmp_path / "clip.mp4", frames=4, audio=None)

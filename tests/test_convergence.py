@@ -4,9 +4,9 @@ import csv
 
 import pytest
 
-import stylefusion.iterative as iterative
-from stylefusion.errors import ConfigError
-from stylefusion.iterative import TOL_WINDOW, Convergence, IterativeConfig, stylize
+import stylefusion.iterative.gatys as iterative
+from stylefusion.core.errors import ConfigError
+from stylefusion.iterative.gatys import TOL_WINDOW, Convergence, IterativeConfig, stylize
 from stylefusion_cli import iterative as cli
 
 from helpers import assert_one_line_error, run_script, scene_and_stripes

@@ -16,9 +16,9 @@ import torch
 import torch.multiprocessing as mp
 
 from fast_train_data import IMAGE_SIZE, make_checks, make_dataset, make_style
-from stylefusion.distributed import DistributedError, all_reduce_sum, distributed_context, process_group
-from stylefusion.training import TrainConfig, find_latest_checkpoint, load_checkpoint, train
-from stylefusion.networks import load_model
+from stylefusion.core.distributed import DistributedError, all_reduce_sum, distributed_context, process_group
+from stylefusion.training.loop import TrainConfig, find_latest_checkpoint, load_checkpoint, train
+from stylefusion.networks.model_files import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -44,7 +44,7 @@ def _worker(rank: int, world_size: int, port: int, options: dict, report_dir: st
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    import stylefusion.training as training
+    import stylefusion.training.loop as training
 
     writes: list[str] = []
     for name in ("save_model", "save_checkpoint", "save_image"):

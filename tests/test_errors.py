@@ -1,4 +1,4 @@
-"""Shared input checks and the one-line error text (errors.py)."""
+"""Shared input checks and the one-line error text (core/errors.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from stylefusion.errors import ConfigError, check_non_negative, first_line, is_finite_non_negative
+from stylefusion.core.errors import ConfigError, check_non_negative, first_line, is_finite_non_negative
 
 
 @pytest.mark.parametrize("value", [0, 0.0, 1, 2.5, 1e30])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylefusion.errors import ConfigError, OutputError
-from stylefusion.export import export_format, export_model
+from stylefusion.core.errors import ConfigError, OutputError
+from stylefusion.networks.export import export_format, export_model
 from tests.test_transformer import trained_like_network
 
 # Different batch sizes and sides (also not multiples of 4) than the 64x64 tracing example.

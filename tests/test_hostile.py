@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 from fast_train_data import make_dataset, make_style
-from stylefusion.transformer import TransformerNet
-from stylefusion.networks import save_model
+from stylefusion.networks.transformer import TransformerNet
+from stylefusion.networks.model_files import save_model
 from stylefusion_cli import common as cli_common
 from stylefusion_cli import fast as fast_style_transfer
 from stylefusion_cli import iterative as iterative_cli
@@ -236,8 +236,8 @@ def inputs_unchanged(base):
 @pytest.fixture(autouse=True)
 def quiet_process(monkeypatch):
     """In-process runs: one thread, and no process-wide allocator setting left behind by image mode."""
-    import stylefusion.fastnet
-    monkeypatch.setattr(stylefusion.fastnet, "retain_freed_memory", lambda: False)
+    import stylefusion.networks.inference
+    monkeypatch.setattr(stylefusion.networks.inference, "retain_freed_memory", lambda: False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -445,31 +445,31 @@ def _signal_inside(real: Callable, sig: int):
         yield tmp
 
 
-# Where each signal case stops the run: (stylefusion module[.attribute], function, SignalAt options).
+# Where each signal case stops the run: (stylefusion module[:attribute], function, SignalAt options).
 SIGNAL_POINTS = {
-    "image-early": ("stylize", "load_model", {}),
-    "image-mid": ("stylize", "save_image", {"nth": 1, "after": True}),
-    "video-early": ("stylize", "load_model", {}),  # video mode loads through stylize.load_networks
-    "video-mid": ("stylize.Stylizer", "__call__", {"nth": 2}),
-    "iterative-early": ("iterative", "load_vgg19", {}),
-    "iterative-mid": ("iterative", "save_image", {"nth": 1, "after": True}),
-    "train-early": ("training", "load_vgg19", {}),
-    "train-mid": ("training", "train_step", {"nth": 2}),
-    "download-extracting": ("released", "install_from_zip", {}),
+    "image-early": ("run.stylizer", "load_model", {}),
+    "image-mid": ("run.stylizer", "save_image", {"nth": 1, "after": True}),
+    "video-early": ("run.stylizer", "load_model", {}),  # video mode loads through stylizer.load_networks
+    "video-mid": ("run.stylizer:Stylizer", "__call__", {"nth": 2}),
+    "iterative-early": ("iterative.gatys", "load_vgg19", {}),
+    "iterative-mid": ("iterative.gatys", "save_image", {"nth": 1, "after": True}),
+    "train-early": ("training.loop", "load_vgg19", {}),
+    "train-mid": ("training.loop", "train_step", {"nth": 2}),
+    "download-extracting": ("networks.released", "install_from_zip", {}),
 }
 
 
 def _hook(point: str, monkeypatch, sig: int) -> None:
     import importlib
 
-    import stylefusion.export
+    import stylefusion.networks.export
 
     if point == "export-writing":  # the signal lands inside the atomic write itself
-        real = stylefusion.export.atomic_path
-        monkeypatch.setattr(stylefusion.export, "atomic_path", lambda path: _signal_inside(real(path), sig))
+        real = stylefusion.networks.export.atomic_path
+        monkeypatch.setattr(stylefusion.networks.export, "atomic_path", lambda path: _signal_inside(real(path), sig))
         return
     where, name, options = SIGNAL_POINTS[point]
-    module, _, attribute = where.partition(".")
+    module, _, attribute = where.partition(":")
     target = importlib.import_module(f"stylefusion.{module}")
     SignalAt(monkeypatch, getattr(target, attribute) if attribute else target, name, sig, **options)
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from fast_train_data import IMAGE_SIZE, data, one_thread  # noqa: F401 (fixtures)
-from stylefusion.errors import ConfigError, InputImageError, ModelError, OutputError
-from stylefusion.released import download_released_models
-from stylefusion.stylize import plan_images
-from stylefusion.training import (TrainConfig, find_checkpoints, load_checkpoint, load_latest_checkpoint, train,
-                                  train_paths)
-from stylefusion.transformer import TransformerNet
-from stylefusion.networks import load_model, save_model
+from stylefusion.core.errors import ConfigError, InputImageError, ModelError, OutputError
+from stylefusion.networks.released import download_released_models
+from stylefusion.run.stylizer import plan_images
+from stylefusion.training.loop import (TrainConfig, find_checkpoints, load_checkpoint, load_latest_checkpoint, train,
+                                       train_paths)
+from stylefusion.networks.transformer import TransformerNet
+from stylefusion.networks.model_files import load_model, save_model
 from tests.helpers import REPO, scene
 
 

@@ -1,4 +1,4 @@
-"""stylefusion.images: every Pillow mode loads as the right RGB pixels, bad files fail with one clear line,
+"""stylefusion.core.images: every Pillow mode loads as the right RGB pixels, bad files fail with one clear line,
 saves are atomic, resizes keep the aspect ratio; and the sample data the CLIs' examples use is there."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stylefusion.errors import InputImageError, OutputError, StyleFusionError
-from stylefusion.images import (atomic_path, load_image, load_pil, pil_to_tensor, resize_longest, resize_to,
-                                save_image, scaled_size, tensor_to_pil)
+from stylefusion.core.errors import InputImageError, OutputError, StyleFusionError
+from stylefusion.core.images import (atomic_path, load_image, load_pil, pil_to_tensor, resize_longest, resize_to,
+                                     save_image, scaled_size, tensor_to_pil)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -485,7 +485,7 @@ def test_sample_data_stays_small():
 
 @pytest.mark.skipif(os.name != "posix", reason="symlinks")
 def test_walk_images_follows_symlinked_folders_once_and_never_loops(tmp_path):
-    from stylefusion.images import walk_images
+    from stylefusion.core.images import walk_images
 
     root, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
     (root / "a").mkdir(parents=True)

@@ -5,10 +5,10 @@ import csv
 import pytest
 import torch
 
-from stylefusion.color import rgb_to_yuv
-from stylefusion.errors import ConfigError
-from stylefusion.images import load_image, resize_to, scaled_size
-from stylefusion.iterative import IterativeConfig, LossScale, epoch_scales, scale_schedule, stylize
+from stylefusion.core.color import rgb_to_yuv
+from stylefusion.core.errors import ConfigError
+from stylefusion.core.images import load_image, resize_to, scaled_size
+from stylefusion.iterative.gatys import IterativeConfig, LossScale, epoch_scales, scale_schedule, stylize
 
 from helpers import scene, stripes
 
@@ -213,7 +213,7 @@ def test_scale_steps_runs_each_scale_with_its_steps(tmp_path, images):
 
 
 def test_too_large_fails_before_any_output(tmp_path, images):
-    from stylefusion.errors import MemoryBudgetError
+    from stylefusion.core.errors import MemoryBudgetError
     content, style, _ = images
     with pytest.raises(MemoryBudgetError, match="max_memory"):
         stylize(config(tmp_path, content, style, image_size=100000))
@@ -221,7 +221,7 @@ def test_too_large_fails_before_any_output(tmp_path, images):
 
 
 def test_memory_plan_tiles_and_shortens_history_to_fit():
-    from stylefusion.iterative_memory import GB, plan_memory
+    from stylefusion.iterative.memory_plan import GB, plan_memory
     layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
     small = plan_memory(384, 512, layers, ["relu4_2"], 512 * 512, 100, 8 * GB)
     assert small.tile is None and small.history == 100

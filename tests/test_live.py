@@ -26,7 +26,7 @@ from PIL import Image
 
 from fast_train_data import IMAGE_SIZE, make_dataset, make_style
 from helpers import scene, stripes
-from stylefusion.errors import ConfigError
+from stylefusion.core.errors import ConfigError
 from stylefusion.live import LiveServer, report_iterative, report_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def _attribute(dom: str, pattern: str) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_headless_browser_watches_an_iterative_run(tmp_path: Path) -> None:
-    from stylefusion.iterative import IterativeConfig, stylize
+    from stylefusion.iterative.gatys import IterativeConfig, stylize
 
     scene((48, 36)).save(tmp_path / "content.png")
     stripes((40, 40)).save(tmp_path / "style.png")

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from stylefusion.errors import ConfigError
-from stylefusion.losses import (PerceptualLoss, content_loss, gram_matrix, parse_layer_weights, style_grams,
-                                style_loss, tv_loss)
-from stylefusion.vgg import load_vgg19
+from stylefusion.core.errors import ConfigError
+from stylefusion.core.losses import (PerceptualLoss, content_loss, gram_matrix, parse_layer_weights, style_grams,
+                                     style_loss, tv_loss)
+from stylefusion.core.vgg import load_vgg19
 
 
 def test_gram_matrix_values():
@@ -91,8 +91,8 @@ def test_perceptual_loss_terms_and_gradient(vgg):
 
 
 def test_blend_weights_are_checked_in_one_place():
-    from stylefusion.errors import ConfigError
-    from stylefusion.losses import check_blend_weights
+    from stylefusion.core.errors import ConfigError
+    from stylefusion.core.losses import check_blend_weights
 
     assert check_blend_weights(None, 3) == [1.0, 1.0, 1.0]
     assert check_blend_weights([1, 0.5], 2) == [1.0, 0.5]

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from stylefusion.errors import ConfigError, InputImageError
-from stylefusion.images import load_image
-from stylefusion.iterative import IterativeConfig, stylize
-from stylefusion.losses import (GuidedPerceptualLoss, PerceptualLoss, gram_loss, gram_matrix, guided_gram_matrix,
-                                layer_guides)
-from stylefusion.vgg import load_vgg19
+from stylefusion.core.errors import ConfigError, InputImageError
+from stylefusion.core.images import load_image
+from stylefusion.iterative.gatys import IterativeConfig, stylize
+from stylefusion.core.losses import (GuidedPerceptualLoss, PerceptualLoss, gram_loss, gram_matrix, guided_gram_matrix,
+                                     layer_guides)
+from stylefusion.core.vgg import load_vgg19
 
 from helpers import assert_one_line_error, run_script, scene
 
@@ -182,7 +182,7 @@ def test_tiled_masked_run_matches_the_whole_image_run(tmp_path, files):
 
 
 def test_memory_plan_counts_the_regions():
-    from stylefusion.iterative_memory import GB, plan_memory
+    from stylefusion.iterative.memory_plan import GB, plan_memory
     plain = plan_memory(384, 512, LAYERS, ["relu4_2"], 512 * 512, 100, 8 * GB)
     masked = plan_memory(384, 512, LAYERS, ["relu4_2"], 512 * 512, 100, 8 * GB, regions=2)
     assert masked.tile is None and masked.estimate - plain.estimate == pytest.approx(2 * 650 * 384 * 512)

@@ -28,10 +28,11 @@ def test_pyproject_metadata_parses() -> None:
     assert meta["project"]["name"] == "stylefusion"
     assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "stylefusion.__init__.__version__"}
     assert meta["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
-    assert meta["tool"]["setuptools"]["packages"] == ["stylefusion", "stylefusion_cli"]
+    assert meta["tool"]["setuptools"]["packages"]["find"]["include"] == ["stylefusion", "stylefusion.*",
+                                                                          "stylefusion_cli"]
     # No top-level module beside the package: stylefusion.py installed next to stylefusion/ made pip warn.
     assert "py-modules" not in meta["tool"]["setuptools"]
-    for package in meta["tool"]["setuptools"]["packages"]:
+    for package in ("stylefusion", "stylefusion_cli"):
         assert (REPO / package / "__init__.py").is_file()
 
 
@@ -89,6 +90,8 @@ def test_wheel_holds_the_two_packages_and_its_commands_run_from_elsewhere(tmp_pa
         entry_points = z.read(next(n for n in z.namelist() if n.endswith("entry_points.txt"))).decode()
         z.extractall(tmp_path / "site")
     assert top == {"stylefusion", "stylefusion_cli"}
+    packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "stylefusion").rglob("__init__.py")}
+    assert len(packages) > 1 and all((tmp_path / "site" / p / "__init__.py").is_file() for p in packages)
     assert "stylefusion = stylefusion_cli.iterative:command" in entry_points
     assert "fast-style-transfer = stylefusion_cli.fast:command" in entry_points
     elsewhere = tmp_path / "elsewhere"

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from stylefusion.iterative import RAW_STYLE_LAYERS, IterativeConfig, stylize
-from stylefusion.iterative_memory import GB, plan_memory
-from stylefusion.losses import RAW_STYLE_PER_CONTENT, parse_layer_weights, raw_layer_weights
-from stylefusion.pyramid import MIN_LEVEL_SIDE, ImagePyramid, level_count
+from stylefusion.iterative.gatys import RAW_STYLE_LAYERS, IterativeConfig, stylize
+from stylefusion.iterative.memory_plan import GB, plan_memory
+from stylefusion.core.losses import RAW_STYLE_PER_CONTENT, parse_layer_weights, raw_layer_weights
+from stylefusion.iterative.pyramid import MIN_LEVEL_SIDE, ImagePyramid, level_count
 
 from helpers import scene_and_stripes
 
@@ -66,7 +66,7 @@ def test_the_pyramid_reaches_a_lower_loss_than_the_pixels_in_as_many_steps(tmp_p
 
 
 def test_pyramid_levels_out_of_range_is_one_line_error(tmp_path, images):
-    from stylefusion.errors import ConfigError
+    from stylefusion.core.errors import ConfigError
     with pytest.raises(ConfigError, match="pyramid_levels"):
         stylize(config(tmp_path / "z", *images, pyramid_levels=0))
 
@@ -95,9 +95,9 @@ def test_raw_balance_of_regions_follows_their_weight_and_area():
 
 def test_raw_balance_is_the_relative_loss_with_those_weights(tmp_path, images):
     """--style_balance raw runs exactly as relative with the weights raw_layer_weights gives for the targets."""
-    from stylefusion.images import load_image, resize_to
-    from stylefusion.losses import style_grams
-    from stylefusion.vgg import load_vgg19
+    from stylefusion.core.images import load_image, resize_to
+    from stylefusion.core.losses import style_grams
+    from stylefusion.core.vgg import load_vgg19
     content, style = images
     raw = stylize(config(tmp_path / "r", content, style, steps_per_epoch=5))
     vgg = load_vgg19(LAYERS + ["relu4_2"])
@@ -123,7 +123,7 @@ def test_a_pyramid_plans_more_memory_for_the_same_history():
 
 
 def test_a_recolored_start_has_the_styles_colours_and_the_photos_layout():
-    from stylefusion.iterative import _initial_image
+    from stylefusion.iterative.gatys import _initial_image
     gen = torch.Generator().manual_seed(2)
     content = torch.linspace(0, 0.5, 50).expand(3, 40, 50).clone()      # a dark horizontal ramp
     styles = [torch.rand(3, 30, 30, generator=gen) * 0.2 + torch.tensor([0.7, 0.5, 0.2]).view(3, 1, 1),
@@ -137,8 +137,8 @@ def test_a_recolored_start_has_the_styles_colours_and_the_photos_layout():
 
 def test_auto_start_recolours_on_a_pyramid_only_where_the_colours_are_far():
     from dataclasses import replace
-    from stylefusion.iterative import AUTO_PYRAMID_LEVELS, resolve_start
-    from stylefusion.vgg import load_vgg19
+    from stylefusion.iterative.gatys import AUTO_PYRAMID_LEVELS, resolve_start
+    from stylefusion.core.vgg import load_vgg19
     vgg = load_vgg19(["relu1_1"])
     gen = torch.Generator().manual_seed(3)
     photo = torch.rand(3, 40, 50, generator=gen) * 0.4 + 0.3                      # mid-grey, noisy
@@ -168,9 +168,9 @@ def test_the_measured_pairs_fall_on_either_side_of_the_auto_threshold():
     """tubingen x Starry Night starts from the photo on pixels; golden_gate x The Scream and hoovertowernight x
     Shipwreck recoloured on a pyramid (bench/RESULTS.md)."""
     from pathlib import Path
-    from stylefusion.images import load_image
-    from stylefusion.iterative import AUTO_PYRAMID_DISTANCE, first_layer_distance
-    from stylefusion.vgg import load_vgg19
+    from stylefusion.core.images import load_image
+    from stylefusion.iterative.gatys import AUTO_PYRAMID_DISTANCE, first_layer_distance
+    from stylefusion.core.vgg import load_vgg19
     root = Path(__file__).resolve().parents[2] / "shared" / "images"
     pairs = [("tubingen", "starry_night"), ("golden_gate", "the_scream"), ("hoovertowernight", "shipwreck")]
     paths = [(root / "content" / f"{c}.jpg", root / "style" / f"{s}.jpg") for c, s in pairs]
@@ -184,7 +184,7 @@ def test_the_measured_pairs_fall_on_either_side_of_the_auto_threshold():
 
 def test_each_style_balance_has_its_own_default_style_layers():
     from dataclasses import replace
-    from stylefusion.iterative import RELATIVE_STYLE_LAYERS, style_layer_spec
+    from stylefusion.iterative.gatys import RELATIVE_STYLE_LAYERS, style_layer_spec
     base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
     assert parse_layer_weights(style_layer_spec(base), "s") == {"relu1_1": 1, "relu2_1": 1, "relu3_1": 2,
                                                                 "relu4_1": 1, "relu5_1": 10}

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from stylefusion.errors import ModelError
-from stylefusion.released import (RELEASED_MODELS, download_released_models, install_from_zip, installed_models,
-                                  is_released_layout, missing_models, model_paths)
-from stylefusion.networks import load_model, save_model
+from stylefusion.core.errors import ModelError
+from stylefusion.networks.released import (RELEASED_MODELS, download_released_models, install_from_zip,
+                                           installed_models, is_released_layout, missing_models, model_paths)
+from stylefusion.networks.model_files import load_model, save_model
 from stylefusion_cli.fast import main as fast_main
 from tests.test_transformer import released_layout, trained_like_network
 

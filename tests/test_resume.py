@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fast_train_data import IMAGE_SIZE, data, make_checks, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
-from stylefusion.errors import ConfigError, OutputError
-from stylefusion.training import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
-                                  load_checkpoint, train, train_paths)
-from stylefusion.networks import load_model
+from stylefusion.core.errors import ConfigError, OutputError
+from stylefusion.training.loop import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
+                                       load_checkpoint, train, train_paths)
+from stylefusion.networks.model_files import load_model
 
 # 9 files (8 readable + 1 broken) at batch 2: 5 steps per epoch, so N = 7 stops in the middle of epoch 1.
 N = 7

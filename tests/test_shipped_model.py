@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from stylefusion.images import load_image
-from stylefusion.stylize import Stylizer
-from stylefusion.transformer import MODEL_FORMAT, load_weights
-from stylefusion.networks import build_network, load_model, save_model
+from stylefusion.core.images import load_image
+from stylefusion.run.stylizer import Stylizer
+from stylefusion.core.weights import load_weights
+from stylefusion.networks.transformer import MODEL_FORMAT
+from stylefusion.networks.model_files import build_network, load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 # The style in both architectures (issue #16): the standard network (the design's commands) and the compact one.

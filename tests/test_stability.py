@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from stylefusion.errors import ConfigError
-from stylefusion.stability import CompoundRegularization, consistency, perturb, random_warp, stability_loss
-from stylefusion.transformer import TransformerNet
+from stylefusion.core.errors import ConfigError
+from stylefusion.training.stability import CompoundRegularization, consistency, perturb, random_warp, stability_loss
+from stylefusion.networks.transformer import TransformerNet
 
 NO_NOISE = CompoundRegularization(noise_std=0.0)
 STILL = CompoundRegularization(max_shift=0.0, max_rotation_deg=0.0, max_zoom=0.0, motion_std=0.0, noise_std=0.0)

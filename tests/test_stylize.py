@@ -7,13 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from stylefusion.color import rgb_to_yuv
-from stylefusion.device import cpu_supports_bf16
-from stylefusion.errors import ConfigError, InputImageError, OutputError
-from stylefusion.images import pil_to_tensor
-from stylefusion.stylize import (ImageOptions, Stylizer, check_image_size, plan_images, stylise,
-                                 stylize_images)
-from stylefusion.transformer import TransformerNet
+from stylefusion.core.color import rgb_to_yuv
+from stylefusion.core.device import cpu_supports_bf16
+from stylefusion.core.errors import ConfigError, InputImageError, OutputError
+from stylefusion.core.images import pil_to_tensor
+from stylefusion.run.stylizer import (ImageOptions, Stylizer, check_image_size, plan_images, stylise, stylize_images)
+from stylefusion.networks.transformer import TransformerNet
 from tests.conftest import pattern_array
 from tests.helpers import scene
 from tests.test_transformer import trained_like_network
@@ -68,8 +67,8 @@ def test_bf16_close_to_fp32(net):
 
 @pytest.mark.parametrize("size", [(16, 20), (13, 10)])
 def test_block_conv_equals_the_thin_conv(size):
-    from stylefusion.fastnet import BlockConv
-    from stylefusion.transformer import ConvLayer
+    from stylefusion.networks.inference import BlockConv
+    from stylefusion.networks.transformer import ConvLayer
 
     torch.manual_seed(0)
     layer = ConvLayer(32, 3, 9, 1).eval()
@@ -258,7 +257,7 @@ def test_options_are_validated(tmp_path):
 def test_plan_shards_are_disjoint_and_cover_everything(tmp_path):
     from PIL import Image
 
-    from stylefusion.stylize import plan_images
+    from stylefusion.run.stylizer import plan_images
 
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
@@ -273,7 +272,7 @@ def test_plan_shards_are_disjoint_and_cover_everything(tmp_path):
 
 
 def test_a_network_that_outputs_nan_is_refused_not_written_black() -> None:
-    from stylefusion.errors import ModelError
+    from stylefusion.core.errors import ModelError
 
     torch.manual_seed(0)
     net = TransformerNet()
@@ -285,7 +284,7 @@ def test_a_network_that_outputs_nan_is_refused_not_written_black() -> None:
 
 @pytest.mark.parametrize("local_rank", [0, 1, 2])
 def test_image_device_is_one_gpu_per_torchrun_process(monkeypatch, local_rank):
-    from stylefusion.stylize import image_device
+    from stylefusion.run.stylizer import image_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
@@ -299,8 +298,8 @@ def test_image_device_is_one_gpu_per_torchrun_process(monkeypatch, local_rank):
 
 
 def test_image_device_refuses_more_processes_than_gpus(monkeypatch):
-    from stylefusion.distributed import DistributedError
-    from stylefusion.stylize import image_device
+    from stylefusion.core.distributed import DistributedError
+    from stylefusion.run.stylizer import image_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -312,8 +311,8 @@ def test_image_device_refuses_more_processes_than_gpus(monkeypatch):
 
 
 def test_stylize_folder_runs_image_mode_in_one_call(tmp_path, net):
-    from stylefusion.stylize import ImageConfig, ImageStart, stylize_folder
-    from stylefusion.networks import save_model
+    from stylefusion.run.stylizer import ImageConfig, ImageStart, stylize_folder
+    from stylefusion.networks.model_files import save_model
 
     src = tmp_path / "in"
     for i in range(3):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from stylefusion.losses import PerceptualLoss, parse_layer_weights, style_grams
-from stylefusion.tiled_features import alignment, halo_px, plan_tiles, tiled_loss, tiled_statistics
-from stylefusion.vgg import load_vgg19
+from stylefusion.core.losses import PerceptualLoss, parse_layer_weights, style_grams
+from stylefusion.iterative.tiled_features import alignment, halo_px, plan_tiles, tiled_loss, tiled_statistics
+from stylefusion.core.vgg import load_vgg19
 
 STYLE = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 CONTENT = "relu4_2"
@@ -72,7 +72,7 @@ def test_tiled_gradient_equals_whole_image_gradient(vgg, weights):
 
 def test_too_small_halo_would_be_caught(vgg, monkeypatch):
     # The comparison above can fail: with a 16 px halo the tiled gradient is wrong.
-    import stylefusion.tiled_features as tf
+    import stylefusion.iterative.tiled_features as tf
     image, targets, grams = _problem(vgg)
     loss_fn = _loss(vgg)
     _, whole_grad = _whole(loss_fn, image, targets, grams)

@@ -1,4 +1,4 @@
-"""Tiled inference (stylefusion/tiling.py): the same result as one whole-image pass, within a memory budget.
+"""Tiled inference (stylefusion/run/tiling.py): the same result as one whole-image pass, within a memory budget.
 
 Random weights amplify any inexactness (a wrong halo, a per-tile norm statistic, a misaligned stride), so
 these tests compare against the whole-image pass on random networks at odd sizes and tiny tiles.
@@ -15,12 +15,13 @@ import textwrap
 import pytest
 import torch
 
-from stylefusion.errors import ConfigError
-from stylefusion.fastnet import for_inference
-from stylefusion.stylize import Stylizer
-from stylefusion.tiling import (POLICIES, Box, RunningStats, TiledRunner, TilePlan, _channels, back_project,
-                                layer_sizes, network_layers, peak_map_values, plan_stages, plan_tiling, tiles)
-from stylefusion.transformer import TransformerNet
+from stylefusion.core.errors import ConfigError
+from stylefusion.networks.inference import for_inference
+from stylefusion.run.stylizer import Stylizer
+from stylefusion.networks.layers import layer_channels, layer_sizes, network_layers
+from stylefusion.run.tiling import (POLICIES, Box, RunningStats, TiledRunner, TilePlan, back_project, peak_map_values,
+                                    plan_stages, plan_tiling, tiles)
+from stylefusion.networks.transformer import TransformerNet
 from tests.helpers import REPO
 
 
@@ -62,7 +63,7 @@ def test_every_storage_policy_is_exact(network: TransformerNet, policy) -> None:
     layers = network_layers(net)
     height, width = 52, 44
     sizes = layer_sizes(layers, height, width)
-    vpp = [c * h * w / (height * width) for c, (h, w) in zip(_channels(layers), sizes)]
+    vpp = [c * h * w / (height * width) for c, (h, w) in zip(layer_channels(layers), sizes)]
     stages = plan_stages(layers, vpp, policy)
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
@@ -75,7 +76,7 @@ def test_every_storage_policy_is_exact(network: TransformerNet, policy) -> None:
 def test_stored_maps_shrink_with_the_policy(network: TransformerNet) -> None:
     layers = network_layers(for_inference(network, torch.device("cpu")))
     sizes = layer_sizes(layers, 64, 64)
-    vpp = [c * h * w / 64 ** 2 for c, (h, w) in zip(_channels(layers), sizes)]
+    vpp = [c * h * w / 64 ** 2 for c, (h, w) in zip(layer_channels(layers), sizes)]
     peaks = [peak_map_values(plan_stages(layers, vpp, policy), vpp) for policy in POLICIES]
     assert peaks == sorted(peaks, reverse=True) and peaks[-1] == 0
     assert peaks[0] <= 24  # never a full-resolution 32-channel map
@@ -136,8 +137,8 @@ def test_plan_prefers_fewer_passes_when_memory_allows(network: TransformerNet) -
 PEAK_SCRIPT = textwrap.dedent("""
     import json, resource, sys, torch
     sys.path.insert(0, {repo!r})
-    from stylefusion.stylize import Stylizer
-    from stylefusion.transformer import TransformerNet
+    from stylefusion.run.stylizer import Stylizer
+    from stylefusion.networks.transformer import TransformerNet
     torch.set_num_threads(1)
     side, budget = {side}, {budget}
     stylizer = Stylizer(TransformerNet(), "cpu", "fp32", max_memory=budget)
@@ -168,7 +169,7 @@ def test_peak_memory_stays_within_the_budget_as_the_image_grows() -> None:
 # ------------------------------------------------------------------------------------------ through the CLIs
 @pytest.fixture(scope="module")
 def cli_case(tmp_path_factory: pytest.TempPathFactory, network: TransformerNet) -> dict:
-    from stylefusion.networks import save_model
+    from stylefusion.networks.model_files import save_model
     from tests.helpers import scene
 
     base = tmp_path_factory.mktemp("tiled-cli")
@@ -216,12 +217,12 @@ def test_image_above_the_pixel_limit_names_the_option(cli_case: dict) -> None:
 
 
 def test_video_frames_run_in_tiles(tmp_path) -> None:
-    from stylefusion.video import VideoConfig, stylize_video
+    from stylefusion.run.video import VideoConfig, stylize_video
     from tests.test_video import make_clip, read_video
 
     torch.manual_seed(0)
     clip = make_clip(tmp_path / "clip.mp4", frames=6)
-    from stylefusion.networks import save_model
+    from stylefusion.networks.model_files import save_model
     save_model(TransformerNet(), tmp_path / "m.pth")
     outs = {}
     for name, tile in (("whole", None), ("tiled", 20)):
@@ -236,9 +237,9 @@ def test_video_frames_run_in_tiles(tmp_path) -> None:
 
 
 def test_maps_in_their_own_memory_mappings_give_the_same_result(network: TransformerNet, monkeypatch) -> None:
-    import stylefusion.tiling
+    import stylefusion.run.tiling
 
-    monkeypatch.setattr(stylefusion.tiling, "MAPPED_MAP_BYTES", 0)  # every stored map mmap-backed, as at 48 MP
+    monkeypatch.setattr(stylefusion.run.tiling, "MAPPED_MAP_BYTES", 0)  # every stored map mmap-backed, as at 48 MP
     x = torch.rand(1, 3, 52, 60, generator=torch.Generator().manual_seed(5))
     whole = Stylizer(network, "cpu", "fp32")(x)
     assert psnr(Stylizer(network, "cpu", "fp32", tile_size=24)(x), whole) >= 40.0

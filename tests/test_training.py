@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 
 from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
-from stylefusion.dataset import ContentImages, EpochSampler, collate, epoch_order, find_images, resize_crop
-from stylefusion.device import cpu_supports_bf16
-from stylefusion.errors import ConfigError, DatasetError, ModelError
-from stylefusion.plotting import draw_loss_curve
-from stylefusion.training import (LOG_COLUMNS, StopFlag, TrainConfig, TrainProgress, train, train_paths,
-                                  validate_config)
-from stylefusion.transformer import TransformerNet
-from stylefusion.networks import load_model
+from stylefusion.training.dataset import ContentImages, EpochSampler, collate, epoch_order, find_images, resize_crop
+from stylefusion.core.device import cpu_supports_bf16
+from stylefusion.core.errors import ConfigError, DatasetError, ModelError
+from stylefusion.core.plotting import draw_loss_curve
+from stylefusion.training.loop import (LOG_COLUMNS, StopFlag, TrainConfig, TrainProgress, train, train_paths,
+                                       validate_config)
+from stylefusion.networks.transformer import TransformerNet
+from stylefusion.networks.model_files import load_model
 
 
 def config(data: tuple[Path, Path], out: Path, **overrides) -> TrainConfig:
@@ -138,7 +138,7 @@ def test_stop_flag_ends_the_run_with_a_checkpoint_and_no_model(data, tmp_path):
 
 
 def test_stability_term_is_computed_and_logged(data, tmp_path):
-    pytest.importorskip("stylefusion.stability")
+    pytest.importorskip("stylefusion.training.stability")
     seen: list[TrainProgress] = []
     train(config(data, tmp_path, max_steps=2, stability_weight=10.0), seen.append)
     assert all(p.stability > 0 for p in seen)
@@ -147,7 +147,7 @@ def test_stability_term_is_computed_and_logged(data, tmp_path):
 
 def test_stability_settings_reach_the_term(data, tmp_path):
     # A perturbation that moves nothing and adds no noise leaves nothing to penalise: the settings are used.
-    from stylefusion.stability import CompoundRegularization
+    from stylefusion.training.stability import CompoundRegularization
     still = CompoundRegularization(max_shift=0, max_rotation_deg=0, max_zoom=0, motion_std=0, noise_std=0)
     seen: list[TrainProgress] = []
     train(config(data, tmp_path, max_steps=2, stability_weight=10.0, stability_settings=still), seen.append)
@@ -212,8 +212,8 @@ def test_loss_curve_png(tmp_path):
 
 
 def test_auto_precision_means_fp32_for_training():
-    from stylefusion.device import training_precision
-    from stylefusion.training import TrainConfig
+    from stylefusion.core.device import training_precision
+    from stylefusion.training.loop import TrainConfig
 
     assert TrainConfig("s.png", "d", "m.pth").precision == "auto"
     assert training_precision("auto") == "fp32"

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from stylefusion.errors import ModelError
-from stylefusion.transformer import MIN_INPUT_SIDE, TransformerNet, clean_state_dict
-from stylefusion.networks import load_model, save_model
+from stylefusion.core.errors import ModelError
+from stylefusion.networks.transformer import MIN_INPUT_SIDE, TransformerNet, clean_state_dict
+from stylefusion.networks.model_files import load_model, save_model
 
 # Every InstanceNorm2d of the network: old torch saved running_mean/running_var for each of them.
 NORMS = ["in1", "in2", "in3", "in4", "in5"] + [f"res{i}.in{j}" for i in range(1, 6) for j in (1, 2)]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from stylefusion.errors import ConfigError, WeightsError
-from stylefusion.vgg import LAYER_NAMES, Normalize, load_vgg19, save_vgg19_state
+from stylefusion.core.errors import ConfigError, WeightsError
+from stylefusion.core.vgg import LAYER_NAMES, Normalize, load_vgg19, save_vgg19_state
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from stylefusion import flicker
-from stylefusion.color import preserve_color
-from stylefusion.errors import ConfigError, ModelError, OutputError, VideoError
-from stylefusion.flicker import FlickerMeter, flicker_score, raft_weights_path, warping_error
-from stylefusion.transformer import TransformerNet
-from stylefusion.networks import save_model
-from stylefusion.video import VideoConfig, VideoProgress, probe_video, stylize_video
+from stylefusion.run import flicker
+from stylefusion.core.color import preserve_color
+from stylefusion.core.errors import ConfigError, ModelError, OutputError, VideoError
+from stylefusion.run.flicker import FlickerMeter, flicker_score, raft_weights_path, warping_error
+from stylefusion.networks.transformer import TransformerNet
+from stylefusion.networks.model_files import save_model
+from stylefusion.run.video import VideoConfig, VideoProgress, probe_video, stylize_video
 
 
 # ------------------------------------------------------------------------------------------ clip helpers

@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 
 from helpers import assert_one_line_error
-from stylefusion.errors import VideoError
-from stylefusion.transformer import TransformerNet
-from stylefusion.networks import save_model
-from stylefusion.webcam import (WebcamConfig, _Captured, _Newest, command_for_key, open_camera, run_webcam,
-                                working_size)
+from stylefusion.core.errors import VideoError
+from stylefusion.networks.transformer import TransformerNet
+from stylefusion.networks.model_files import save_model
+from stylefusion.run.webcam import (WebcamConfig, _Captured, _Newest, command_for_key, open_camera, run_webcam,
+                                    working_size)
 from test_video import make_clip
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,10 +20,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from stylefusion.errors import StyleFusionError  # noqa: E402
-from stylefusion.images import atomic_path, load_image  # noqa: E402
-from stylefusion.networks import load_model  # noqa: E402
-from stylefusion.transformer import MODEL_FORMAT, load_weights  # noqa: E402
+from stylefusion.core.errors import StyleFusionError  # noqa: E402
+from stylefusion.core.images import atomic_path, load_image  # noqa: E402
+from stylefusion.networks.model_files import load_model  # noqa: E402
+from stylefusion.core.weights import load_weights  # noqa: E402
+from stylefusion.networks.transformer import MODEL_FORMAT  # noqa: E402
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

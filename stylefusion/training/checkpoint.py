@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .errors import ConfigError, ModelError, OutputError
-from .images import atomic_path, write_failure
-from .transformer import load_weights
+from ..core.errors import ConfigError, ModelError, OutputError
+from ..core.images import atomic_path, write_failure
+from ..core.weights import load_weights
 
 CHECKPOINT_FORMAT = "stylefusion-train-checkpoint-v1"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_step_(\d+)\.pt$")

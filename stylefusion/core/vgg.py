@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, WeightsError, first_line
-from .transformer import load_weights
+from .weights import load_weights
 
 # torchvision vgg19().features layout: (block, convs in block).
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))

@@ -1,4 +1,4 @@
-"""Johnson et al. 2016 transformer network, as in pytorch/examples fast_neural_style (model files: networks.py).
+"""Johnson et al. 2016 transformer network, as in pytorch/examples fast_neural_style (model files: model_files.py).
 
 Deviations from the paper, as in pytorch/examples: instance norm instead of batch norm (Ulyanov et al.),
 reflection padding, and nearest-neighbour upsampling + conv instead of transposed conv (Odena et al.).
@@ -7,9 +7,7 @@ State-dict keys match pytorch/examples' released models (candy, mosaic, rain_pri
 
 from __future__ import annotations
 
-import os
 import re
-import warnings
 from typing import Any
 
 import torch
@@ -67,7 +65,7 @@ class UpsampleConvLayer(nn.Module):
 
 
 class LayeredNet(nn.Module):
-    """A network that runs its children in the order its LAYER_ORDER names them (tiling.py reads the order)."""
+    """A network that runs its children in the order its LAYER_ORDER names them (layers.py reads the order)."""
 
     LAYER_ORDER: tuple[str, ...] = ()
 
@@ -88,7 +86,7 @@ class TransformerNet(LayeredNet):
     # Peak bytes per pixel of a whole-image pass (fp32, CPU, channels_last), measured at 1-4 MP
     # (bench/tiled.py): 723-887. A low-precision network needs about half. The budget planner reads it.
     PEAK_BYTES_PER_PIXEL = 800
-    # The order forward() runs its children in; tiling.py reads it to run the network in tiles.
+    # The order forward() runs its children in; layers.py reads it, so the network can run in tiles.
     LAYER_ORDER = ("conv1", "in1", "relu", "conv2", "in2", "relu", "conv3", "in3", "relu",
                    "res1", "res2", "res3", "res4", "res5",
                    "deconv1", "in4", "relu", "deconv2", "in5", "relu", "deconv3")
@@ -121,9 +119,3 @@ def clean_state_dict(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Drop the stale InstanceNorm running stats that pytorch/examples' released models carry."""
     return {k: v for k, v in state.items() if not _STALE_KEY.search(k)}
 
-
-def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load with weights_only=True and torch's own warnings (pickle protocol ...) kept off stderr."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location=map_location, weights_only=True)

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from .errors import DatasetError, InputImageError
-from .images import IMAGE_EXTENSIONS, load_pil, pil_to_tensor, walk_images
+from ..core.errors import DatasetError, InputImageError
+from ..core.images import IMAGE_EXTENSIONS, load_pil, pil_to_tensor, walk_images
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, non_finite_output
-from .transformer import TransformerNet
+from ..core.errors import ConfigError, non_finite_output
+from ..networks.layers import Conv, Layer, layer_channels, layer_sizes, Norm, ReLU, SkipAdd, SkipSave
+from ..networks.transformer import TransformerNet
 
 # Peak bytes per pixel of a whole-image pass for a network that does not state its own PEAK_BYTES_PER_PIXEL:
 # the standard network's, the larger of the two architectures.
@@ -38,110 +39,6 @@ MIN_TILE = 32
 MAPPED_MAP_BYTES = 64 << 20
 # Largest tile side tried when the budget allows; larger tiles gain nothing measurable (bench/tiled.py).
 MAX_TILE = 1024
-
-
-# ------------------------------------------------------------------------------------------ the layer list
-@dataclass
-class Conv:
-    """A convolution with reflection padding `pad`, optionally after a nearest-neighbour upsample."""
-    module: nn.Module
-    kernel: int
-    stride: int
-    pad: int
-    upsample: int = 1
-
-
-@dataclass
-class Norm:
-    """An instance norm (affine): applied with whole-image statistics gathered over the tiles."""
-    module: nn.Module
-
-
-@dataclass
-class ReLU:
-    """max(x, 0), pointwise."""
-
-
-@dataclass
-class SkipSave:
-    """The start of a residual block: its input is added back at the matching SkipAdd."""
-
-
-@dataclass
-class SkipAdd:
-    """The end of a residual block: add the block's input."""
-
-
-Layer = Conv | Norm | ReLU | SkipSave | SkipAdd
-
-
-def _conv_layer(module: nn.Module) -> Conv:
-    """A Conv for a ConvLayer, UpsampleConvLayer, fastnet.BlockConv or fastnet.PhaseUpsampleConv."""
-    from .fastnet import BlockConv, PhaseUpsampleConv
-
-    if isinstance(module, BlockConv):
-        return Conv(module, module.kernel, 1, module.pad)
-    if isinstance(module, PhaseUpsampleConv):  # tiles run it as the upsample + 3x3 conv it stands for
-        return Conv(module, 3, 1, 1, 2)
-    conv = module.conv2d
-    upsample = int(getattr(module, "upsample", None) or 1)
-    return Conv(module, conv.kernel_size[0], conv.stride[0], conv.kernel_size[0] // 2, upsample)
-
-
-def network_layers(network: nn.Module) -> list[Layer]:
-    """The network's layers in order, residual blocks unrolled between SkipSave and SkipAdd."""
-    from .cin import ConditionalInstanceNorm2d
-    from .fastnet import BlockConv, InstanceNormAsGroupNorm, PhaseUpsampleConv
-    from .transformer import ConvLayer, ResidualBlock, UpsampleConvLayer
-
-    if not hasattr(network, "layers"):
-        raise ConfigError(f"{type(network).__name__} cannot run in tiles (it does not list its layers)")
-    layers: list[Layer] = []
-
-    def add(module: nn.Module) -> None:
-        if isinstance(module, (ConvLayer, UpsampleConvLayer, BlockConv, PhaseUpsampleConv)):
-            layers.append(_conv_layer(module))
-        elif isinstance(module, (nn.InstanceNorm2d, InstanceNormAsGroupNorm, ConditionalInstanceNorm2d)):
-            # RunningStats.affine reads module.weight/bias: a conditional norm's chosen or blended style
-            layers.append(Norm(module))
-        elif isinstance(module, nn.ReLU):
-            layers.append(ReLU())
-        elif isinstance(module, ResidualBlock):
-            layers.append(SkipSave())
-            for child in (module.conv1, module.in1, module.relu, module.conv2, module.in2):
-                add(child)
-            layers.append(SkipAdd())
-        else:
-            raise ConfigError(f"cannot run {type(module).__name__} in tiles")
-
-    for module in network.layers():
-        add(module)
-    return layers
-
-
-def layer_sizes(layers: Sequence[Layer], height: int, width: int) -> list[tuple[int, int]]:
-    """The (H, W) of every layer's input, plus the output's last: sizes[i] is layer i's input."""
-    sizes = [(height, width)]
-    for layer in layers:
-        h, w = sizes[-1]
-        if isinstance(layer, Conv):
-            h, w = h * layer.upsample, w * layer.upsample
-            h = (h + 2 * layer.pad - layer.kernel) // layer.stride + 1
-            w = (w + 2 * layer.pad - layer.kernel) // layer.stride + 1
-        sizes.append((h, w))
-    return sizes
-
-
-def _channels(layers: Sequence[Layer], in_channels: int = 3) -> list[int]:
-    """Channels of every layer's input, plus the output's last."""
-    channels = [in_channels]
-    for layer in layers:
-        out = channels[-1]
-        if isinstance(layer, Conv):
-            out = layer.module.out_channels if hasattr(layer.module, "out_channels") else \
-                layer.module.conv2d.out_channels
-        channels.append(out)
-    return channels
 
 
 # ----------------------------------------------------------------------------------------- boxes and halos
@@ -365,7 +262,7 @@ def plan_tiling(layers: Sequence[Layer], height: int, width: int, budget: int, c
     the compute dtype or bf16 (half the memory, about 8 bits of mantissa: bench/tiled.py measures the PSNR).
     """
     sizes = layer_sizes(layers, height, width)
-    channels = _channels(layers)
+    channels = layer_channels(layers)
     pixels = height * width
     vpp = [c * h * w / pixels for c, (h, w) in zip(channels, sizes)]
     dtypes = [compute_dtype] + ([torch.bfloat16] if compute_dtype != torch.bfloat16 else [])
@@ -520,7 +417,7 @@ class TiledRunner:
         for n, (stage, boxes) in enumerate(jobs):
             source = maps.get(stage.start)
             if stage.kind == "store":
-                channels = _channels(self.layers)[stage.stop]
+                channels = layer_channels(self.layers)[stage.stop]
                 maps[stage.stop] = self._empty_map((1, channels, *sizes[stage.stop]), plan.store_dtype, device)
             stats = RunningStats() if stage.kind in ("stats", "store") else None
             for core in boxes:

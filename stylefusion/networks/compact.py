@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tiling import Conv, _channels, layer_sizes, network_layers
+from .layers import Conv, layer_channels, layer_sizes, network_layers
 from .transformer import ConvLayer, LayeredNet, ResidualBlock, UpsampleConvLayer
 
 # The residual stack's width and depth (Johnson et al.: 5 blocks of 128 channels). Other widths train with
@@ -51,7 +51,7 @@ class GainUpsampleConvLayer(UpsampleConvLayer):
         return self.forward_valid(self.reflection_pad(x))
 
     def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv on an already upsampled and padded input (tiling.py calls this)."""
+        """The conv on an already upsampled and padded input (run/tiling.py calls this)."""
         conv = self.conv2d
         return F.conv2d(x, conv.weight * self.gain, conv.bias * self.gain)
 
@@ -101,7 +101,7 @@ def multiply_adds_per_pixel(network: nn.Module, height: int = 64, width: int = 6
     """Exact multiply-adds of one forward per input pixel: k*k*C_in*C_out per output pixel of every conv
     (norms, ReLUs and upsampling not counted), from the network's layer list at a height x width input."""
     layers = network_layers(network)
-    sizes, channels = layer_sizes(layers, height, width), _channels(layers)
+    sizes, channels = layer_sizes(layers, height, width), layer_channels(layers)
     total = sum(layer.kernel ** 2 * channels[i] * channels[i + 1] * sizes[i + 1][0] * sizes[i + 1][1]
                 for i, layer in enumerate(layers) if isinstance(layer, Conv))
     return total / (height * width)

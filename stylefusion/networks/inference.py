@@ -86,7 +86,7 @@ class PhaseUpsampleConv(nn.Module):
         self.out_channels = weight.shape[0]
         self.register_buffer("weight", phases.reshape(self.out_channels * 4, *weight.shape[1:]))
         self.register_buffer("bias", bias.repeat_interleave(4))
-        self.register_buffer("valid_weight", weight)  # the plain conv, for tiling.py's windows
+        self.register_buffer("valid_weight", weight)  # the plain conv, for run/tiling.py's windows
         self.register_buffer("valid_bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ class PhaseUpsampleConv(nn.Module):
         return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias), 2)
 
     def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv on an already upsampled and padded input (what tiling.py hands a conv)."""
+        """The conv on an already upsampled and padded input (what run/tiling.py hands a conv)."""
         return F.conv2d(x, self.valid_weight, self.valid_bias)
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.weights import load_weights
 
 FLOW_METHODS = ("auto", "raft", "farneback")
 # torchvision's RAFT weight files, looked up (never fetched) in <torch hub dir>/checkpoints.
@@ -106,8 +107,6 @@ class _RaftFlow:
         from torchvision.models import optical_flow
 
         self.model = getattr(optical_flow, name)(weights=None)
-        from .transformer import load_weights
-
         self.model.load_state_dict(load_weights(path))
         self.model.eval().requires_grad_(False)
 

@@ -20,19 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cin import choose_style
-from .color import check_mode, preserve_color
+from ..core.color import check_mode, preserve_color
+from ..core.device import autocast, check_precision, resolve_device, resolve_precision
+from ..core.distributed import distributed_context, rank_device
+from ..core.errors import ConfigError, InputImageError, OutputError, non_finite_output
+from ..core.images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_uint8,
+                           prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
+from ..core.memory import default_budget
+from ..networks.cin import choose_style
+from ..networks.inference import for_inference, retain_freed_memory
+from ..networks.layers import network_layers
+from ..networks.model_files import load_model
+from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
-from .device import autocast, check_precision, resolve_device, resolve_precision
-from .distributed import distributed_context, rank_device
-from .errors import ConfigError, InputImageError, OutputError, non_finite_output
-from .fastnet import for_inference, retain_freed_memory
-from .images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_uint8,
-                     prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
-from .memory import default_budget
-from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, network_layers, plan_tiling
-from .transformer import MIN_INPUT_SIDE
-from .networks import load_model
+from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan, plan_tiling
 
 # Two stride-2 convs then two 2x upsamples: sides that are multiples of 4 come back unchanged.
 SIZE_MULTIPLE = 4
@@ -246,7 +247,7 @@ class ImageConfig:
     precision: str = "auto"                    # auto: bf16 where the device computes it natively, else fp32
     max_memory: int | None = None              # bytes the network may use; larger images run in tiles
     tile_size: int | None = None               # force tiles of about this side (px)
-    retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide; see fastnet.py)
+    retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide; see networks/inference.py)
     control: Control = Control()               # strength, masks (control.py)
 
     def options(self) -> ImageOptions:

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, ModelError, OutputError, first_line
-from .images import atomic_path
+from ..core.errors import ConfigError, ModelError, OutputError, first_line
+from ..core.images import atomic_path
 
 EXPORT_FORMATS = {".onnx": "ONNX", ".pt": "TorchScript"}
 ONNX_OPSET = 17

@@ -27,10 +27,11 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import ModelError, StyleFusionError
-from .images import atomic_path, no_empty_folders_on_failure, prepare_output_dir
-from .transformer import MODEL_FORMAT, load_weights
-from .networks import load_model
+from ..core.errors import ModelError, StyleFusionError
+from ..core.images import atomic_path, no_empty_folders_on_failure, prepare_output_dir
+from ..core.weights import load_weights
+from .model_files import load_model
+from .transformer import MODEL_FORMAT
 
 RELEASED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
 RELEASED_MODELS = ("candy", "mosaic", "rain_princess", "udnie")

@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import color
-from .device import check_precision, resolve_device
-from .errors import (ConfigError, DeviceError, OutputError, VideoError, first_line, is_finite_non_negative,
-                     require_file)
-from .flicker import FlickerMeter
-from .images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
+from ..core import color
+from ..core.device import check_precision, resolve_device
+from ..core.errors import (ConfigError, DeviceError, OutputError, VideoError, first_line, is_finite_non_negative,
+                           require_file)
+from ..core.images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
+from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
-from .stylize import Stylizer, controlled, load_networks
-from .transformer import MIN_INPUT_SIDE
+from .flicker import FlickerMeter
+from .stylizer import Stylizer, controlled, load_networks
 
 # Output extension -> (PyAV container format, audio codecs it may carry as a stream copy). Players handle these
 # codecs in MP4/MOV; anything else is re-encoded to AAC. Matroska takes whatever FFmpeg's muxer accepts.

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.errors import ConfigError, ModelError, require_file
+from ..core.weights import load_weights
 from .cin import make_conditional, state_style_count
 from .compact import COMPACT_CHANNELS, CompactNet, compact_channels
-from .errors import ConfigError, ModelError, require_file
-from .transformer import MODEL_FORMAT, TransformerNet, clean_state_dict, load_weights
+from .transformer import MODEL_FORMAT, TransformerNet, clean_state_dict
 
 ARCHITECTURES = ("standard", "compact")
 
@@ -111,7 +112,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 def save_model(network: nn.Module, path: str | os.PathLike, settings: dict[str, Any] | None = None) -> None:
     """Write weights plus the settings they were trained with (and the network's architecture, "arch"),
     atomically (temporary name, then rename)."""
-    from .images import atomic_path  # local import: images pulls in Pillow, not needed to run the network
+    from ..core.images import atomic_path  # local import: images pulls in Pillow, not needed to run the network
 
     module = getattr(network, "module", network)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, check_non_negative
+from ..core.errors import ConfigError, check_non_negative
 
 
 @dataclass(frozen=True)

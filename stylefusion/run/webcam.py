@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import color
-from .device import check_precision, resolve_device
-from .errors import ConfigError, DeviceError, ModelError, OutputError, VideoError, require_file
-from .images import atomic_path, ensure_not_input, prepare_output_dir, save_image
-from .stylize import Stylizer
-from .transformer import MIN_INPUT_SIDE
-from .networks import load_model
+from ..core import color
+from ..core.device import check_precision, resolve_device
+from ..core.errors import ConfigError, DeviceError, ModelError, OutputError, VideoError, require_file
+from ..core.images import atomic_path, ensure_not_input, prepare_output_dir, save_image
+from ..networks.model_files import load_model
+from ..networks.transformer import MIN_INPUT_SIDE
+from .stylizer import Stylizer
 from .video import CONTAINERS
 
 # Commands a frame callback may return (or an int: switch to that model index).

@@ -18,20 +18,20 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import color
-from .device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
-from .errors import ConfigError, check_non_negative
-from .memory import default_budget
-from .iterative_memory import GB, MemoryPlan, plan_memory
-from .images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
-from .losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
-                     gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
-                     style_grams)
-from .losslog import LossLog
-from .masks import check_mask_count, load_masks
+from ..core import color
+from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
+from ..core.errors import ConfigError, check_non_negative
+from ..core.images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
+from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
+                           gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
+                           style_grams)
+from ..core.losslog import LossLog
+from ..core.masks import check_mask_count, load_masks
+from ..core.memory import default_budget
+from ..core.vgg import VGG19Features, load_vgg19
+from .memory_plan import GB, MemoryPlan, plan_memory
 from .pyramid import ImagePyramid
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
-from .vgg import VGG19Features, load_vgg19
 
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_BALANCES = ("raw", "relative")
@@ -76,7 +76,7 @@ class IterativeConfig:
     steps_per_epoch: int = 30      # 300 L-BFGS steps: ~4 min at 512 px on a 2-core bf16 CPU (0.75 s a step)
     image_size: int = 512          # longest side of the result
     style_scale: float = 1.0       # style image size relative to the working image
-    # Relative losses (see losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. With style_balance
+    # Relative losses (see core/losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. With style_balance
     # "raw", style_weight 3 is neural-style-pt's 100 against content 5; with "relative" (measured, bench/RESULTS.md)
     # 1 keeps fine content detail, 20 nearly erases it, 3 gives a clearly styled image whose layout stays readable.
     content_weight: float = 1.0
@@ -87,7 +87,7 @@ class IterativeConfig:
     # None: the style balance's default, RAW_STYLE_LAYERS (each then scaled for the image pair) or
     # RELATIVE_STYLE_LAYERS.
     style_layers: str | None = None
-    # raw: the style_layers weights scaled per image pair to neural-style-pt's unnormalised balance (losses.py),
+    # raw: the style_layers weights scaled per image pair to neural-style-pt's unnormalised balance (core/losses.py),
     # which reaches its quality (bench/RESULTS.md); relative: used as given on the relative losses.
     style_balance: str = "raw"
     optimizer: str = "lbfgs"

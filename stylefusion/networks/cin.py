@@ -2,7 +2,7 @@
 
 Every affine InstanceNorm2d of a network is swapped for a `ConditionalInstanceNorm2d` holding one (scale, shift)
 per style (`gamma`, `beta`: (styles, channels)); the convolutions are shared. `weight` and `bias` read the
-selected style's parameters, or a blend of them, so code that applies a norm's affine itself (tiling.py,
+selected style's parameters, or a blend of them, so code that applies a norm's affine itself (run/tiling.py,
 fastnet.InstanceNormAsGroupNorm) sees the chosen style. The swap is generic over a network's InstanceNorm2d
 children, whatever the architecture names them.
 """
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, ModelError
+from ..core.errors import ConfigError, ModelError
 
 
 class ConditionalInstanceNorm2d(nn.Module):

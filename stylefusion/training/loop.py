@@ -26,23 +26,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, training_precision
+from ..core.distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
+from ..core.errors import ConfigError, DeviceError, ModelError, OutputError
+from ..core.images import (ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir, remove_empty_tree,
+                           save_image, write_failure)
+from ..core.losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
+from ..core.losslog import LossLog
+from ..core.memory import check_fits
+from ..core.vgg import load_vgg19
+from ..networks.cin import make_conditional, select_style, state_style_count
+from ..networks.compact import MAX_COMPACT_CHANNELS, compact_channels
+from ..networks.model_files import ARCHITECTURES, architecture_of, build_network, load_model, save_model
+from ..networks.transformer import clean_state_dict
 from .checkpoint import (CHECKPOINT_FORMAT, TrainState, checkpoint_file, find_checkpoints,  # noqa: F401 (API)
                          find_latest_checkpoint, load_checkpoint, load_latest_checkpoint, prune_checkpoints, rng_state,
                          save_checkpoint, set_rng_state)
 from .dataset import ContentImages, EpochSampler, collate, find_images, ignore_stop_signals
-from .device import autocast, check_precision, needs_grad_scaler, resolve_device, training_precision
-from .distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
-from .errors import ConfigError, DeviceError, ModelError, OutputError
-from .images import (ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir,
-                     remove_empty_tree, save_image, write_failure)
-from .losslog import LossLog
-from .losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
-from .memory import check_fits
-from .cin import make_conditional, select_style, state_style_count
-from .compact import MAX_COMPACT_CHANNELS, compact_channels
-from .transformer import clean_state_dict
-from .networks import ARCHITECTURES, architecture_of, build_network, load_model, save_model
-from .vgg import load_vgg19
 
 if TYPE_CHECKING:
     from .stability import CompoundRegularization
@@ -68,7 +68,7 @@ class TrainConfig:
     image_size: int = 256                # side of the square training crops
     style_size: int | None = None        # longest side of the style image; None: image_size (Johnson et al.)
     lr: float = 1e-3
-    # Relative losses (see losses.py), so these are ratios, not pytorch/examples' 1e5 / 1e10. Measured with
+    # Relative losses (see core/losses.py), so these are ratios, not pytorch/examples' 1e5 / 1e10. Measured with
     # udnie: optimising one image for this loss keeps its content at 1:1-1:10 and breaks it at 1:100; a trained
     # network (1000 steps, 64 px) keeps content and clearly shows the style at 1:1, loses much content at 1:3.
     content_weight: float = 1.0
@@ -79,9 +79,9 @@ class TrainConfig:
     content_layers: str = "relu2_2"
     style_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
     pretrained_model_path: str | os.PathLike | None = None
-    arch: str = "standard"               # network: "standard" (Johnson et al.) or "compact" (compact.py, CPU video)
+    arch: str = "standard"               # network: "standard" (Johnson et al.) or "compact" (networks/compact.py, CPU video)
     # The compact network's residual-stack width; None: compact.COMPACT_CHANNELS, or a fine-tuned or resumed
-    # network's own. Wider is slower and closer to the standard network's quality (see compact.py).
+    # network's own. Wider is slower and closer to the standard network's quality (see networks/compact.py).
     compact_width: int | None = None
     checkpoint_dir: str | os.PathLike | None = None   # None: <model stem>_checkpoints next to the model
     checkpoint_interval: int = 1000      # steps between checkpoints; 0: only at the end or on a stop
@@ -171,7 +171,7 @@ def train_paths(config: TrainConfig) -> TrainPaths:
 # ------------------------------------------------------------------------------------------- validation
 
 def style_images(config: TrainConfig) -> list[Path]:
-    """The style image(s) of a run: one, or several for a multi-style network (cin.py)."""
+    """The style image(s) of a run: one, or several for a multi-style network (networks/cin.py)."""
     styles = config.style_image
     return [Path(styles)] if isinstance(styles, (str, os.PathLike)) else [Path(s) for s in styles]
 
@@ -386,7 +386,7 @@ def _preview(network: nn.Module, image: torch.Tensor, path: Path, precision: str
 
 def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None = None,
           stop: StopFlag | None = None, warn: Callable[[str], None] | None = None) -> TrainResult:
-    """Train (or resume, or fine-tune) a transformer network for one style (or several: cin.py) and save it.
+    """Train (or resume, or fine-tune) a transformer network for one style (or several: networks/cin.py) and save it.
 
     `callback` receives a TrainProgress after every step on rank 0. Setting `stop` (from a signal handler or
     the callback) ends the run after the current step with a checkpoint, as does reaching `max_steps`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .errors import MemoryBudgetError
+from ..core.errors import MemoryBudgetError
 from .pyramid import EXTRA_PX_FACTOR
 from .tiled_features import alignment, halo_px, pool_level
 

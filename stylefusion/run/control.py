@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .color import preserve_color
-from .errors import ConfigError
-from .masks import check_mask_ratio, read_mask
+from ..core.color import preserve_color
+from ..core.errors import ConfigError
+from ..core.masks import check_mask_ratio, read_mask
 
 # Feather width (px, at the image's resolution) when none is given.
 DEFAULT_FEATHER = 16
@@ -37,7 +37,7 @@ class Control:
     strength: float = 1.0
     masks: tuple[str | os.PathLike, ...] = ()
     feather: float = DEFAULT_FEATHER
-    style: int | None = None                     # a multi-style model's style (cin.py); None: its first
+    style: int | None = None                     # a multi-style model's style (networks/cin.py); None: its first
     style_weights: tuple[float, ...] | None = None  # or a blend of its styles (normalised to sum 1)
 
     def validate(self, models: int = 1) -> None:

@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .losses import GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_weight, guide_area, layer_guides
-from .vgg import LAYER_INDEX, LAYER_NAMES, VGG19Features
+from ..core.losses import GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_weight, guide_area, layer_guides
+from ..core.vgg import LAYER_INDEX, LAYER_NAMES, VGG19Features
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in this evaluation)
 
