@@ -9,10 +9,13 @@ the image changed.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import ipaddress
 import json
 import math
 import os
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -25,10 +28,24 @@ import torch
 
 from .core.errors import ConfigError
 
+MAX_PORT = 65535
 MAX_POINTS = 2000            # history points kept per curve; older ones are thinned 2:1 beyond that
 POLL_MS = 1000               # how often the page asks for the state
 _IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                 ".bmp": "image/bmp"}
+
+
+def _own_addresses(ipv6: bool) -> list[str]:
+    """This machine's non-loopback addresses (the one with the default route first), for a wildcard bind."""
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    found = []
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+        # connect() on UDP sends nothing: it only asks the kernel which local address would route there.
+        probe.connect(("2001:db8::1" if ipv6 else "192.0.2.1", 9))
+        found.append(probe.getsockname()[0])
+    with contextlib.suppress(OSError):
+        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, family)]
+    return [a for a in dict.fromkeys(found) if not ipaddress.ip_address(a.split("%")[0]).is_loopback]
 
 
 def _finite(value: Any) -> Any:
@@ -53,10 +70,13 @@ class LiveServer:
         self._encoded: tuple[int, bytes, str] | None = None  # (version, bytes, content type)
         self._started = time.monotonic()
         self._done = False
+        if not isinstance(port, int) or not 0 <= port <= MAX_PORT:
+            raise ConfigError(f"the live page's port must be 0-{MAX_PORT} (0: any free one), got {port}")
         try:
             self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        except OSError as exc:
-            raise ConfigError(f"cannot serve the live page on {host}:{port}: {exc.strerror or exc}") from None
+        except (OSError, OverflowError, UnicodeError) as exc:  # OverflowError, UnicodeError: odd host names
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"cannot serve the live page on {host}:{port}: {reason}") from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="live-server", daemon=True)
         self._thread.start()
@@ -69,9 +89,26 @@ class LiveServer:
 
     @property
     def url(self) -> str:
-        """The page's address."""
+        """The page's address (for a wildcard address such as 0.0.0.0: the first of `urls`)."""
+        return self.urls[0]
+
+    @property
+    def is_public(self) -> bool:
+        """True when the page listens on every interface (0.0.0.0, ::) or another non-loopback address."""
+        host = self.address[0]
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True
+
+    @property
+    def urls(self) -> list[str]:
+        """Addresses a browser can open: loopback first, then this machine's own addresses for a wildcard."""
         host, port = self.address
-        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+        hosts = [host]
+        if host in ("0.0.0.0", "::"):
+            hosts = ["127.0.0.1" if host == "0.0.0.0" else "::1", *_own_addresses(ipv6=host == "::")]
+        return [f"http://{'[' + h + ']' if ':' in h else h}:{port}/" for h in dict.fromkeys(hosts)]
 
     def update(self, step: int | None = None, total_steps: int | None = None,
                losses: Mapping[str, float] | None = None, image: Path | str | np.ndarray | torch.Tensor | None = None,

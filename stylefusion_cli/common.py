@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from stylefusion import __version__
 from stylefusion.core.errors import (ConfigError, DatasetError, InputImageError, ModelError, StyleFusionError,
@@ -67,7 +68,6 @@ def stop_signals(handler: Callable[[int, object], None] = raise_interrupted) -> 
 
 def is_main_process() -> bool:
     """False in torchrun's processes other than rank 0 (read from the environment, no process group needed)."""
-    import os
 
     try:
         return int(os.environ.get("WORLD_SIZE") or 1) <= 1 or int(os.environ.get("RANK") or 0) == 0
@@ -123,10 +123,13 @@ def non_negative_float(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+    """argparse type: a finite number > 0 (0, negatives, NaN and inf get the same message)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (is_finite_non_negative(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -145,6 +148,14 @@ def _int_at_least(text: str, low: int) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0-65535 (0: any free one)."""
+    value = _int_at_least(text, 0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
     return value
 
 
@@ -177,6 +188,26 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def apply_pixel_limit(megapixels: float | None) -> None:
+    """Set Pillow's decompression-bomb limit for this process (a CLI-wide setting, like the allocator's)."""
+    from PIL import Image
+
+    if megapixels is not None:
+        # Pillow refuses above twice MAX_IMAGE_PIXELS (and warns above it): the user's number is the refusal.
+        Image.MAX_IMAGE_PIXELS = int(megapixels * 1e6 / 2)
+
+
+def blank_mask_warnings(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """A warning line per mask that is black (or transparent) everywhere: its region gets no style. The CLIs
+    print them once the run has passed its checks (a bad mask's error comes alone)."""
+    if not paths:
+        return []
+    from stylefusion.core.masks import blank_masks
+
+    return [f"warning: the mask {path} is black everywhere: nothing will be stylised in its region"
+            for path in blank_masks(paths)]
+
+
 def add_version_arg(parser: argparse.ArgumentParser) -> None:
     """--version: print the one version number (stylefusion.__version__) and exit."""
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -187,7 +218,7 @@ def add_live_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("live view")
     g.add_argument("--live", action="store_true",
                    help="serve a local page with the current image, loss curves and progress (URL on stderr)")
-    g.add_argument("--live_port", type=non_negative_int, default=0, help="port of the live page (0: any free one)")
+    g.add_argument("--live_port", type=port, default=0, help="port of the live page, 0-65535 (0: any free one)")
     g.add_argument("--live_host", default="127.0.0.1",
                    help="address the live page listens on (0.0.0.0 makes it reachable from other machines)")
 
@@ -199,5 +230,8 @@ def start_live(args: argparse.Namespace, title: str):  # -> stylefusion.live.Liv
     from stylefusion.live import LiveServer
 
     server = LiveServer(title, args.live_host, args.live_port)
-    info(f"live view: {server.url}")
+    if server.is_public:
+        info(f"warning: the live page listens on {args.live_host}, open to the network: anyone who can reach "
+             f"this machine can watch the run (--live_host 127.0.0.1 keeps it local)")
+    info(f"live view: {' '.join(server.urls)}")
     return server

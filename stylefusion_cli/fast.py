@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, info, is_main_process, positive_int,
-                     run_cli, start_live)
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, info,
+                     is_main_process, positive_int, run_cli, start_live, blank_mask_warnings)
 from .common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "webcam", "export", "download")
@@ -63,8 +63,8 @@ MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "strength": ("image", "video"),
     "mask": ("image", "video"),
     "feather": ("image", "video"),
-    "style": ("image", "video"),
-    "style_weights": ("image", "video"),
+    "style": ("image", "video", "export"),
+    "style_weights": ("image", "video", "export"),
 }
 
 EPILOG = ("Each option's help starts with the [modes] that read it; given to another mode it is ignored with a "
@@ -123,15 +123,6 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def gigabytes(value: float | None) -> int | None:
     """--max_memory in bytes (None stays None: the library's default budget)."""
     return None if value is None else int(value * 2**30)
-
-
-def apply_pixel_limit(megapixels: float | None) -> None:
-    """Set Pillow's decompression-bomb limit for this process (a CLI-wide setting, like the allocator's)."""
-    from PIL import Image
-
-    if megapixels is not None:
-        # Pillow refuses above twice MAX_IMAGE_PIXELS (and warns above it): the user's number is the refusal.
-        Image.MAX_IMAGE_PIXELS = int(megapixels * 1e6 / 2)
 
 
 def require_model(args: argparse.Namespace, mode: str,
@@ -334,6 +325,8 @@ def run_image(args: argparse.Namespace) -> int:
     apply_pixel_limit(args.max_pixels)
     bars: list[tqdm] = []
 
+    warnings = blank_mask_warnings(config.control.masks) if is_main_process() else []
+
     def on_start(start: ImageStart) -> None:
         # How the model was trained, when its file records it (a file with only its architecture: no line).
         if set(start.model_settings or {}) - {"arch"} and start.rank == 0:
@@ -346,6 +339,8 @@ def run_image(args: argparse.Namespace) -> int:
             bars[0].write(f"skipped: {reason}", file=sys.stderr)
 
     def on_progress(progress: ImageProgress) -> None:
+        while warnings and progress.error is None:  # after the first image done: the masks fit the images
+            bars[0].write(warnings.pop(0), file=sys.stderr)
         bars[0].update(1)
         if progress.error:
             bars[0].write(f"skipped: {progress.error}", file=sys.stderr)
@@ -394,11 +389,13 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
 
 def run_video(args: argparse.Namespace) -> int:
     """--mode video: stylise a video with a trained model, keeping its frame rate, size and audio."""
+    import threading
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from stylefusion.core.errors import ConfigError
+    from .common import Interrupted, stop_signals
+    from stylefusion.core.errors import ConfigError, Stopped
     from stylefusion.run.video import VideoConfig, VideoProgress, stylize_video
 
     if args.video_input is None:
@@ -413,13 +410,28 @@ def run_video(args: argparse.Namespace) -> int:
                          start=args.start, duration=args.duration, crf=args.crf,
                          max_memory=gigabytes(args.max_memory), tile_size=args.tile_size,
                          control=control_from(args))
-    with tqdm(unit="frame", desc="stylising", dynamic_ncols=True, disable=None) as bar:
+    stop, stopped_by = threading.Event(), []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stopped_by:
+            raise Interrupted(signum)  # a second stop, 2 s or more later: abort now
+        stopped_by.append(signum)
+        stop.set()  # the pipeline stops at its next frame, never inside FFmpeg
+
+    with tqdm(unit="frame", desc="stylising", dynamic_ncols=True, disable=None) as bar, stop_signals(on_signal):
+        warnings = blank_mask_warnings(config.control.masks)
+
         def on_progress(progress: VideoProgress) -> None:
+            while warnings:  # at the first frame: the run has passed its checks
+                bar.write(warnings.pop(0), file=sys.stderr)
             if progress.total_frames is not None and bar.total != progress.total_frames:
                 bar.total = progress.total_frames
             bar.update(progress.frames_done - bar.n)
 
-        result = stylize_video(config, on_progress)
+        try:
+            result = stylize_video(config, on_progress, stop=stop)
+        except Stopped:
+            raise Interrupted(stopped_by[0]) from None
     flicker = f", flicker score {result.flicker:.3f}" if result.flicker is not None else ""
     info(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} at "
           f"{float(result.fps):.4g} fps, audio {result.audio}, {result.elapsed_s:.1f} s "
@@ -499,6 +511,10 @@ def run_webcam(args: argparse.Namespace) -> int:
             import cv2
 
             cv2.destroyAllWindows()
+    if stopped_by and result.frames == 0:  # a stop before the first frame: nothing to report but the stop
+        from .common import Interrupted
+
+        raise Interrupted(stopped_by[0])
     recorded = f"; recorded to {result.output}" if result.output else ""
     info(f"{result.frames} frames at {result.width}x{result.height}, {result.fps:.2f} frames/s, latency "
          f"{result.latency_mean_s * 1000:.0f} ms mean, {result.dropped} of {result.captured} camera frames "
@@ -518,8 +534,9 @@ def add_export_args(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """--mode export: write the model as ONNX or TorchScript."""
     from stylefusion.core.errors import ConfigError
-    from stylefusion.networks.export import export_format, export_model
     from stylefusion.core.images import ensure_not_input
+    from stylefusion.networks.cin import active_style, choose_style, parse_style_weights
+    from stylefusion.networks.export import export_format, export_model
     from stylefusion.networks.model_files import load_model
 
     if args.export_path is None:
@@ -527,9 +544,13 @@ def run_export(args: argparse.Namespace) -> int:
     fmt = export_format(args.export_path)
     require_model(args, "export", "the .pth model to export")
     ensure_not_input(args.export_path, [args.model_path])
-    network, _ = load_model(args.model_path)
+    network, settings = load_model(args.model_path)
+    weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
+    choose_style(network, args.style, weights, settings.get("styles"), str(args.model_path))
     export_model(network, args.export_path)
-    info(f"exported {args.model_path} as {fmt} to {args.export_path}")
+    which = active_style(network, settings.get("styles"))  # a multi-style model exports one style, or a blend
+    hint = " (--style N or --style_weights choose another)" if which and args.style is None and weights is None else ""
+    info(f"exported {args.model_path}{f', {which},' if which else ''} as {fmt} to {args.export_path}{hint}")
     return 0
 
 
@@ -588,8 +609,9 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
                         "content-only point in its feature space to interpolate towards)")
     g.add_argument("--mask", nargs="+", default=None, metavar="PATH",
                    help="greyscale image(s), white = stylise: only these regions get the style, the rest stays "
-                        "the input exactly. Give --model_path once per mask for a style per region (later masks "
-                        "over earlier ones). A mask is resized to each image; another aspect ratio is an error")
+                        "the input exactly; a transparent pixel counts as black. Give --model_path once per mask "
+                        "for a style per region (later masks over earlier ones). A mask is resized to each image; "
+                        "another aspect ratio is an error")
     g.add_argument("--feather", type=float, default=DEFAULT_FEATHER, metavar="PX",
                    help=f"width of the soft edge inside each mask, in pixels of the image (default "
                         f"{DEFAULT_FEATHER}; 0: hard edge)")

@@ -16,15 +16,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, fraction, info, non_negative_float,
-                     positive_float, positive_int, run_cli, start_live)
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
+                     non_negative_float, positive_float, positive_int, run_cli, start_live, blank_mask_warnings)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeConfig
 
-HERE = Path(__file__).resolve().parents[1]  # the clone: the demo images are in its data/
-DEMO_CONTENT = HERE / "data" / "city.jpg"
-DEMO_STYLE = HERE / "data" / "udnie.jpg"
+# The demo images travel with the package (copies of data/city.jpg and data/udnie.jpg), so the installed
+# `stylefusion` command finds them from any folder.
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_CONTENT = DEMO_DIR / "city.jpg"
+DEMO_STYLE = DEMO_DIR / "udnie.jpg"
 # The demo (no --content_image/--style_image) is shorter than a normal run so a newcomer sees a result within a
 # few minutes on a 2-core CPU without bf16 (bench/RESULTS.md: "demo"); explicit options override it.
 DEMO_EPOCHS = 6
@@ -44,15 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_arg(p)
     io = p.add_argument_group("images")
     io.add_argument("--content_image", default=None,
-                    help=f"content photo (default: the demo image {DEMO_CONTENT.relative_to(HERE)})")
+                    help="content photo (default: the demo photo, the same as data/city.jpg)")
     io.add_argument("--style_image", nargs="+", default=None, metavar="IMAGE",
-                    help=f"one or more style images (default: the demo image {DEMO_STYLE.relative_to(HERE)})")
+                    help="one or more style images (default: the demo style, the same as data/udnie.jpg)")
     io.add_argument("--style_blend_weights", nargs="+", type=non_negative_float, default=None, metavar="W",
                     help="one weight per style image (default: equal); with --style_masks it scales that "
                          "style's region (default 1 each)")
     io.add_argument("--style_masks", nargs="+", default=None, metavar="MASK",
                     help="one greyscale mask per style image: that style only where the mask is white, partly "
-                         "where grey, not where black (uncovered areas keep the content; overlaps mix). Any "
+                         "where grey, not where black or transparent (uncovered areas keep the content; "
+                         "overlaps mix). Any "
                          "size, stretched to the content image, but its aspect ratio must match the content's "
                          "within 1%%. Gatys et al. 2017 guided Gram matrices")
     io.add_argument("--output_dir", default="output/demo", help="where epoch images, final image and loss log go")
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "shorter L-BFGS history to fit (default: half of the memory available at the start)")
     net.add_argument("--tile_size", type=positive_int, default=None, metavar="PX",
                      help="force VGG tiles of this core size (default: only when over --max_memory)")
+    net.add_argument("--max_pixels", type=positive_float, default=None, metavar="MP",
+                     help="refuse to open images above this many megapixels, the guard against decompression bombs "
+                          "(default: Pillow's, about 179 MP); raise it for huge photos you trust")
     net.add_argument("--quiet", action="store_true", help="no progress bar (status lines still go to stderr)")
     add_live_args(p)
     return p
@@ -176,6 +182,7 @@ def step_list(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_pixel_limit(args.max_pixels)
     from tqdm import tqdm
 
     from stylefusion.core.images import first_missing
@@ -201,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
         tile_size=args.tile_size, tol=args.tol)
     check_output_names(config)
+    warnings = blank_mask_warnings(config.style_masks or ())
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
     output_dir = Path(config.output_dir)
@@ -214,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_progress(p: IterativeProgress) -> None:
         if live is not None:
             report_iterative(live, p)
-        if not bars:
+        if not bars:  # the first step: the run has passed its checks
+            for line in warnings:
+                info(line)
             bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
         if p.tile is not None:  # within a long tiled step: show the tile pass so it does not look frozen

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -229,6 +230,26 @@ def test_blended_style_in_tiles_matches_the_whole_pass(two_styles: dict) -> None
     assert (Stylizer(network)(image) - whole).abs().mean() > 1e-3  # the blend is not style 1 alone
 
 
+def test_export_of_a_two_style_model_bakes_the_chosen_style_and_says_which(two_styles: dict) -> None:
+    """--style / --style_weights reach the exported graph (they were ignored: style 0 was always exported)."""
+    from stylefusion.networks.cin import choose_style
+    from stylefusion.networks.model_files import load_model
+
+    d = two_styles["dir"]
+    image = torch.rand(1, 3, 32, 32) * 255
+    for extra, said, mix in [([], "style 0 (stripes.png) of 2", 0), (["--style", "1"], "style 1 (checks.png) of 2", 1),
+                             (["--style_weights", "1e308,1e308"], "0.5 x style 0 (stripes.png) + 0.5 x style 1",
+                              (0.5, 0.5))]:
+        path = d / f"export_{len(extra)}_{extra[-1] if extra else 'none'}.pt"
+        result = fast("--mode", "export", "--model_path", two_styles["model"], "--export_path", path, *extra)
+        assert result.returncode == 0, result.stderr
+        assert said in result.stderr and ("choose another" in result.stderr) == (not extra), result.stderr
+        network = load_model(two_styles["model"])[0]
+        choose_style(network, mix if isinstance(mix, int) else None, None if isinstance(mix, int) else mix)
+        with torch.no_grad():
+            torch.testing.assert_close(torch.jit.load(str(path))(image), network(image), atol=1e-3, rtol=0)
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--style", "3"], "out of range"), (["--style_weights", "1,0,0"], "3 value"),
     (["--strength", "1.5"], "--strength"),
@@ -328,3 +349,38 @@ def test_mask_weights_do_not_compound_across_image_sizes(tmp_path: Path, stylize
     first = controlled.weights(48, 64)[0].clone()
     controlled.weights(24, 32)
     assert torch.equal(controlled.weights(48, 64)[0], first) and float(first.max()) == 0.5
+
+
+def test_a_feather_wider_than_the_image_is_bounded_and_keeps_outside_at_zero() -> None:
+    """--feather 1e308 was an OverflowError, 1e9 an 8 GB kernel: the blur is capped by the image."""
+    from stylefusion.run.control import fit_mask
+
+    mask = torch.zeros(48, 64)
+    mask[:, :32] = 1.0
+    for feather in (40.0, 1e9, 1e308):
+        fitted = fit_mask(mask, 48, 64, feather)
+        assert torch.isfinite(fitted).all() and fitted[:, 32:].eq(0).all() and 0 < fitted[:, :32].max() <= 1
+    exact, shrunk = fit_mask(mask, 48, 64, 16.0), fit_mask(mask, 48, 64, 18.0)  # either side of EXACT_SIGMA
+    assert (exact - shrunk).abs().max() < 0.1  # the shrunk blur continues the exact one
+
+
+def test_masks_count_in_the_memory_budget(tmp_path: Path) -> None:
+    from stylefusion.run.control import ControlledStylizer
+
+    Image.new("L", (64, 48), 255).save(tmp_path / "white.png")
+    small = SimpleNamespace(max_memory=1000, batch_limit=lambda h, w: 1)
+    stylizer = ControlledStylizer([small], Control(masks=(tmp_path / "white.png",)))
+    with pytest.raises(ConfigError, match="more than the memory budget"):
+        stylizer.weights(48, 64)
+
+
+def test_transparent_mask_pixels_count_as_black(tmp_path: Path) -> None:
+    from stylefusion.core.masks import blank_masks, read_mask
+
+    rgba = Image.new("RGBA", (8, 4), (255, 255, 255, 0))  # white, but fully transparent
+    rgba.paste((255, 255, 255, 255), (0, 0, 4, 4))        # the left half opaque white
+    rgba.save(tmp_path / "alpha.png")
+    mask = read_mask(tmp_path / "alpha.png")
+    assert mask[:, :4].eq(1).all() and mask[:, 4:].eq(0).all()
+    Image.new("RGBA", (8, 4), (255, 255, 255, 0)).save(tmp_path / "clear.png")
+    assert blank_masks([tmp_path / "alpha.png", tmp_path / "clear.png"]) == [str(tmp_path / "clear.png")]

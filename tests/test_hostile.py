@@ -18,14 +18,17 @@ import pickle
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -140,6 +143,22 @@ def build_inputs(b: Path) -> None:
     make_dataset(b / "dataset", count=4, corrupt=False)
     make_style(b / "stripes.png")
     (b / "ckpt" / "m_checkpoints" / "checkpoint_step_00000003.pt").write_bytes(b"")
+    _png_header_only(b / "huge_header.png", 100000, 100000)
+    (b / "masks").mkdir()
+    Image.new("L", (48, 32), 0).save(b / "masks" / "black.png")
+    left = Image.new("L", (48, 32), 0)
+    left.paste(255, (0, 0, 24, 32))
+    left.save(b / "masks" / "left.png")
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height, with almost no pixel data (decoding it fails as truncated)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+                     + chunk(b"IEND", b""))
 
 
 # ---------------------------------------------------------------------------------------- process cases
@@ -231,6 +250,14 @@ def inputs_unchanged(base):
     before = digests(base)
     yield
     assert digests(base) == before
+
+
+@pytest.fixture(autouse=True)
+def pixel_limit_restored():
+    """--max_pixels sets Pillow's limit for the whole process: in-process runs must not leak it to the next."""
+    limit = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = limit
 
 
 @pytest.fixture(autouse=True)
@@ -383,6 +410,22 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "train-vgg-truncated": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--vgg_weights",
                                      "{b}/models/truncated.pth"], "corrupt or truncated", 1),
     "iterative-nan-weight": ("iter", [*ITER, *CONTENT, *STYLE, "--style_weight", "nan"], "--style_weight", 2),
+    # The second hostile run's surfaces (#27)
+    "image-huge-header": ("fast", [*IMG, "--input_images_dir", "{b}/huge_header.png", "--model_path", GOOD,
+                                   "--max_pixels", "20000", "--max_memory", "1"], "too large for the memory budget", 1),
+    "iterative-huge-header": ("iter", [*ITER, *STYLE, "--content_image", "{b}/huge_header.png", "--max_pixels",
+                                       "20000", "--max_memory", "1"], "too large for the memory budget", 1),
+    "iterative-over-the-pixel-limit": ("iter", [*ITER, *STYLE, "--content_image", "{b}/huge_header.png"],
+                                       "--max_pixels", 1),
+    "image-max-memory-tiny": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD,
+                                       "--max_memory", "0.000001"], "1.0 KB budget", 1),
+    "iterative-max-memory-0": ("iter", [*ITER, *CONTENT, *STYLE, "--max_memory", "0"], "finite number > 0, got 0", 2),
+    "iterative-max-memory-negative": ("iter", [*ITER, *CONTENT, *STYLE, "--max_memory", "-1"],
+                                      "finite number > 0, got -1", 2),
+    "flags-live-port-70000-fast": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--live", "--live_port",
+                                            "70000"], "0-65535", 2),
+    "flags-live-port-70000-iterative": ("iter", [*ITER, *CONTENT, *STYLE, "--live", "--live_port", "70000"],
+                                        "0-65535", 2),
     "flags-unknown-mode": ("fast", ["--mode", "webcam2"], "invalid choice", 2),
     "flags-unknown-option": ("fast", ["--mode", "image", "--no_such_flag"], "unrecognized arguments", 2),
     "flags-no-mode": ("fast", [], "--mode", 2),
@@ -415,6 +458,42 @@ def test_bad_input(case, base, tmp_path, processes, request):
     assert tree(tmp_path) == [], "a refused run left files behind"
     assert temp_files(base, tmp_path) == []
     assert snapshot(base) == before
+
+
+# id: (script, argv, the output that must exist, a warning line that must be printed or None)
+MUST_WORK: dict[str, tuple[str, list[str], str, str | None]] = {
+    "image-tile-larger-than-the-image": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD,
+                                                  "--tile_size", "100000"], "out/one.png", None),
+    "video-tile-larger-than-the-image": ("fast", [*VID, "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
+                                                  "--tile_size", "100000"], "out/o.mp4", None),
+    "iterative-tile-larger-than-the-image": ("iter", [*ITER, *CONTENT, *STYLE, "--tile_size", "100000"],
+                                             "out/final.jpg", None),
+    "image-feather-1e308": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD, "--mask",
+                                     "{b}/masks/left.png", "--feather", "1e308"], "out/one.png", None),
+    "image-feather-1e9": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD, "--mask",
+                                   "{b}/masks/left.png", "--feather", "1e9"], "out/one.png", None),
+    "image-black-mask-warns": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD, "--mask",
+                                        "{b}/masks/black.png"], "out/one.png", "black everywhere"),
+}
+
+
+@pytest.mark.parametrize("case", list(MUST_WORK))
+def test_new_surfaces_that_must_work(case, base, tmp_path, processes):
+    script, argv, output, warning = MUST_WORK[case]
+    before = snapshot(base)
+    result = invoke(script, _fill(argv, base, tmp_path))
+    assert result.rc == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / output).is_file()
+    assert (warning is None) or any(line.startswith("warning: ") and warning in line for line in result.lines), \
+        result.stderr
+    assert temp_files(base, tmp_path) == [] and snapshot(base) == before
+
+
+def test_an_all_black_mask_leaves_the_image_as_it_was(base, tmp_path, processes):
+    result = invoke("fast", _fill([*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD, "--mask",
+                                   "{b}/masks/black.png"], base, tmp_path))
+    assert result.rc == 0, result.stderr
+    assert np.array_equal(np.array(Image.open(tmp_path / "out" / "one.png")), np.array(Image.open(base / "one.png")))
 
 
 # ------------------------------------------------------------------------------------ signals, in process
@@ -456,6 +535,7 @@ SIGNAL_POINTS = {
     "train-early": ("training.loop", "load_vgg19", {}),
     "train-mid": ("training.loop", "train_step", {"nth": 2}),
     "download-extracting": ("networks.released", "install_from_zip", {}),
+    "webcam-early": ("run.webcam", "load_model", {}),  # the camera is open, no frame stylised yet
 }
 
 
@@ -486,6 +566,8 @@ SIGNAL_RUNS = {
     "export-writing": ("fast", ["--mode", "export", "--model_path", GOOD, "--export_path", "{w}/m.pt"]),
     "download-extracting": ("fast", ["--mode", "download", "--models_dir", "{w}/out/models", "--models_url",
                                      "{b}/text.jpg"]),
+    "webcam-early": ("fast", ["--mode", "webcam", "--device", "cpu", "--camera", "{b}/clip.mp4", "--model_path", GOOD,
+                              "--no_window", "--video_output", "{w}/out/sub/rec.mp4"]),
 }
 
 

@@ -131,6 +131,29 @@ def test_busy_port_is_a_one_line_error(live: LiveServer) -> None:
         LiveServer("second", port=live.address[1])
 
 
+@pytest.mark.parametrize("port", [-1, 65536, 70000])
+def test_ports_outside_0_to_65535_are_one_line_errors(port: int) -> None:
+    with pytest.raises(ConfigError, match="0-65535"):
+        LiveServer("bad port", port=port)
+
+
+def test_every_interface_is_said_and_usable_addresses_are_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    from stylefusion_cli.common import start_live
+
+    with LiveServer("local") as server:
+        assert not server.is_public and server.urls == [server.url] and "127.0.0.1" in server.url
+    server = start_live(SimpleNamespace(live=True, live_host="0.0.0.0", live_port=0), "open")
+    try:
+        lines = capsys.readouterr().err.splitlines()
+        assert server.is_public and server.urls[0].startswith("http://127.0.0.1:")
+        assert len(lines) == 2 and lines[0].startswith("warning: ") and "open to the network" in lines[0]
+        assert lines[1] == "live view: " + " ".join(server.urls) and "0.0.0.0" not in lines[1]
+        with urllib.request.urlopen(server.urls[0] + "state", timeout=10) as response:  # the printed address works
+            assert json.load(response)["title"] == "open"
+    finally:
+        server.close()
+
+
 def test_progress_adapters(live: LiveServer, tmp_path: Path) -> None:
     report_iterative(live, SimpleNamespace(step=7, total_steps=20, epoch=2, epochs=4, size=(36, 48),
                                            content_loss=0.5, style_loss=0.25, tv_loss=0.0, total_loss=0.75,

@@ -94,8 +94,10 @@ def test_blend_weights_are_checked_in_one_place():
     from stylefusion.core.errors import ConfigError
     from stylefusion.core.losses import check_blend_weights
 
-    assert check_blend_weights(None, 3) == [1.0, 1.0, 1.0]
-    assert check_blend_weights([1, 0.5], 2) == [1.0, 0.5]
+    assert check_blend_weights(None, 4) == [0.25] * 4
+    assert check_blend_weights([1, 0.5], 2) == pytest.approx([2 / 3, 1 / 3])
+    # Normalised without overflowing: the sum of these is inf, which made every weight 0.
+    assert check_blend_weights([1e308, 1e308], 2) == [0.5, 0.5]
     for weights, needle in [([1.0], "2 style images but 1"), ([0, 0], "not all be zero"),
                             ([1, float("nan")], "finite number")]:
         with pytest.raises(ConfigError, match=needle):

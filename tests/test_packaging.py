@@ -108,6 +108,19 @@ def test_wheel_holds_the_two_packages_and_its_commands_run_from_elsewhere(tmp_pa
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout
         assert done.stderr == ""
+    # The demo's images travel in the wheel: the bare command (here one tiny step) runs from any folder.
+    demo = ["stylefusion", "--image_size", "32", "--epochs", "1", "--steps_per_epoch", "1", "--quiet",
+            "--output_dir", str(tmp_path / "demo")]
+    code = f"import sys; from stylefusion_cli.iterative import command; sys.argv = {demo!r}; sys.exit(command())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "demo" / "final.jpg").is_file()
+
+
+def test_the_packaged_demo_images_are_the_ones_in_data() -> None:
+    for name in ("city.jpg", "udnie.jpg"):
+        assert (REPO / "stylefusion_cli" / "demo" / name).read_bytes() == (REPO / "data" / name).read_bytes()
 
 
 @pytest.mark.parametrize("script", ["stylefusion.py", "fast_style_transfer.py"])

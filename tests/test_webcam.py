@@ -149,6 +149,17 @@ def test_stop_event_ends_cleanly_and_keeps_the_recording(files: dict[str, Path],
     assert frame_count(out)[1:] == (3, 32, 24)
 
 
+def test_a_stop_before_the_first_frame_leaves_nothing(files: dict[str, Path], tmp_path: Path) -> None:
+    """A signal after the camera opens but before a frame is stylised: no recording, no folder made for it."""
+    stop = threading.Event()
+    stop.set()
+    out = tmp_path / "new" / "folder" / "rec.mp4"
+    result = run_webcam(WebcamConfig(camera=str(files["long"]), model_paths=[files["model0"]], max_size=32,
+                                     video_output=out, device="cpu"), None, stop)
+    assert result.frames == 0 and result.output is None and result.stop_reason == "stopped"
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 def cli(*args: str, **kwargs) -> list[str]:
     return [sys.executable, "fast_style_transfer.py", "--mode", "webcam", "--device", "cpu", *map(str, args)]

@@ -68,7 +68,7 @@ def match_color(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         flat = x.double().reshape(3, -1)
         mean = flat.mean(1, keepdim=True)
         centred = flat - mean
-        cov = centred @ centred.T / flat.shape[1] + 1e-5 * torch.eye(3, dtype=flat.dtype)
+        cov = centred @ centred.T / flat.shape[1] + 1e-5 * torch.eye(3, dtype=flat.dtype, device=flat.device)
         return mean, cov
 
     def sqrtm(m: torch.Tensor, inverse: bool = False) -> torch.Tensor:

@@ -54,6 +54,11 @@ class DatasetError(StyleFusionError):
     """A training dataset is empty or has no readable image."""
 
 
+class Stopped(StyleFusionError):
+    """The caller asked a run to stop (its stop event was set, e.g. by a signal handler): it stopped at a safe
+    point and left no partial output."""
+
+
 def first_line(exc: BaseException, limit: int = 200, default: str | None = None) -> str:
     """One line for a user from an exception: its strerror or first message line, else `default` or its type."""
     text = str(getattr(exc, "strerror", None) or exc).strip()

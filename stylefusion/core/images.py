@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputImageError, OutputError, first_line, require_file
+from .memory import format_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # Pillow's format names for the extensions we write.
@@ -55,10 +56,12 @@ def _wide_to_8bit(img: Image.Image) -> Image.Image:
     return grey
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+def _to_rgb(img: Image.Image, keep_alpha: bool = False) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white (kept as RGBA: keep_alpha)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         img = _wide_to_8bit(img)
+    if _has_transparency(img) and keep_alpha:
+        return img.convert("RGBA")
     if _has_transparency(img):
         # Pillow's convert applies a palette alpha or a tRNS colour key on the way to RGBA.
         rgba = img.convert("RGBA")
@@ -67,16 +70,37 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_pil(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as an upright 8-bit RGB Pillow image, or raise InputImageError."""
+# Bytes per pixel of a decoded image besides the file's own decoded buffer: the RGB conversion, the uint8 tensor
+# made from it and a result of the same size, each 3 bytes a pixel.
+RGB_COPIES_BYTES_PER_PIXEL = 9
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """About how many bytes decoding an image of this size and Pillow mode takes, with its RGB copies."""
+    try:
+        per_pixel = Image.getmodebands(mode) * (2 if ";16" in mode else 4 if mode in ("I", "F") else 1)
+    except (KeyError, ValueError):
+        per_pixel = 4
+    return width * height * (per_pixel + RGB_COPIES_BYTES_PER_PIXEL)
+
+
+def load_pil(path: str | os.PathLike, max_bytes: int | None = None, keep_alpha: bool = False) -> Image.Image:
+    """Open an image file as an upright 8-bit RGB Pillow image (RGBA when it has transparency and keep_alpha),
+    or raise InputImageError.
+
+    With `max_bytes`, the size in the file's header is checked first: an image whose decoding would need more
+    (decoded_bytes) is refused before a pixel is decoded, however large the file claims to be.
+    """
     path = require_file(path, "image", InputImageError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Palette images with transparency" warnings
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only
+                if max_bytes is not None and decoded_bytes(*img.size, img.mode) > max_bytes:
+                    raise InputImageError(_too_large(path, img.size, decoded_bytes(*img.size, img.mode), max_bytes))
                 img.load()  # decode now so truncated files fail here, not later
                 img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                return _to_rgb(img, keep_alpha)
     except UnidentifiedImageError:
         raise InputImageError(f"not an image file (unrecognised format): {path}") from None
     except Image.DecompressionBombError as exc:
@@ -89,6 +113,15 @@ def load_pil(path: str | os.PathLike) -> Image.Image:
         raise InputImageError(f"permission denied reading image: {path}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputImageError(f"cannot read image {path}: {first_line(exc, default='corrupt or truncated')}") from None
+
+
+def _too_large(path: Path, size: tuple[int, int], need: int, budget: int) -> str:
+    width, height = size
+    megapixels = width * height / 1e6
+    shown = f"{megapixels:.0f}" if megapixels >= 10 else f"{megapixels:.2g}"
+    return (f"image is too large for the memory budget: {path} is {width}x{height} ({shown} MP) "
+            f"and needs about {format_bytes(need)} decoded, over the {format_bytes(budget)} budget "
+            f"(--max_memory)")
 
 
 def walk_images(root: Path, exclude: Path | None = None,
@@ -152,9 +185,10 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, mode="RGB")
 
 
-def load_image(path: str | os.PathLike, size: int | None = None) -> torch.Tensor:
-    """Load an image as (3, H, W) float [0, 1], optionally resized so its longest side is `size`."""
-    image = pil_to_tensor(load_pil(path))
+def load_image(path: str | os.PathLike, size: int | None = None, max_bytes: int | None = None) -> torch.Tensor:
+    """Load an image as (3, H, W) float [0, 1], optionally resized so its longest side is `size`; one whose
+    header says it would not decode within `max_bytes` is refused first (see load_pil)."""
+    image = pil_to_tensor(load_pil(path, max_bytes))
     return resize_longest(image, size) if size else image
 
 

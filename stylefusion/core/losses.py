@@ -19,16 +19,27 @@ def check_weight(name: str, value: float) -> float:
     return check_non_negative(name, value)
 
 
+def normalised_weights(weights: Sequence[float], what: str) -> list[float]:
+    """Finite weights >= 0, not all zero, scaled to sum to 1 (ConfigError otherwise).
+
+    Divided by the largest first, so weights near the float limit (1e308, 1e308) do not overflow the sum.
+    """
+    checked = [check_weight(what, w) for w in weights]
+    largest = max(checked, default=0.0)
+    if largest <= 0:
+        raise ConfigError(f"{what}s must not all be zero")
+    scaled = [w / largest for w in checked]
+    total = sum(scaled)
+    return [w / total for w in scaled]
+
+
 def check_blend_weights(blend_weights: Sequence[float] | None, count: int) -> list[float]:
-    """One finite weight >= 0 per style image, not all zero (None: equal weights)."""
+    """One finite weight >= 0 per style image, not all zero, normalised to sum to 1 (None: equal weights)."""
     if blend_weights is None:
-        return [1.0] * count
+        return [1.0 / count] * count
     if len(blend_weights) != count:
         raise ConfigError(f"{count} style images but {len(blend_weights)} blend weights")
-    weights = [check_weight("style blend weight", w) for w in blend_weights]
-    if sum(weights) <= 0:
-        raise ConfigError("style blend weights must not all be zero")
-    return weights
+    return normalised_weights(blend_weights, "style blend weight")
 
 
 def parse_layer_weights(spec: str | Iterable[str] | Mapping[str, float], what: str) -> dict[str, float]:
@@ -102,14 +113,13 @@ def style_grams(vgg: VGG19Features, style_images: Sequence[torch.Tensor], blend_
     """Gram targets (1, C, C) per layer: a weighted average over several (1, 3, H, W) style images."""
     layers = list(layers)
     weights = check_blend_weights(blend_weights, len(style_images))
-    total = sum(weights)
     grams: dict[str, torch.Tensor] = {}
     for image, weight in zip(style_images, weights):
         if weight == 0:
             continue
         feats = vgg(image, layers)
         for name in layers:
-            g = gram_matrix(feats[name]).mean(0, keepdim=True) * (weight / total)
+            g = gram_matrix(feats[name]).mean(0, keepdim=True) * weight
             grams[name] = grams[name] + g if name in grams else g
     return grams
 

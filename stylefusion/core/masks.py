@@ -2,7 +2,7 @@
 
 A mask may have any size but must have the content image's aspect ratio (within MASK_RATIO_TOLERANCE); it is
 stretched to the working size. Values come from the 0..255 grey levels as [0, 1]: white = that style, black =
-none, grey = partly (soft edges).
+none, grey = partly (soft edges); a transparent pixel counts as black (grey level times alpha).
 """
 
 from __future__ import annotations
@@ -27,9 +27,18 @@ def check_mask_count(masks: Sequence[str | os.PathLike] | None, styles: int) -> 
 
 
 def read_mask(path: str | os.PathLike) -> torch.Tensor:
-    """A mask file as (H, W) float in [0, 1] (its grey levels; white = 1). InputImageError when unreadable."""
-    img = load_pil(path).convert("L")
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    """A mask file as (H, W) float in [0, 1]: its grey level (white = 1) times its alpha, so transparent pixels
+    count as black (not stylised). InputImageError when unreadable."""
+    img = load_pil(path, keep_alpha=True)
+    grey = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    if img.mode == "RGBA":
+        grey = grey * (np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0)
+    return torch.from_numpy(grey)
+
+
+def blank_masks(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The masks that are black (or transparent) everywhere: nothing would be styled in their region."""
+    return [str(path) for path in paths if not bool((read_mask(path) > 0).any())]
 
 
 def check_mask_ratio(name: str, mask_hw: tuple[int, int], image_hw: tuple[int, int], what: str,

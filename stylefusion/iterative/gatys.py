@@ -572,9 +572,11 @@ def _prepare(config: IterativeConfig) -> _Setup:
     content_layers = parse_layer_weights(config.content_layers, "content_layers")
     style_layers = parse_layer_weights(style_layer_spec(config), "style_layers")
 
-    content_full = load_image(config.content_image)
-    styles_full = [load_image(p) for p in config.style_images]
-    init_image = load_image(config.init) if config.init not in INITS else None
+    # Refuse, from their headers, images whose decoding alone would not fit the host memory budget.
+    host_budget = config.max_memory * GB if config.max_memory is not None else default_budget(torch.device("cpu"))
+    content_full = load_image(config.content_image, max_bytes=host_budget)
+    styles_full = [load_image(p, max_bytes=host_budget) for p in config.style_images]
+    init_image = load_image(config.init, max_bytes=host_budget) if config.init not in INITS else None
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling)  # on the CPU until the plan has passed
     config = resolve_start(config, vgg, content_full, styles_full)

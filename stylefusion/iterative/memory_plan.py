@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..core.errors import MemoryBudgetError
+from ..core.memory import format_bytes
 from .pyramid import EXTRA_PX_FACTOR
 from .tiled_features import alignment, halo_px, pool_level
 
@@ -86,8 +87,8 @@ def plan_memory(height: int, width: int, layers: Iterable[str], content_layers: 
     activations = _window_px(height, width, tile, halo, align) * per_px
     fits = int((left - activations) // per_history)
     if fits < 1:
-        need = (budget - left + activations + per_history) / GB
-        raise MemoryBudgetError(f"{width}x{height} px needs about {need:.1f} GB even in {tile} px tiles, over the "
-                                f"{budget / GB:.1f} GB budget: lower --image_size or raise --max_memory")
+        need = budget - left + activations + per_history
+        raise MemoryBudgetError(f"{width}x{height} px needs about {format_bytes(need)} even in {tile} px tiles, over "
+                                f"the {format_bytes(budget)} budget: lower --image_size or raise --max_memory")
     history = min(history, fits)
     return MemoryPlan(tile, history, budget - left + activations + history * per_history)

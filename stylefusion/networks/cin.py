@@ -3,7 +3,7 @@
 Every affine InstanceNorm2d of a network is swapped for a `ConditionalInstanceNorm2d` holding one (scale, shift)
 per style (`gamma`, `beta`: (styles, channels)); the convolutions are shared. `weight` and `bias` read the
 selected style's parameters, or a blend of them, so code that applies a norm's affine itself (run/tiling.py,
-fastnet.InstanceNormAsGroupNorm) sees the chosen style. The swap is generic over a network's InstanceNorm2d
+inference.InstanceNormAsGroupNorm) sees the chosen style. The swap is generic over a network's InstanceNorm2d
 children, whatever the architecture names them.
 """
 
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError, ModelError
+from ..core.losses import normalised_weights
 
 
 class ConditionalInstanceNorm2d(nn.Module):
@@ -129,7 +130,21 @@ def choose_style(network: nn.Module, style: int | None, weights: Sequence[float]
     weights = tuple(weights or ())
     if len(weights) != count:
         raise ConfigError(f"--style_weights has {len(weights)} value(s), but {model} holds {count} styles{listed}")
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or max(weights) <= 0:
         raise ConfigError(f"--style_weights must be >= 0 with a positive sum, got {','.join(map(str, weights))}")
-    total = sum(weights)
-    select_style(network, tuple(w / total for w in weights))
+    select_style(network, tuple(normalised_weights(weights, "--style_weights value")))
+
+
+def active_style(network: nn.Module, names: Sequence[str] | None = None) -> str:
+    """Which style a multi-style network runs now, in words ("" for a single-style network)."""
+    norms = conditional_norms(network)
+    if not norms:
+        return ""
+    mix, count = norms[0].mix, norms[0].styles
+
+    def label(i: int) -> str:
+        return f"{i} ({names[i]})" if names and i < len(names) else str(i)
+
+    if isinstance(mix, int):
+        return f"style {label(mix)} of {count}"
+    return "the blend " + " + ".join(f"{w:.3g} x style {label(i)}" for i, w in enumerate(mix) if w)

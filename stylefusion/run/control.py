@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..core.color import preserve_color
 from ..core.errors import ConfigError
 from ..core.masks import check_mask_ratio, read_mask
+from ..core.memory import format_bytes
 
 # Feather width (px, at the image's resolution) when none is given.
 DEFAULT_FEATHER = 16
@@ -28,6 +29,10 @@ DEFAULT_FEATHER = 16
 ASPECT_TOLERANCE = 0.02
 # Rows blended at once: bounds the temporaries of a blend to a band, whatever the image size.
 BAND_ROWS = 256
+# Feathers up to this Gaussian sigma (px) are blurred exactly; wider ones on a proportionally smaller map.
+EXACT_SIGMA = 8.0
+# Float maps alive while masks are fitted to an image: each fitted mask, plus three temporaries of the newest.
+MASK_TEMPORARIES = 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,19 @@ class Control:
 
 
 def _gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a (H, W) map: exact up to EXACT_SIGMA, else on a map shrunk so that its sigma is about
+    EXACT_SIGMA (a feather's ramp needs no more detail), so time and memory stay bounded whatever the width."""
+    height, width = mask.shape
+    sigma = min(sigma, float(max(height, width)))  # wider than the image: a blur of the image's own width
+    step = int(sigma // EXACT_SIGMA)
+    if step <= 1:
+        return _exact_blur(mask, sigma)
+    small = F.interpolate(mask[None, None], size=(-(-height // step), -(-width // step)), mode="area")[0, 0]
+    blurred = _exact_blur(small, sigma / step)
+    return F.interpolate(blurred[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+
+
+def _exact_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of a (H, W) map, reflect-padded, kernel radius 2 sigma."""
     radius = max(1, int(math.ceil(2 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
@@ -153,6 +171,11 @@ class ControlledStylizer:
         if not self.masks:
             return [strength]
         if (height, width) not in self._fitted:
+            need = (len(self.masks) + MASK_TEMPORARIES) * height * width * 4
+            if need > self.max_memory:
+                raise ConfigError(f"{len(self.masks)} mask(s) fitted to a {width}x{height} image need "
+                                  f"{format_bytes(need)}, more than the memory budget of {format_bytes(self.max_memory)}: "
+                                  "raise --max_memory or lower --max_size")
             # mul, not mul_: fit_mask may return the loaded mask itself (same size, no feather)
             self._fitted = {(height, width): [fit_mask(mask, height, width, self.control.feather, name).mul(strength)
                                               for name, mask in self.masks]}

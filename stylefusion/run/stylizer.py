@@ -318,11 +318,12 @@ class _Loaded:
     error: str | None
 
 
-def _load(source: Path, target: Path, max_size: int | None) -> _Loaded:
+def _load(source: Path, target: Path, max_size: int | None, max_bytes: int | None = None) -> _Loaded:
     """Decode one input (EXIF-upright RGB) as uint8, or as float [0, 1] when downscaled to max_size (the resized
-    pixels are not rounded); errors become a message, not an exception."""
+    pixels are not rounded); errors become a message, not an exception. An input whose header says it would not
+    fit `max_bytes` decoded is refused before decoding."""
     try:
-        image = pil_to_uint8(load_pil(source))
+        image = pil_to_uint8(load_pil(source, max_bytes))
         if max_size is not None and max(image.shape[-2:]) > max_size:
             image = resize_longest(_as_float(image), max_size)
         check_image_size(image.shape[-2], image.shape[-1], f"image {source}")
@@ -332,13 +333,14 @@ def _load(source: Path, target: Path, max_size: int | None) -> _Loaded:
 
 
 def _prefetched(pairs: Iterable[tuple[Path, Path]], max_size: int | None, pool: ThreadPoolExecutor,
-                ahead: int, max_bytes: int) -> Iterator[_Loaded]:
+                ahead: int, max_bytes: int, budget: int | None = None) -> Iterator[_Loaded]:
     """Load images on a worker thread, up to `ahead` files in advance, so decoding overlaps the network; fewer
-    when the decoded images are large (at most about `max_bytes` of them waiting)."""
+    when the decoded images are large (at most about `max_bytes` of them waiting). Each image must decode
+    within `budget` bytes."""
     queue: deque[Future[_Loaded]] = deque()
     last_bytes = 0
     for source, target in pairs:
-        queue.append(pool.submit(_load, source, target, max_size))
+        queue.append(pool.submit(_load, source, target, max_size, budget))
         limit = ahead if last_bytes == 0 else max(1, min(ahead, max_bytes // last_bytes))
         while len(queue) > limit:
             item = queue.popleft().result()
@@ -411,10 +413,14 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
         return options.batch_size if batch_limit is None else max(1, min(options.batch_size, batch_limit(*size)))
 
     prefetch_bytes = getattr(stylizer, "max_memory", 4 << 30) // 4
+    # Photos are decoded in host memory: the network's budget where it runs on the CPU, else the host's own.
+    on_cpu = torch.device(getattr(stylizer, "device", None) or "cpu").type == "cpu"
+    budget = getattr(stylizer, "max_memory", None) if on_cpu else default_budget(torch.device("cpu"))
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="save") as writer:
-            for item in _prefetched(plan.pairs, options.max_size, loader, options.batch_size + 1, prefetch_bytes):
+            for item in _prefetched(plan.pairs, options.max_size, loader, options.batch_size + 1, prefetch_bytes,
+                                    budget):
                 if item.error is not None:
                     if plan.single_file:
                         raise InputImageError(item.error)
@@ -487,7 +493,7 @@ def stylize_folder(config: ImageConfig, callback: Callable[[ImageProgress], Any]
     if network is None and config.model_path is None:
         raise ConfigError("a model path is required to stylise images")
     networks, settings = load_networks(config.model_path, config.control) if network is None else ([network], {})
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:  # torchrun's cuda:LOCAL_RANK ("cuda" alone: current)
         torch.cuda.set_device(device)
     stylizer = controlled([Stylizer(n, device, config.precision, max_memory=config.max_memory,
                                     tile_size=config.tile_size) for n in networks], config.control,

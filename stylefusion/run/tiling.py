@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError, non_finite_output
+from ..core.memory import format_bytes
 from ..networks.layers import Conv, Layer, layer_channels, layer_sizes, Norm, ReLU, SkipAdd, SkipSave
 from ..networks.transformer import TransformerNet
 
@@ -275,6 +276,8 @@ def plan_tiling(layers: Sequence[Layer], height: int, width: int, budget: int, c
             candidates.append((cost, rank, tuple(stages), dtype, map_bytes))
     candidates.sort(key=lambda c: (c[0], c[1]))
     longest = max(height, width)
+    if tile is not None:
+        tile = min(tile, longest)  # a tile larger than the image is the whole image
     for _, _, stages, dtype, map_bytes in candidates:
         if tile is not None:
             side = tile
@@ -289,8 +292,8 @@ def plan_tiling(layers: Sequence[Layer], height: int, width: int, budget: int, c
         if map_bytes + work <= budget:
             return TilePlan(stages, side, dtype, map_bytes, work)
     smallest = min(c[4] for c in candidates) + _work_bytes(tile or MIN_TILE, bytes_per_pixel)
-    raise ConfigError(f"a {width}x{height} image does not fit in the memory budget of {budget / 2**30:.1f} GB "
-                      f"even in tiles (it needs at least {smallest / 2**30:.1f} GB): raise --max_memory or "
+    raise ConfigError(f"a {width}x{height} image does not fit in the memory budget of {format_bytes(budget)} "
+                      f"even in tiles (it needs at least {format_bytes(smallest)}): raise --max_memory or "
                       f"lower --max_size")
 
 

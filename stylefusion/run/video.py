@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -27,8 +27,8 @@ from torch import nn
 
 from ..core import color
 from ..core.device import check_precision, resolve_device
-from ..core.errors import (ConfigError, DeviceError, OutputError, VideoError, first_line, is_finite_non_negative,
-                           require_file)
+from ..core.errors import (ConfigError, DeviceError, OutputError, Stopped, VideoError, first_line,
+                           is_finite_non_negative, require_file)
 from ..core.images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
 from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
@@ -203,7 +203,17 @@ class _Failure:
 _END = object()
 
 
-def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+class _AnyOf:
+    """Set when any of the events is: a stage stops on a failure elsewhere or on the caller's stop request."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event | _AnyOf) -> None:
     while True:
         if stop.is_set():
             raise _Stop
@@ -214,7 +224,7 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
             continue
 
 
-def _get(q: queue.Queue, stop: threading.Event) -> Any:
+def _get(q: queue.Queue, stop: threading.Event | _AnyOf) -> Any:
     while True:
         if stop.is_set():
             raise _Stop
@@ -242,8 +252,18 @@ class _Worker(threading.Thread):
             self._stop_event.set()
 
 
-# How long a stopped pipeline waits for its decode and encode threads (they stop between frames).
-_WORKER_JOIN_S = 120.0
+def _join_all(workers: Sequence[threading.Thread]) -> None:
+    """Wait for every started stage to end, even when a KeyboardInterrupt arrives meanwhile (then re-raised):
+    the containers are closed after this, and a stage still inside FFmpeg would use a freed one."""
+    interrupted: BaseException | None = None
+    for worker in workers:
+        while worker.is_alive():
+            try:
+                worker.join(_POLL_S)
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 @dataclass
@@ -460,8 +480,12 @@ def _check_config(config: VideoConfig) -> tuple[Path, Path, str, frozenset[str] 
 
 
 def stylize_video(config: VideoConfig, callback: Callable[[VideoProgress], None] | None = None,
-                  network: nn.Module | None = None) -> VideoResult:
-    """Stylise a video file with a transformer network (loaded from config.model_path unless given)."""
+                  network: nn.Module | None = None, stop: threading.Event | None = None) -> VideoResult:
+    """Stylise a video file with a transformer network (loaded from config.model_path unless given).
+
+    Setting `stop` (e.g. from a signal handler) ends the run at the next frame with Stopped, leaving no output:
+    unlike an exception raised into the pipeline, it never interrupts a stage inside FFmpeg.
+    """
     source, target, container_format, copy_codecs = _check_config(config)
     device = resolve_device(config.device)
     check_precision(config.precision, device)
@@ -477,16 +501,16 @@ def stylize_video(config: VideoConfig, callback: Callable[[VideoProgress], None]
     with no_empty_folders_on_failure(target.parent):  # a failed run leaves no empty output folder
         prepare_output_dir(target.parent)
         return _write(config, source, target, plan, container_format, copy_codecs, rotation, stylizer, total,
-                      started, callback)
+                      started, callback, stop)
 
 
 def _write(config: VideoConfig, source: Path, target: Path, plan: _Plan, container_format: str,
            copy_codecs: frozenset[str] | None, rotation: int, stylizer: Stylizer, total: int | None, started: float,
-           callback: Callable[[VideoProgress], None] | None) -> VideoResult:
+           callback: Callable[[VideoProgress], None] | None, stop: threading.Event | None) -> VideoResult:
     """Stylise into a temporary file renamed onto `target` when complete."""
     with atomic_path(target) as tmp:
         frames, pix_fmt, audio_mode, flicker = _run_pipeline(
-            plan, tmp, container_format, copy_codecs, rotation, config, stylizer, total, started, callback)
+            plan, tmp, container_format, copy_codecs, rotation, config, stylizer, total, started, callback, stop)
         if frames == 0:
             raise VideoError(f"no video frames in the requested range of {source}"
                              + (f" (--start {config.start:g}s is past the end?)" if config.start else ""))
@@ -562,13 +586,12 @@ def _output_frame(image: np.ndarray, t: float, plan: _Plan, pix_fmt: str, last_p
 
 def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: frozenset[str] | None,
                   rotation: int, config: VideoConfig, stylizer: Stylizer,
-                  total: int | None, started: float, callback: Callable[[VideoProgress], None] | None
-                  ) -> tuple[int, str, str, float | None]:
-    """Run decode / stylise / encode; returns (frames written, pixel format, audio mode, flicker score)."""
-    stop = threading.Event()
-    batch = config.batch_size
-    decoded: queue.Queue = queue.Queue(maxsize=2 * batch)   # single frames
-    stylised: queue.Queue = queue.Queue(maxsize=2)          # whole batches
+                  total: int | None, started: float, callback: Callable[[VideoProgress], None] | None,
+                  cancel: threading.Event | None = None) -> tuple[int, str, str, float | None]:
+    """Run decode / stylise / encode; returns (frames written, pixel format, audio mode, flicker score).
+
+    `cancel` (set by the caller, e.g. from a signal handler) stops every stage at its next frame: Stopped.
+    """
     source = av.open(str(plan.input_path), "r")
     try:
         output = av.open(str(tmp), "w", format=container_format,
@@ -577,60 +600,17 @@ def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: fr
         source.close()
         raise OutputError(f"cannot write {config.video_output}: {_reason(exc)}") from None
     audio: _Audio | None = None
-    written = [0]
     try:
         video_out = _add_video_stream(output, plan, rotation, config)
         if source.streams.audio:
             audio = _Audio(output, plan, copy_codecs, container_format)
-
-        def decode() -> None:
-            count = 0
-            try:
-                for frame in _decode_frames(source, source.streams.video[0], plan):
-                    _put(decoded, frame, stop)
-                    count += 1
-            except VideoError as exc:
-                _put(decoded, _Failure(exc), stop)
-            except av.FFmpegError as exc:
-                _put(decoded, _Failure(VideoError(f"cannot decode {plan.input_path} after {count} frames: "
-                                                  f"{_reason(exc)}")), stop)
-            _put(decoded, _END, stop)
-
-        def encode() -> None:
-            last_pts = -1
-            while (item := _get(stylised, stop)) is not _END:
-                images, times = item
-                for image, t in zip(images, times):
-                    frame = _output_frame(image, t, plan, video_out.pix_fmt, last_pts)
-                    last_pts = frame.pts
-                    _mux(output, video_out.encode(frame))
-                    written[0] += 1
-                    if audio is not None:
-                        audio.mux_until(t - plan.start + _AUDIO_LEAD_S)
-            _mux(output, video_out.encode(None))
-            if audio is not None:
-                audio.mux_until(None)
-
-        workers = [_Worker("decode", decode, stop), _Worker("encode", encode, stop)]
-        for worker in workers:
-            worker.start()
+        stages = _Stages(source, output, video_out, audio, plan, config.batch_size, cancel, config.video_output)
         meter = FlickerMeter() if config.measure_flicker else None
-        try:
-            _stylise_stream(decoded, stylised, stop, stylizer, config, meter, total, started, callback)
-            _put(stylised, _END, stop)
-            workers[1].join()  # the encoder drains the queue, flushes and writes the rest of the audio
-        except _Stop:
-            pass  # a stage failed: its error is raised below
-        finally:
-            stop.set()  # ends the decoder, and the encoder too on an error or Ctrl-C
-            for worker in workers:
-                # Each stage checks `stop` between frames; wait for it before the containers are closed below,
-                # or a stage still inside FFmpeg would use a freed container (seen as a crash on a loaded CPU).
-                worker.join(timeout=_WORKER_JOIN_S)
-        for worker in workers:
-            if worker.error is not None:
-                raise _as_video_error(worker.error, config)
-        return written[0], video_out.pix_fmt, audio.mode if audio else "none", meter.score if meter else None
+        stages.run(lambda: _stylise_stream(stages.decoded, stages.stylised, stages.halt, stylizer, config, meter,
+                                           total, started, callback))
+        if cancel is not None and cancel.is_set():
+            raise Stopped("stopped on request: no partial output left behind")
+        return stages.written, video_out.pix_fmt, audio.mode if audio else "none", meter.score if meter else None
     finally:
         if audio is not None:
             audio.close()
@@ -641,23 +621,86 @@ def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: fr
             pass  # a failed run: the temporary file is removed by atomic_path
 
 
+class _Stages:
+    """The decode and encode threads around the calling thread's stylise stage, joined before any container
+    is closed, whatever stops them (the end, a failure, the caller's stop, Ctrl-C)."""
+
+    def __init__(self, source: Any, output: Any, video_out: Any, audio: _Audio | None, plan: _Plan, batch: int,
+                 cancel: threading.Event | None, output_name: str | os.PathLike) -> None:
+        self.source, self.output, self.video_out, self.audio, self.plan = source, output, video_out, audio, plan
+        self.output_name = output_name
+        self.stop = threading.Event()              # set by a failing stage, and at the end
+        self.halt = _AnyOf(self.stop, cancel)      # what every stage checks between frames
+        self.decoded: queue.Queue = queue.Queue(maxsize=2 * batch)   # single frames
+        self.stylised: queue.Queue = queue.Queue(maxsize=2)          # whole batches
+        self.written = 0
+
+    def decode(self) -> None:
+        count = 0
+        try:
+            for frame in _decode_frames(self.source, self.source.streams.video[0], self.plan):
+                _put(self.decoded, frame, self.halt)
+                count += 1
+        except VideoError as exc:
+            _put(self.decoded, _Failure(exc), self.halt)
+        except av.FFmpegError as exc:
+            _put(self.decoded, _Failure(VideoError(f"cannot decode {self.plan.input_path} after {count} frames: "
+                                                   f"{_reason(exc)}")), self.halt)
+        _put(self.decoded, _END, self.halt)
+
+    def encode(self) -> None:
+        last_pts = -1
+        while (item := _get(self.stylised, self.halt)) is not _END:
+            images, times = item
+            for image, t in zip(images, times):
+                frame = _output_frame(image, t, self.plan, self.video_out.pix_fmt, last_pts)
+                last_pts = frame.pts
+                _mux(self.output, self.video_out.encode(frame))
+                self.written += 1
+                if self.audio is not None:
+                    self.audio.mux_until(t - self.plan.start + _AUDIO_LEAD_S)
+        _mux(self.output, self.video_out.encode(None))
+        if self.audio is not None:
+            self.audio.mux_until(None)
+
+    def run(self, stylise: Callable[[], Any]) -> None:
+        """Start the threads, run `stylise` here, let the encoder finish; raise the first stage's error."""
+        workers: list[_Worker] = []
+        try:
+            for name, target in (("decode", self.decode), ("encode", self.encode)):
+                workers.append(_Worker(name, target, self.stop))
+                workers[-1].start()
+            stylise()
+            _put(self.stylised, _END, self.halt)
+            while workers[1].is_alive() and not self.halt.is_set():  # the encoder flushes and writes the audio
+                workers[1].join(_POLL_S)
+        except _Stop:
+            pass  # a stage failed or the caller stopped the run: said below
+        finally:
+            self.stop.set()  # ends the decoder, and the encoder too on an error or a stop
+            _join_all(workers)
+        for worker in workers:
+            if worker.error is not None:
+                raise _as_video_error(worker.error, self.output_name)
+
+
 def _mux(output: Any, packets: list[Any]) -> None:
     for packet in packets:
         output.mux(packet)
 
 
-def _as_video_error(error: BaseException, config: VideoConfig) -> BaseException:
+def _as_video_error(error: BaseException, output_name: str | os.PathLike) -> BaseException:
     if isinstance(error, (VideoError, OutputError, ConfigError)):
         return error
     if isinstance(error, OSError):
-        return OutputError(f"cannot write {config.video_output}: {_reason(error)}")
+        return OutputError(f"cannot write {output_name}: {_reason(error)}")
     if isinstance(error, av.FFmpegError):
-        return VideoError(f"cannot encode {config.video_output}: {_reason(error)}")
+        return VideoError(f"cannot encode {output_name}: {_reason(error)}")
     return error
 
 
-def _stylise_stream(decoded: queue.Queue, stylised: queue.Queue, stop: threading.Event, stylizer: Stylizer,
-                    config: VideoConfig, meter: FlickerMeter | None, total: int | None,
+def _stylise_stream(decoded: queue.Queue, stylised: queue.Queue, stop: threading.Event | _AnyOf,
+                    stylizer: Stylizer, config: VideoConfig, meter: FlickerMeter | None, total: int | None,
                     started: float, callback: Callable[[VideoProgress], None] | None) -> int:
     """The calling thread's stage: batches of decoded frames -> network -> encoder queue."""
     done = 0

@@ -31,7 +31,8 @@ from PIL import Image
 from ..core import color
 from ..core.device import check_precision, resolve_device
 from ..core.errors import ConfigError, DeviceError, ModelError, OutputError, VideoError, require_file
-from ..core.images import atomic_path, ensure_not_input, prepare_output_dir, save_image
+from ..core.images import (atomic_path, ensure_not_input, first_missing, prepare_output_dir, remove_empty_tree,
+                           save_image)
 from ..networks.model_files import load_model
 from ..networks.transformer import MIN_INPUT_SIDE
 from .stylizer import Stylizer
@@ -431,18 +432,24 @@ def _check_config(config: WebcamConfig) -> Path | None:
     return target
 
 
+class _NothingRecorded(Exception):
+    """A run stopped before its first frame: the empty recording is discarded, not an error."""
+
+
 def run_webcam(config: WebcamConfig, callback: Callable[[WebcamFrame], str | int | None] | None = None,
                stop: threading.Event | None = None) -> WebcamResult:
     """Stylise a camera stream live; `callback` gets every stylised frame and may return a command.
 
     Commands: "next", "previous", an int (switch model), "side_by_side", "snapshot", "quit" (see COMMANDS).
-    Setting `stop` (e.g. from a signal handler) ends the run cleanly, like a frame limit: the recording is kept.
+    Setting `stop` (e.g. from a signal handler) ends the run cleanly, like a frame limit: the recording is kept;
+    stopped before the first frame, nothing is written (result.frames == 0, result.output is None).
     """
     target = _check_config(config)
     device = resolve_device(config.device)
     check_precision(config.precision, device)
     stop = stop or threading.Event()
     capture, first, camera_fps, is_file = open_camera(config.camera)
+    created = first_missing(target.parent) if target is not None else None
     try:
         size = working_size(first.shape[0], first.shape[1], config.max_size)
         models = [(Path(p).stem, Stylizer(load_model(p)[0], device, config.precision)) for p in config.model_paths]
@@ -462,7 +469,15 @@ def run_webcam(config: WebcamConfig, callback: Callable[[WebcamFrame], str | int
             if recorder is not None:
                 recorder.close()
             if recorder is not None and state.frames == 0:
+                if stop.is_set():  # stopped before the first frame: no recording, and no folder made for it
+                    raise _NothingRecorded
                 raise VideoError("no frame was stylised, so nothing was recorded")
+    except _NothingRecorded:
+        target = None
+        remove_empty_tree(created)
+    except BaseException:
+        remove_empty_tree(created)
+        raise
     finally:
         capture.release()
     elapsed = time.monotonic() - started
