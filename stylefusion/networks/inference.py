@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arbitrary import StyleNorm
 from .cin import ConditionalInstanceNorm2d
 from .transformer import ConvLayer, UpsampleConvLayer
 
@@ -138,7 +139,7 @@ def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
     for module in list(net.modules()):
         for name, child in list(module.named_children()):
             if (isinstance(child, nn.InstanceNorm2d) and child.affine and not child.track_running_stats) \
-                    or isinstance(child, ConditionalInstanceNorm2d):
+                    or isinstance(child, (ConditionalInstanceNorm2d, StyleNorm)):
                 setattr(module, name, InstanceNormAsGroupNorm(child))
             elif device.type == "cpu" and is_thin_conv(child):
                 setattr(module, name, BlockConv(child))

@@ -13,6 +13,7 @@ from typing import Sequence
 from torch import nn
 
 from ..core.errors import ConfigError
+from .arbitrary import ScaledSigmoid, StyleNorm
 from .cin import ConditionalInstanceNorm2d
 from .inference import BlockConv, InstanceNormAsGroupNorm, PhaseUpsampleConv
 from .transformer import ConvLayer, ResidualBlock, UpsampleConvLayer
@@ -40,6 +41,12 @@ class ReLU:
 
 
 @dataclass
+class Sigmoid:
+    """sigmoid(x) * scale, pointwise (the arbitrary network's output layer)."""
+    scale: float = 1.0
+
+
+@dataclass
 class SkipSave:
     """The start of a residual block: its input is added back at the matching SkipAdd."""
 
@@ -49,7 +56,7 @@ class SkipAdd:
     """The end of a residual block: add the block's input."""
 
 
-Layer = Conv | Norm | ReLU | SkipSave | SkipAdd
+Layer = Conv | Norm | ReLU | Sigmoid | SkipSave | SkipAdd
 
 
 def _conv_layer(module: nn.Module) -> Conv:
@@ -72,11 +79,13 @@ def network_layers(network: nn.Module) -> list[Layer]:
     def add(module: nn.Module) -> None:
         if isinstance(module, (ConvLayer, UpsampleConvLayer, BlockConv, PhaseUpsampleConv)):
             layers.append(_conv_layer(module))
-        elif isinstance(module, (nn.InstanceNorm2d, InstanceNormAsGroupNorm, ConditionalInstanceNorm2d)):
+        elif isinstance(module, (nn.InstanceNorm2d, InstanceNormAsGroupNorm, ConditionalInstanceNorm2d, StyleNorm)):
             # RunningStats.affine reads module.weight/bias: a conditional norm's chosen or blended style
             layers.append(Norm(module))
         elif isinstance(module, nn.ReLU):
             layers.append(ReLU())
+        elif isinstance(module, ScaledSigmoid):
+            layers.append(Sigmoid(module.scale))
         elif isinstance(module, ResidualBlock):
             layers.append(SkipSave())
             for child in (module.conv1, module.in1, module.relu, module.conv2, module.in2):

@@ -2,9 +2,10 @@
 architecture, load (weights_only, checked) and save (atomically).
 
 Model files record their architecture in settings["arch"]: "standard" (transformer.py, Johnson et al., the
-pytorch/examples layout) or "compact" (compact.py, issue #16); files without it (pytorch/examples' released
-models, plain state dicts) are recognised by their conv weights. A compact network's width is read from its
-weights. Several styles in one file (cin.py) are recognised by their per-style norm tables.
+pytorch/examples layout), "compact" (compact.py, issue #16) or "arbitrary" (arbitrary.py, Magenta's network with
+its style vector baked in); files without it (pytorch/examples' released models, plain state dicts) are
+recognised by their conv weights. A compact network's width is read from its weights. Several styles in one
+file (cin.py) are recognised by their per-style norm tables.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from torch import nn
 
 from ..core.errors import ConfigError, ModelError, require_file
 from ..core.weights import load_weights
+from .arbitrary import ArbitraryNet
 from .cin import make_conditional, state_style_count
 from .compact import COMPACT_CHANNELS, CompactNet, compact_channels
 from .transformer import MODEL_FORMAT, TransformerNet, clean_state_dict
 
-ARCHITECTURES = ("standard", "compact")
+ARCHITECTURES = ("standard", "compact")  # what --mode train builds
+# What model files may hold: the arbitrary network is not trained here (its weights are Magenta's).
+KNOWN_ARCHITECTURES = (*ARCHITECTURES, "arbitrary")
 
 
 def build_network(arch: str = "standard", like: Mapping[str, torch.Tensor] | None = None,
                   compact_width: int | None = None) -> nn.Module:
-    """A new network of the named architecture (one of ARCHITECTURES); ConfigError for another name.
+    """A new network of the named architecture (one of KNOWN_ARCHITECTURES); ConfigError for another name.
 
     A compact network is `compact_width` wide (None: COMPACT_CHANNELS), or, with `like` (a state dict of that
     architecture), as wide as it.
@@ -37,7 +41,9 @@ def build_network(arch: str = "standard", like: Mapping[str, torch.Tensor] | Non
         return CompactNet(compact_channels(like) if like is not None else compact_width or COMPACT_CHANNELS)
     if arch == "standard":
         return TransformerNet()
-    raise ConfigError(f"unknown network architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    if arch == "arbitrary":  # untrained: load_model fills it from a file, arbitrary.load_arbitrary_net from Magenta's
+        return ArbitraryNet()
+    raise ConfigError(f"unknown network architecture {arch!r} (known: {', '.join(KNOWN_ARCHITECTURES)})")
 
 
 def architecture_of(state: dict[str, Any]) -> str | None:
@@ -47,7 +53,7 @@ def architecture_of(state: dict[str, Any]) -> str | None:
         return {k for k in keys if isinstance(k, str) and k.endswith("conv2d.weight")}
 
     found = convs(state)
-    return next((arch for arch in ARCHITECTURES if convs(build_network(arch).state_dict()) == found), None)
+    return next((arch for arch in KNOWN_ARCHITECTURES if convs(build_network(arch).state_dict()) == found), None)
 
 
 def _check_finite(network: nn.Module, path: Path) -> None:
@@ -93,9 +99,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} does not hold a transformer-network state dict")
     arch = settings.get("arch") or architecture_of(state) or "standard"  # "standard" then refuses it
-    if arch not in ARCHITECTURES:
+    if arch not in KNOWN_ARCHITECTURES:
         raise ModelError(f"{path} holds a network of unknown architecture {arch!r} (this version knows "
-                         f"{', '.join(ARCHITECTURES)}): update StyleFusion or retrain it")
+                         f"{', '.join(KNOWN_ARCHITECTURES)}): update StyleFusion or retrain it")
     network = build_network(arch, state)
     styles = state_style_count(state)
     if styles > 1:  # several styles (Dumoulin et al. 2017): one (scale, shift) table per norm layer

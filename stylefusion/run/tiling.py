@@ -28,7 +28,7 @@ from torch import nn
 
 from ..core.errors import ConfigError, non_finite_output
 from ..core.memory import format_bytes
-from ..networks.layers import Conv, Layer, layer_channels, layer_sizes, Norm, ReLU, SkipAdd, SkipSave
+from ..networks.layers import Conv, Layer, layer_channels, layer_sizes, Norm, ReLU, Sigmoid, SkipAdd, SkipSave
 from ..networks.transformer import TransformerNet
 
 # Peak bytes per pixel of a whole-image pass for a network that does not state its own PEAK_BYTES_PER_PIXEL:
@@ -150,9 +150,10 @@ class Stage:
     """One pass over tiles: run layers [start, stop) from the map stored at `start` (0: the input image).
 
     kind "stats" gathers the whole-map statistics of the norm at `stop`; "store" does that and keeps the
-    pre-norm map at `stop` whole; "pointwise" applies pointwise layers in place (no halo), turning the map
-    at `start` into the map at `stop`; "output" writes the network's output. `skips` maps a SkipAdd of the
-    chain whose residual block began before `start` to the stored map holding that block's input.
+    pre-norm map at `stop` whole; "keep" keeps the map at `stop` (a residual block's input) whole; "pointwise"
+    applies pointwise layers in place (no halo), turning the map at `start` into the map at `stop`; "output"
+    writes the network's output. `skips` maps a SkipAdd of the chain whose residual block began before `start`
+    to the stored map holding that block's input.
     """
     start: int
     stop: int
@@ -186,6 +187,9 @@ def plan_stages(layers: Sequence[Layer], values_per_pixel: Sequence[float], poli
             if pointwise_chain and start < i:  # materialise the block's input so its skip can read it
                 stages.append(Stage(start, i, "pointwise", skips(i)))
                 start = i
+            elif start < i and values_per_pixel[i] <= policy.limit:  # convs with no norm lead here (the arbitrary
+                stages.append(Stage(start, i, "keep", skips(i)))  # network's encoder): keep, not recompute per norm
+                start = i
             in_block, first_norm = True, True
             block_input = i if start == i else None  # None: the block's input lives inside the chain
         elif isinstance(layer, SkipAdd):
@@ -217,7 +221,7 @@ def peak_map_values(stages: Sequence[Stage], values_per_pixel: Sequence[float]) 
     live: dict[int, float] = {}
     peak = 0.0
     for n, stage in enumerate(stages):
-        if stage.kind == "store":
+        if stage.kind in ("store", "keep"):
             live[stage.stop] = values_per_pixel[stage.stop]
         elif stage.kind == "pointwise":
             live[stage.stop] = live.pop(stage.start, 0.0)  # written in place
@@ -380,6 +384,8 @@ class TiledRunner:
                 x = x.mul_(scale).add_(shift)
             elif isinstance(layer, ReLU):
                 x = x.relu_()
+            elif isinstance(layer, Sigmoid):
+                x = x.sigmoid_().mul_(layer.scale)
             elif isinstance(layer, SkipSave):
                 saved.append((x, box))
             else:  # SkipAdd: the block's input, from the chain or from a stored map
@@ -419,7 +425,7 @@ class TiledRunner:
         total, done = sum(len(boxes) for _, boxes in jobs), 0
         for n, (stage, boxes) in enumerate(jobs):
             source = maps.get(stage.start)
-            if stage.kind == "store":
+            if stage.kind in ("store", "keep"):
                 channels = layer_channels(self.layers)[stage.stop]
                 maps[stage.stop] = self._empty_map((1, channels, *sizes[stage.stop]), plan.store_dtype, device)
             stats = RunningStats() if stage.kind in ("stats", "store") else None
@@ -439,7 +445,7 @@ class TiledRunner:
                 y = y[..., rows, cols]
                 if stats is not None:
                     stats.add(y)
-                if stage.kind == "store":
+                if stage.kind in ("store", "keep"):
                     maps[stage.stop][..., core.y0:core.y1, core.x0:core.x1] = y
                 elif stage.kind == "pointwise":
                     source[..., core.y0:core.y1, core.x0:core.x1] = y
