@@ -45,3 +45,19 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` skip without a CUDA device; those marked cuda(also_cpu=True) pick CUDA when present and
+    run on the CPU otherwise, so they are not skipped (bench/gpu_check.py runs them all with `pytest -m cuda`)."""
+    needs = [item for item in items if (marker := item.get_closest_marker("cuda")) is not None
+             and not marker.kwargs.get("also_cpu", False)]
+    if not needs:
+        return
+    import torch  # only when a CUDA test was collected: plain runs need not pay for the import here
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in needs:
+        item.add_marker(skip)

@@ -117,7 +117,7 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         futures = {name: pool.submit(run, *args, env=offline if name == "download-offline" else None)
                    for name, args in jobs.items()}
         torchrun = pool.submit(run, "--mode", "image", "--input_images_dir", p["five"], "--output_images_dir",
-                               base / "out-torchrun", "--model_path", models / "good.pth",
+                               base / "out-torchrun", "--model_path", models / "good.pth", "--device", "cpu",
                                launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
         results = {name: f.result() for name, f in futures.items()}
         results["torchrun"] = torchrun.result()
@@ -126,6 +126,7 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     return results
 
 
+@pytest.mark.cuda(also_cpu=True)  # --device auto: runs on CUDA when present (bench/gpu_check.py)
 @pytest.mark.parametrize("case, needles", [
     ("vgg", ["another architecture"]),
     ("truncated", ["corrupt or truncated"]),
@@ -160,6 +161,7 @@ def test_download_offline_fails_fast_naming_the_url(runs):
     assert DOWNLOAD_TIMEOUT_S <= 60
 
 
+@pytest.mark.cuda(also_cpu=True)  # --device auto: runs on CUDA when present (bench/gpu_check.py)
 @pytest.mark.parametrize("case", ["mixed", "torchrun", "export-pt", "download-offline", "verbatim-download",
                                   "verbatim-image", "missing-input"])
 def test_stdout_stays_empty(runs, case):
@@ -168,6 +170,7 @@ def test_stdout_stays_empty(runs, case):
     assert runs[case].stderr.strip(), case  # each case does say something, on stderr
 
 
+@pytest.mark.cuda(also_cpu=True)  # --device auto: runs on CUDA when present (bench/gpu_check.py)
 def test_image_mode_mirrors_tree_reports_settings_and_skips_unreadable(runs):
     result, out = runs["mixed"], runs["base"] / "out-mixed"
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -182,7 +185,7 @@ def test_image_mode_mirrors_tree_reports_settings_and_skips_unreadable(runs):
     assert Image.open(out / "b.png").format == "PNG"
 
 
-def test_image_mode_under_torchrun_splits_the_files_between_processes(runs):
+def test_image_mode_under_torchrun_splits_the_files_between_processes(runs):  # 2 CPU processes on any machine
     result, out = runs["torchrun"], runs["base"] / "out-torchrun"
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
@@ -197,6 +200,7 @@ def test_export_from_the_cli(runs):
     assert (runs["base"] / "m.pt").stat().st_size > 1_000_000  # the ONNX path: tests/test_export.py
 
 
+@pytest.mark.cuda(also_cpu=True)  # --device auto: runs on CUDA when present (bench/gpu_check.py)
 def test_verbatim_command_after_download(runs):
     download, image = runs["verbatim-download"], runs["verbatim-image"]
     assert download.returncode == 0, download.stderr

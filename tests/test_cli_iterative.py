@@ -2,6 +2,7 @@
 
 
 import pytest
+import torch
 from PIL import Image
 
 from helpers import assert_one_line_error, run_script, scene, stripes
@@ -81,6 +82,8 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_one_line_error(files, tmp_path, case):
+    if case == "cuda without cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     extra, needle = BAD[case]
     extra = [a.replace("{d}", str(files)) for a in extra]
     r = run_script("stylefusion.py", *args(files, tmp_path / "out", *extra), timeout=120)
@@ -89,6 +92,7 @@ def test_bad_input_one_line_error(files, tmp_path, case):
     assert not out.exists() or not any(p.suffix in (".jpg", ".png") for p in out.iterdir())
 
 
+@pytest.mark.cuda(also_cpu=True)  # --device auto: runs on CUDA when present (bench/gpu_check.py)
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "1", "I;16"])
 def test_unusual_image_modes_are_converted(files, tmp_path, mode):
     src = scene((40, 32))

@@ -364,6 +364,13 @@ def _save(image: torch.Tensor, target: Path) -> None:
     save_image(image, target)
 
 
+def _decode_budget(stylizer: Callable[[torch.Tensor], torch.Tensor]) -> int | None:
+    """Bytes a photo may take decoded, in host memory: the network's budget where it runs on the CPU, else the
+    host's own default (a GPU's budget says nothing of the host's RAM)."""
+    on_cpu = torch.device(getattr(stylizer, "device", None) or "cpu").type == "cpu"
+    return getattr(stylizer, "max_memory", None) if on_cpu else default_budget(torch.device("cpu"))
+
+
 def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Tensor],
                    options: ImageOptions = ImageOptions(),
                    callback: Callable[[ImageProgress], Any] | None = None) -> ImageSummary:
@@ -413,9 +420,7 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
         return options.batch_size if batch_limit is None else max(1, min(options.batch_size, batch_limit(*size)))
 
     prefetch_bytes = getattr(stylizer, "max_memory", 4 << 30) // 4
-    # Photos are decoded in host memory: the network's budget where it runs on the CPU, else the host's own.
-    on_cpu = torch.device(getattr(stylizer, "device", None) or "cpu").type == "cpu"
-    budget = getattr(stylizer, "max_memory", None) if on_cpu else default_budget(torch.device("cpu"))
+    budget = _decode_budget(stylizer)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="save") as writer:
