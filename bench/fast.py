@@ -25,14 +25,15 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np    # noqa: E402
+import torch    # noqa: E402
 
 from stylefusion.core.device import cpu_supports_bf16  # noqa: E402
-from stylefusion.networks.inference import retain_freed_memory  # noqa: E402
-from stylefusion.core.images import load_pil, pil_to_tensor, resize_to, save_image  # noqa: E402
-from stylefusion.run.stylizer import ImageOptions, Stylizer, plan_images, stylize_images  # noqa: E402
-from stylefusion.networks.transformer import TransformerNet  # noqa: E402
+from stylefusion.networks.inference import retain_freed_memory    # noqa: E402
+from stylefusion.core.images import load_pil, pil_to_tensor, resize_to, save_image    # noqa: E402
+from stylefusion.run.folder import ImageOptions, plan_images, stylize_images  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
+from stylefusion.networks.transformer import TransformerNet    # noqa: E402
 from stylefusion.networks.model_files import load_model, save_model
 
 SECTIONS = ["forward", "images", "whole", "reference"]

@@ -29,40 +29,41 @@ import time
 
 _STARTED = time.monotonic()  # before the heavy imports: the budget counts the whole process
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import csv  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import importlib  # noqa: E402
+import argparse    # noqa: E402
+import contextlib    # noqa: E402
+import csv    # noqa: E402
+import datetime    # noqa: E402
+import gc    # noqa: E402
+import importlib    # noqa: E402
 import importlib.util  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import ModuleType, SimpleNamespace  # noqa: E402
-from typing import Callable, Iterator  # noqa: E402
+import os    # noqa: E402
+import platform    # noqa: E402
+import re    # noqa: E402
+import signal    # noqa: E402
+import subprocess    # noqa: E402
+import sys    # noqa: E402
+import tempfile    # noqa: E402
+import threading    # noqa: E402
+from dataclasses import dataclass, field    # noqa: E402
+from pathlib import Path    # noqa: E402
+from types import ModuleType, SimpleNamespace    # noqa: E402
+from typing import Callable, Iterator    # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np    # noqa: E402
+import torch    # noqa: E402
+from torch import nn    # noqa: E402
 
-from stylefusion.core.device import check_precision, resolve_precision  # noqa: E402
-from stylefusion.core.errors import DeviceError  # noqa: E402
-from stylefusion.core.memory import available_memory, default_budget  # noqa: E402
-from stylefusion.iterative.gatys import IterativeConfig, stylize  # noqa: E402
-from stylefusion.networks.model_files import build_network, load_model, save_model  # noqa: E402
-from stylefusion.run.stylizer import ImageOptions, Stylizer  # noqa: E402
+from stylefusion.core.device import check_precision, resolve_precision    # noqa: E402
+from stylefusion.core.errors import DeviceError    # noqa: E402
+from stylefusion.core.memory import available_memory, default_budget    # noqa: E402
+from stylefusion.iterative.gatys import IterativeConfig, stylize    # noqa: E402
+from stylefusion.networks.model_files import build_network, load_model, save_model    # noqa: E402
+from stylefusion.run.folder import ImageOptions  # noqa: E402
+from stylefusion.run.stylizer import Stylizer  # noqa: E402
 
 CONTENT = REPO / "data" / "city.jpg"
 STYLE = REPO / "data" / "udnie.jpg"

@@ -197,6 +197,22 @@ def apply_pixel_limit(megapixels: float | None) -> None:
         Image.MAX_IMAGE_PIXELS = int(megapixels * 1e6 / 2)
 
 
+def require_model(args: argparse.Namespace, mode: str,
+                  hint: str = "e.g. models/udnie.pth from --mode download") -> str | list[str]:
+    """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
+    from pathlib import Path
+
+    from stylefusion.core.errors import ConfigError, ModelError
+
+    if args.model_path is None:
+        raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
+    for path in args.model_path if isinstance(args.model_path, list) else [args.model_path]:  # list: one per mask
+        if not Path(path).exists():
+            raise ModelError(f"model file not found: {path} (run `python fast_style_transfer.py --mode "
+                             f"download` to fetch the released models into models/, or train one with --mode train)")
+    return args.model_path
+
+
 def blank_mask_warnings(paths: Sequence[str | os.PathLike]) -> list[str]:
     """A warning line per mask that is black (or transparent) everywhere: its region gets no style. The CLIs
     print them once the run has passed its checks (a bad mask's error comes alone)."""

@@ -22,28 +22,33 @@ import argparse
 import sys
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, info,
-                     is_main_process, positive_int, run_cli, start_live, blank_mask_warnings)
+                     is_main_process, positive_int, require_model, run_cli, start_live, blank_mask_warnings)
+from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
+                        style_size)
 from .common import positive_float as positive_float_arg
 
-MODES = ("train", "image", "video", "webcam", "export", "download")
+MODES = ("train", "image", "video", "webcam", "export", "sheet", "download")
 
-_TRAIN_ONLY = ("style_image", "content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "style_size",
-               "lr", "content_weight", "style_weight", "tv_weight", "stability_weight", "content_layers",
+_TRAIN_ONLY = ("content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "lr", "content_weight", "style_weight", "tv_weight", "stability_weight", "content_layers",
                "style_layers", "vgg_weights", "arch", "compact_width", "pretrained_model_path", "checkpoint_dir",
                "checkpoint_interval", "preview_interval", "resume", "num_workers", "seed")
 # Which modes read each option (argparse dest -> modes). An option given to another mode is warned about.
 MODE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "model_path": ("image", "video", "webcam", "export"),
+    "model_path": ("image", "video", "webcam", "export", "sheet"),
+    "style_image": ("train", "image", "video", "webcam", "export", "sheet"),
+    "style_size": ("train", "image", "video", "webcam", "export", "sheet"),
+    "stroke_scale": ("image", "video", "webcam", "sheet"),
     "batch_size": ("train", "image", "video"),
-    "max_size": ("image", "video", "webcam"),
+    "max_size": ("image", "video", "webcam", "sheet"),
     "max_memory": ("image", "video"),
     "tile_size": ("image", "video"),
-    "max_pixels": ("image",),
+    "max_pixels": ("image", "sheet"),
     "preserve_color": ("image", "video", "webcam"),
-    "device": ("train", "image", "video", "webcam"),
-    "precision": ("train", "image", "video", "webcam"),
+    "device": ("train", "image", "video", "webcam", "sheet"),
+    "precision": ("train", "image", "video", "webcam", "sheet"),
     **{dest: ("train",) for dest in _TRAIN_ONLY},
-    "input_images_dir": ("image",),
+    "input_images_dir": ("image", "sheet"),
+    "sheet_output": ("sheet",),
     "output_images_dir": ("image",),
     "video_input": ("video",),
     "video_output": ("video", "webcam"),
@@ -85,14 +90,16 @@ class ModeHelpFormatter(HelpFormatter):
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes (defaults from the config dataclasses: one place)."""
-    from stylefusion.run.stylizer import ImageConfig
+    from stylefusion.run.folder import ImageConfig
     from stylefusion.training.loop import TrainConfig as T  # not run/video.py here: PyAV loaded before OpenCV's window hangs it
 
     g = parser.add_argument_group("common")
     g.add_argument("--mode", required=True, choices=MODES,
-                   help="train a model; stylise images, a video or a camera; export a model; download models")
+                   help="train a model; stylise images, a video or a camera with a model or any painting; export "
+                        "a network; compare styles on one photo (sheet); download models")
     g.add_argument("--model_path", nargs="+", default=None, metavar="PATH",
-                   help="transformer model file (.pth); webcam takes several and switches between them")
+                   help="trained model file (.pth); webcam and sheet take several (webcam keys switch between "
+                        "them); with --mask, one per mask")
     g.add_argument("--batch_size", type=positive_int, default=None,
                    help=f"images per batch (train default {T.batch_size}; image/video default "
                         f"{ImageConfig.batch_size})")
@@ -125,22 +132,6 @@ def gigabytes(value: float | None) -> int | None:
     return None if value is None else int(value * 2**30)
 
 
-def require_model(args: argparse.Namespace, mode: str,
-                  hint: str = "e.g. models/udnie.pth from --mode download") -> str | list[str]:
-    """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
-    from pathlib import Path
-
-    from stylefusion.core.errors import ConfigError, ModelError
-
-    if args.model_path is None:
-        raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
-    for path in args.model_path if isinstance(args.model_path, list) else [args.model_path]:  # list: one per mask
-        if not Path(path).exists():
-            raise ModelError(f"model file not found: {path} (run `python fast_style_transfer.py --mode "
-                             f"download` to fetch the released models into models/, or train one with --mode train)")
-    return args.model_path
-
-
 # ------------------------------------------------------------------------------------------------- train
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode train."""
@@ -150,10 +141,6 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     from stylefusion.training.loop import TrainConfig as T
 
     g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
-    g.add_argument("--style_image", nargs="+", default=None, metavar="PATH",
-                   help="style image to learn (required for --mode train); several train one network with one set "
-                        "of instance-norm scales and shifts per style (conditional instance norm, Dumoulin et al. "
-                        "2017; one style per step, in turn), chosen later with --style / --style_weights")
     g.add_argument("--content_dataset", default="data/train2014",
                    help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
                         "such as train2014/default_class); unreadable files are skipped and counted")
@@ -165,8 +152,6 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                    help="stop after this many optimisation steps in total, counting resumed ones (unset: no limit)")
     g.add_argument("--image_size", "--crop_size", type=positive_int, default=T.image_size, dest="image_size",
                    help="side of the square training crops, px (a multiple of 4, at least 32)")
-    g.add_argument("--style_size", type=positive_int, default=None,
-                   help="longest side of the style image, px (unset: --image_size)")
     g.add_argument("--lr", type=positive_float, default=T.lr, help="Adam learning rate")
     g.add_argument("--content_weight", type=non_negative_float, default=T.content_weight,
                    help="weight of the content loss (relative feature MSE)")
@@ -311,13 +296,14 @@ def run_image(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from stylefusion.core.errors import ConfigError
-    from stylefusion.run.stylizer import ImageConfig, ImageProgress, ImageStart, stylize_folder
+    from stylefusion.run.folder import ImageConfig, ImageProgress, ImageStart, stylize_folder
     from stylefusion.run.tiling import TileProgress
 
     if args.input_images_dir is None:
         raise ConfigError("--mode image needs --input_images_dir (an image file or a folder of images)")
-    config = ImageConfig(input=args.input_images_dir, output=args.output_images_dir,
-                         model_path=require_model(args, "image"),
+    paintings, model = paintings_or_model(args, "image")
+    config = ImageConfig(input=args.input_images_dir, output=args.output_images_dir, model_path=model,
+                         style_images=paintings, style_size=style_size(args), stroke_scale=args.stroke_scale,
                          batch_size=args.batch_size or ImageConfig.batch_size, max_size=args.max_size,
                          preserve_color=args.preserve_color, device=args.device, precision=args.precision,
                          max_memory=gigabytes(args.max_memory), tile_size=args.tile_size,
@@ -327,9 +313,12 @@ def run_image(args: argparse.Namespace) -> int:
 
     warnings = blank_mask_warnings(config.control.masks) if is_main_process() else []
 
+    if is_main_process():
+        say_paintings(paintings, args)
+
     def on_start(start: ImageStart) -> None:
         # How the model was trained, when its file records it (a file with only its architecture: no line).
-        if set(start.model_settings or {}) - {"arch"} and start.rank == 0:
+        if set(start.model_settings or {}) - {"arch", "paintings"} and start.rank == 0:
             info("model settings: " + ", ".join(f"{k}={v}" for k, v in start.model_settings.items()))
         desc = (f"stylising (process {start.rank + 1}/{start.world_size})" if start.world_size > 1
                 else "stylising")
@@ -400,11 +389,13 @@ def run_video(args: argparse.Namespace) -> int:
 
     if args.video_input is None:
         raise ConfigError("--mode video needs --video_input (a video file)")
-    models = require_model(args, "video")
-    first_model = models[0] if isinstance(models, list) else models
+    paintings, models = paintings_or_model(args, "video")
+    first_model = paintings[0] if paintings else models[0] if isinstance(models, list) else models
     output = args.video_output or str(Path("output") / "videos"
                                       / f"{Path(args.video_input).stem}_{Path(first_model).stem}.mp4")
-    config = VideoConfig(video_input=args.video_input, video_output=output, model_path=args.model_path,
+    say_paintings(paintings, args)
+    config = VideoConfig(video_input=args.video_input, video_output=output, model_path=models,
+                         style_images=paintings, style_size=style_size(args), stroke_scale=args.stroke_scale,
                          batch_size=args.batch_size or VideoConfig.batch_size, max_size=args.max_size,
                          preserve_color=args.preserve_color, device=args.device, precision=args.precision,
                          start=args.start, duration=args.duration, crf=args.crf,
@@ -466,16 +457,20 @@ def run_webcam(args: argparse.Namespace) -> int:
     if not args.no_window and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
                                                                          or os.environ.get("WAYLAND_DISPLAY")):
         raise ConfigError("no display for the webcam window (DISPLAY is unset): use --no_window --video_output PATH")
-    models = args.model_path or []
-    if not models:
+    models, paintings = args.model_path or [], list(args.style_image or [])
+    if not models and not paintings:
         raise ConfigError("--mode webcam needs --model_path (one or more, e.g. models/udnie.pth from --mode "
-                          "download)")
+                          "download) or --style_image (paintings: the keys switch between them)")
     for path in models:
         args.model_path = path
         require_model(args, "webcam")
+    for path in paintings:
+        if not os.path.isfile(path):
+            raise ConfigError(f"style image not found: {path}")
     from stylefusion.run.webcam import WebcamConfig, WebcamFrame, command_for_key, run_webcam as run
 
-    config = WebcamConfig(camera=args.camera, model_paths=models, max_size=args.max_size,
+    config = WebcamConfig(camera=args.camera, model_paths=models, style_images=paintings,
+                          style_size=style_size(args), stroke_scale=args.stroke_scale, max_size=args.max_size,
                           video_output=args.video_output, snapshot_dir=args.snapshot_dir,
                           max_frames=args.max_frames, preserve_color=args.preserve_color, device=args.device,
                           precision=args.precision)
@@ -542,7 +537,9 @@ def run_export(args: argparse.Namespace) -> int:
     if args.export_path is None:
         raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
     fmt = export_format(args.export_path)
-    require_model(args, "export", "the .pth model to export")
+    if args.style_image:  # a painting: the arbitrary network with its style vector baked in
+        return export_painting(args, fmt)
+    require_model(args, "export", "the .pth model to export, or --style_image to export a painting's network")
     ensure_not_input(args.export_path, [args.model_path])
     network, settings = load_model(args.model_path)
     weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
@@ -551,6 +548,27 @@ def run_export(args: argparse.Namespace) -> int:
     which = active_style(network, settings.get("styles"))  # a multi-style model exports one style, or a blend
     hint = " (--style N or --style_weights choose another)" if which and args.style is None and weights is None else ""
     info(f"exported {args.model_path}{f', {which},' if which else ''} as {fmt} to {args.export_path}{hint}")
+    return 0
+
+
+def export_painting(args: argparse.Namespace, fmt: str) -> int:
+    """--mode export --style_image P: the arbitrary network with P's style vector (or the blend) baked in."""
+    from pathlib import Path
+
+    from stylefusion.core.errors import ConfigError
+    from stylefusion.core.images import ensure_not_input
+    from stylefusion.networks.cin import parse_style_weights
+    from stylefusion.networks.export import export_model
+    from stylefusion.run.painting import Paintings, painting_network
+
+    if args.model_path is not None:
+        raise ConfigError("give --style_image (any painting, now) or --model_path (a trained model), not both")
+    ensure_not_input(args.export_path, list(args.style_image))
+    weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
+    network = painting_network(Paintings(tuple(args.style_image), weights, style_size(args)))
+    export_model(network, args.export_path)
+    names = ", ".join(Path(p).name for p in args.style_image)
+    info(f"exported the arbitrary-style network with the style of {names} baked in, as {fmt}, to {args.export_path}")
     return 0
 
 
@@ -605,8 +623,10 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("control (image and video modes)")
     g.add_argument("--strength", type=float, default=1.0, metavar="S",
                    help="0 = the input unchanged .. 1 = the model's full style (default); in between, the "
-                        "stylised output is blended with the input pixel by pixel (the network has no "
-                        "content-only point in its feature space to interpolate towards)")
+                        "stylised output is blended with the input pixel by pixel (a trained network has no "
+                        "content-only point in its feature space to interpolate towards). With --style_image the "
+                        "style vector moves from the painting's towards the photo's own (Magenta's identity "
+                        "interpolation): 0 renders the photo in its own style, a restyled photo, not a copy")
     g.add_argument("--mask", nargs="+", default=None, metavar="PATH",
                    help="greyscale image(s), white = stylise: only these regions get the style, the rest stays "
                         "the input exactly; a transparent pixel counts as black. Give --model_path once per mask "
@@ -619,7 +639,8 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
                    help="a multi-style model's style N (0-based; default 0; the model file lists their names)")
     g.add_argument("--style_weights", default=None, metavar="W,W,...",
                    help="blend a multi-style model's styles, e.g. 0.3,0.7,0: one weight per style, normalised "
-                        "to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. 2017)")
+                        "to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. 2017). "
+                        "With several --style_image: one weight per painting, their style vectors blended")
 
 
 def control_from(args: argparse.Namespace) -> "Control":  # noqa: F821 (imported below: heavy imports stay lazy)
@@ -644,7 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_video_args(parser)
     add_webcam_args(parser)
     add_export_args(parser)
+    add_sheet_args(parser)
     add_download_args(parser)
+    add_painting_args(parser)
     add_control_args(parser)
     return parser
 
@@ -664,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
 
         info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
              f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")
-    if args.model_path is not None and args.mode != "webcam":  # one model, except webcam mode and masks
+    if args.model_path is not None and args.mode not in ("webcam", "sheet"):  # one, except webcam, sheet, masks
         per_mask = args.mode in ("image", "video") and args.mask and len(args.model_path) == len(args.mask)
         if len(args.model_path) > 1 and not per_mask:
             parser.error(f"--mode {args.mode} takes one --model_path" + (" (or one per --mask)" if args.mask else "")
@@ -672,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.model_path) == 1:
             args.model_path = args.model_path[0]
     runner = {"train": run_train, "image": run_image, "video": run_video, "webcam": run_webcam,
-              "export": run_export, "download": run_download}[args.mode]
+              "export": run_export, "sheet": run_sheet, "download": run_download}[args.mode]
     return runner(args)
 
 

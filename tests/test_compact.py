@@ -16,7 +16,8 @@ from stylefusion.networks.compact import COMPACT_CHANNELS, CompactNet, compact_c
 from stylefusion.core.errors import ConfigError
 from stylefusion.networks.export import export_model
 from stylefusion.networks.inference import PhaseUpsampleConv, for_inference
-from stylefusion.run.stylizer import ImageConfig, Stylizer, stylize_folder
+from stylefusion.run.folder import ImageConfig, stylize_folder
+from stylefusion.run.stylizer import Stylizer
 from stylefusion.training.loop import TrainConfig, train
 from stylefusion.networks.transformer import MIN_INPUT_SIDE, TransformerNet
 from stylefusion.networks.model_files import architecture_of, load_model, save_model

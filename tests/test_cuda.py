@@ -40,7 +40,8 @@ from stylefusion.networks.cin import make_conditional, select_style
 from stylefusion.networks.compact import CompactNet
 from stylefusion.networks.model_files import load_model, save_model
 from stylefusion.run.control import Control, ControlledStylizer
-from stylefusion.run.stylizer import ImageConfig, Stylizer, stylize_folder
+from stylefusion.run.folder import ImageConfig, stylize_folder
+from stylefusion.run.stylizer import Stylizer
 from stylefusion.run.video import VideoConfig, stylize_video
 from stylefusion.training.checkpoint import find_latest_checkpoint, load_checkpoint
 from stylefusion.training.loop import TrainConfig, train, train_paths

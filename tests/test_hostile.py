@@ -527,7 +527,7 @@ def _signal_inside(real: Callable, sig: int):
 # Where each signal case stops the run: (stylefusion module[:attribute], function, SignalAt options).
 SIGNAL_POINTS = {
     "image-early": ("run.stylizer", "load_model", {}),
-    "image-mid": ("run.stylizer", "save_image", {"nth": 1, "after": True}),
+    "image-mid": ("run.folder", "save_image", {"nth": 1, "after": True}),
     "video-early": ("run.stylizer", "load_model", {}),  # video mode loads through stylizer.load_networks
     "video-mid": ("run.stylizer:Stylizer", "__call__", {"nth": 2}),
     "iterative-early": ("iterative.gatys", "load_vgg19", {}),
@@ -691,9 +691,9 @@ def test_unreadable_content_image_is_one_line(processes):
 def test_options_of_another_mode_are_named_in_one_warning(base, tmp_path):
     result = invoke("fast", ["--mode", "image", "--input_images_dir", str(base / "one.png"), "--output_images_dir",
                              str(tmp_path / "out"), "--model_path", str(base / "models" / "good.pth"),
-                             "--style_image", str(base / "style.png"), "--epochs", "3", "--crf", "20"])
+                             "--content_dataset", str(base / "dataset"), "--epochs", "3", "--crf", "20"])
     assert result.rc == 0, result.stderr
-    assert result.lines == ["warning: --style_image, --epochs, --crf do not apply to --mode image and are ignored",
+    assert result.lines == ["warning: --content_dataset, --epochs, --crf do not apply to --mode image and are ignored",
                             f"1 stylised, 0 failed (output: {tmp_path / 'out'})"]
     assert result.stdout == ""
     assert tree(tmp_path / "out") == ["one.png"]
@@ -728,7 +728,7 @@ def test_help_names_the_modes_of_each_option_and_old_flags_still_parse():
             modes = f"[{', '.join(fast_style_transfer.MODE_OPTIONS[action.dest])}] "
             assert parser._get_formatter()._get_help_string(action).startswith(modes), action
     assert "--image_size IMAGE_SIZE, --crop_size IMAGE_SIZE [train] side of the square training crops" in text
-    assert "--max_size MAX_SIZE [image, video, webcam] downscale each input so its longest side" in text
+    assert "--max_size MAX_SIZE [image, video, webcam, sheet] downscale each input so its longest side" in text
     old = parser.parse_args(["--mode", "train", "--image_size", "128", "--style_size", "64"])
     alias = parser.parse_args(["--mode", "train", "--crop_size", "128", "--style_size", "64"])
     assert vars(old) == vars(alias) and old.image_size == 128

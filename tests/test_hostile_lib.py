@@ -17,7 +17,7 @@ import torch
 from fast_train_data import IMAGE_SIZE, data, one_thread  # noqa: F401 (fixtures)
 from stylefusion.core.errors import ConfigError, InputImageError, ModelError, OutputError
 from stylefusion.networks.released import download_released_models
-from stylefusion.run.stylizer import plan_images
+from stylefusion.run.folder import plan_images
 from stylefusion.training.loop import (TrainConfig, find_checkpoints, load_checkpoint, load_latest_checkpoint, train,
                                        train_paths)
 from stylefusion.networks.transformer import TransformerNet

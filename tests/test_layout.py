@@ -12,7 +12,7 @@ import stylefusion
 
 PACKAGE = Path(stylefusion.__file__).parent
 # folder -> the folders of the package it may import from (its own included); "" is the package root.
-MAY_IMPORT = {"core": {"core"}, "iterative": {"core", "iterative"}, "networks": {"core", "networks"},
+MAY_IMPORT = {"core": {"core"}, "iterative": {"core", "networks", "iterative"}, "networks": {"core", "networks"},
               "training": {"core", "networks", "training"}, "run": {"core", "networks", "run"}, "": {"core"}}
 
 

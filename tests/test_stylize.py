@@ -11,7 +11,8 @@ from stylefusion.core.color import rgb_to_yuv
 from stylefusion.core.device import cpu_supports_bf16
 from stylefusion.core.errors import ConfigError, InputImageError, OutputError
 from stylefusion.core.images import pil_to_tensor
-from stylefusion.run.stylizer import (ImageOptions, Stylizer, check_image_size, plan_images, stylise, stylize_images)
+from stylefusion.run.folder import ImageOptions, plan_images, stylize_images
+from stylefusion.run.stylizer import Stylizer, check_image_size, stylise
 from stylefusion.networks.transformer import TransformerNet
 from tests.conftest import pattern_array
 from tests.helpers import scene
@@ -257,7 +258,7 @@ def test_options_are_validated(tmp_path):
 def test_plan_shards_are_disjoint_and_cover_everything(tmp_path):
     from PIL import Image
 
-    from stylefusion.run.stylizer import plan_images
+    from stylefusion.run.folder import plan_images
 
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
@@ -284,7 +285,7 @@ def test_a_network_that_outputs_nan_is_refused_not_written_black() -> None:
 
 @pytest.mark.parametrize("local_rank", [0, 1, 2])
 def test_image_device_is_one_gpu_per_torchrun_process(monkeypatch, local_rank):
-    from stylefusion.run.stylizer import image_device
+    from stylefusion.run.folder import image_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
@@ -299,7 +300,7 @@ def test_image_device_is_one_gpu_per_torchrun_process(monkeypatch, local_rank):
 
 def test_image_device_refuses_more_processes_than_gpus(monkeypatch):
     from stylefusion.core.distributed import DistributedError
-    from stylefusion.run.stylizer import image_device
+    from stylefusion.run.folder import image_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -311,7 +312,7 @@ def test_image_device_refuses_more_processes_than_gpus(monkeypatch):
 
 
 def test_stylize_folder_runs_image_mode_in_one_call(tmp_path, net):
-    from stylefusion.run.stylizer import ImageConfig, ImageStart, stylize_folder
+    from stylefusion.run.folder import ImageConfig, ImageStart, stylize_folder
     from stylefusion.networks.model_files import save_model
 
     src = tmp_path / "in"

@@ -29,6 +29,7 @@ from ..core.losslog import LossLog
 from ..core.masks import check_mask_count, load_masks
 from ..core.memory import default_budget
 from ..core.vgg import VGG19Features, load_vgg19
+from ..networks.arbitrary import arbitrary_network
 from .memory_plan import GB, MemoryPlan, plan_memory
 from .pyramid import ImagePyramid
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
@@ -42,7 +43,7 @@ STYLE_BALANCES = ("raw", "relative")
 RELATIVE_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 RAW_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1:2,relu4_1,relu5_1:10"
 MAX_PYRAMID_LEVELS = 12
-INITS = ("auto", "content", "recolored", "noise", "style")
+INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # --init auto: the content recoloured to the styles' palette, optimised on a pyramid, where the photo's relu1_1 Gram
 # matrix (colour and fine texture) is further than this from the styles' (first_layer_distance), else the content
 # on the pixels. Not in Gatys et al. Measured at 512 px against neural-style-pt's 500-step result (bench/RESULTS.md):
@@ -278,6 +279,12 @@ def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[
         # Not in Gatys et al.: the content with the styles' colour mean and covariance (all their pixels), so
         # the optimiser need not find the palette itself (bench/RESULTS.md: fewer steps to the same quality).
         return color.match_color(content, torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2))
+    if config.init == "arbitrary":
+        # Not in Gatys et al.: Magenta's one-pass rendering of the content in the styles (Ghiasi et al. 2017),
+        # their style vectors blended by the blend weights, so L-BFGS starts near a stylised image.
+        network = arbitrary_network(styles, config.style_blend_weights)
+        with torch.no_grad():
+            return network(content[None].float() * 255.0)[0].div_(255.0).clamp_(0.0, 1.0)
     if config.init == "noise":
         # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
         return torch.rand(content.shape, generator=generator)

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..core.errors import ConfigError, InputImageError, WeightsError
 from ..core.losses import check_blend_weights
+from ..core.memory import default_budget
 from .magenta_weights import TRANSFORM_FILE, MagentaGraph, load_conv, read_graph
 from .style_predictor import STYLE_DIM, StylePredictor, load_style_predictor
 from .transformer import ConvLayer, LayeredNet, ResidualBlock, UpsampleConvLayer
@@ -187,13 +188,21 @@ def _as_tensor(image: StyleImage) -> torch.Tensor:
                                   f"{image.dtype} {tuple(image.shape)}")
         return image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
     if isinstance(image, (str, os.PathLike)):
-        return pil_to_tensor(load_pil(image))
+        # refused from its header when it could not even be decoded in the memory available
+        return pil_to_tensor(load_pil(image, max_bytes=default_budget(torch.device("cpu"))))
     if "A" in image.getbands() or "transparency" in image.info:  # as load_pil does: alpha over white
         from PIL import Image
 
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return pil_to_tensor(image.convert("RGB"))
+
+
+def _box_reduced(image: torch.Tensor, factor: int) -> "PIL.Image.Image":  # noqa: F821
+    """A large uint8 (3, H, W) photo shrunk `factor` times by Pillow's box filter, before it becomes float."""
+    from PIL import Image
+
+    return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).reduce(factor)
 
 
 def style_input(image: StyleImage, style_size: int = STYLE_SIZE) -> torch.Tensor:
@@ -205,6 +214,8 @@ def style_input(image: StyleImage, style_size: int = STYLE_SIZE) -> torch.Tensor
 
     if not isinstance(style_size, int) or style_size < MIN_STYLE_SIDE:
         raise ConfigError(f"--style_size must be an integer of at least {MIN_STYLE_SIDE} pixels, got {style_size}")
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and min(image.shape[-2:]) > 4 * style_size:
+        image = _box_reduced(image, min(image.shape[-2:]) // (2 * style_size))  # no full-size float copy
     x = _as_tensor(image)
     height, width = x.shape[-2:]
     if min(height, width) < MIN_STYLE_SIDE:

@@ -1,34 +1,26 @@
-"""Feed-forward stylisation (Johnson et al. 2016): run a transformer network on batches, and batch image mode.
+"""Feed-forward stylisation (Johnson et al. 2016): a network prepared once to run on batches of any size.
 
 `Stylizer` prepares a loaded network once for one device and precision; calling it maps a (B, 3, H, W)
-batch in [0, 1] to the stylised batch in [0, 1] of the same size (the video mode calls it on frames).
-`stylize_folder(ImageConfig)` stylises a file or a folder tree into a mirrored output tree (image mode); it is
-`plan_images` + `stylize_images` with the model, device and torchrun share set up.
+batch in [0, 1] to the stylised batch in [0, 1] of the same size, whole or in exact tiles within a memory
+budget. Image mode (folder.py), video, webcam and the sheet call it; `load_networks` and `controlled` build
+what they run from model files and the strength/mask settings.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.color import check_mode, preserve_color
-from ..core.device import autocast, check_precision, resolve_device, resolve_precision
-from ..core.distributed import distributed_context, rank_device
-from ..core.errors import ConfigError, InputImageError, OutputError, non_finite_output
-from ..core.images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_uint8,
-                           prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
+from ..core.device import autocast, check_precision, resolve_precision
+from ..core.errors import ConfigError, InputImageError, non_finite_output
 from ..core.memory import default_budget
 from ..networks.cin import choose_style
-from ..networks.inference import for_inference, retain_freed_memory
+from ..networks.inference import for_inference
 from ..networks.layers import network_layers
 from ..networks.model_files import load_model
 from ..networks.transformer import MIN_INPUT_SIDE
@@ -37,8 +29,6 @@ from .tiling import UNTILED_BYTES_PER_PIXEL, TiledRunner, TileProgress, TilePlan
 
 # Two stride-2 convs then two 2x upsamples: sides that are multiples of 4 come back unchanged.
 SIZE_MULTIPLE = 4
-# Inputs whose extension save_image cannot write (palette GIF, greyscale PGM) get a PNG output.
-_OUTPUT_FALLBACK_SUFFIX = ".png"
 
 
 class Stylizer:
@@ -113,10 +103,10 @@ class Stylizer:
         if fits >= batch.shape[0]:
             out = self._whole(batch)
         elif fits >= 1:  # one image at a time fits: smaller batches
-            out = _joined([self._whole(part) for part in batch.split(fits)])
+            out = joined([self._whole(part) for part in batch.split(fits)])
         else:
             plan = self.tile_plan(height, width)
-            out = _joined([self._tiled(image[None], plan) for image in batch])
+            out = joined([self._tiled(image[None], plan) for image in batch])
         return out
 
     def _tiled(self, image: torch.Tensor, plan: TilePlan) -> torch.Tensor:
@@ -156,7 +146,7 @@ class Stylizer:
         return y.to(batch.device).contiguous()
 
 
-def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+def joined(parts: list[torch.Tensor]) -> torch.Tensor:
     """The parts as one batch (a single part as it is: no copy of a large image)."""
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -172,290 +162,6 @@ def check_image_size(height: int, width: int, name: str = "image") -> None:
     if min(height, width) < MIN_INPUT_SIDE:
         raise InputImageError(f"{name} is too small ({width}x{height}): the network needs at least "
                               f"{MIN_INPUT_SIDE} pixels on each side")
-
-
-# ---------------------------------------------------------------------------------------------- image mode
-@dataclass(frozen=True)
-class ImagePlan:
-    """Which files to stylise and where each result goes (the output tree mirrors the input tree)."""
-
-    input_path: Path
-    output_dir: Path
-    pairs: tuple[tuple[Path, Path], ...]
-    single_file: bool
-    unreadable: tuple[tuple[Path, str], ...] = ()  # sub-folders that could not be listed, and why
-
-    def shard(self, rank: int, world_size: int) -> "ImagePlan":
-        """This process's share under torchrun: every world_size-th file, so N processes take disjoint parts."""
-        if world_size <= 1:
-            return self
-        return ImagePlan(self.input_path, self.output_dir, self.pairs[rank::world_size], self.single_file,
-                         self.unreadable if rank == 0 else ())  # reported once
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """Image-mode settings: same-size images are stylised `batch_size` at a time."""
-
-    batch_size: int = 4
-    max_size: int | None = None  # downscale so the longest side is at most this (None: keep the size)
-    preserve_color: str = "none"
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch_size must be at least 1, got {self.batch_size}")
-        if self.max_size is not None and self.max_size < MIN_INPUT_SIDE:
-            raise ConfigError(f"--max_size {self.max_size} is too small: the network needs at least "
-                              f"{MIN_INPUT_SIDE} pixels on each side")
-        check_mode(self.preserve_color)
-
-
-@dataclass(frozen=True)
-class ImageProgress:
-    """Reported after each input file: counts so far, and the error when this file was skipped."""
-
-    done: int
-    total: int
-    stylised: int
-    failed: int
-    path: Path
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    """Outcome of a run: how many images were written, and which inputs (files, then folders) failed and why."""
-
-    stylised: int
-    failed: int
-    failures: tuple[tuple[Path, str], ...]
-    unreadable: tuple[tuple[Path, str], ...] = ()  # sub-folders that could not be listed (stylize_folder)
-
-
-@dataclass
-class ImageConfig:
-    """What image mode stylises and how; the CLI fills it from argparse, library users directly."""
-
-    input: str | os.PathLike                   # an image file, or a folder searched recursively
-    output: str | os.PathLike                  # folder for the mirrored output tree
-    model_path: str | os.PathLike | None = None  # not needed when a network is passed to stylize_folder
-    # (a sequence of paths: one model per mask of `control`)
-    batch_size: int = ImageOptions.batch_size
-    max_size: int | None = None                # downscale so the longest side is at most this (None: keep)
-    preserve_color: str = "none"
-    device: str = "auto"                       # under torchrun, cuda means cuda:LOCAL_RANK
-    precision: str = "auto"                    # auto: bf16 where the device computes it natively, else fp32
-    max_memory: int | None = None              # bytes the network may use; larger images run in tiles
-    tile_size: int | None = None               # force tiles of about this side (px)
-    retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide; see networks/inference.py)
-    control: Control = Control()               # strength, masks (control.py)
-
-    def options(self) -> ImageOptions:
-        """The batching options, checked."""
-        options = ImageOptions(self.batch_size, self.max_size, self.preserve_color)
-        options.validate()
-        return options
-
-
-@dataclass(frozen=True)
-class ImageStart:
-    """Reported once before the first image: this process's share and what the model file says about itself."""
-
-    total: int
-    rank: int
-    world_size: int
-    output_dir: Path
-    model_settings: dict[str, Any]
-    unreadable: tuple[tuple[Path, str], ...]
-
-
-def _output_name(relative: Path) -> Path:
-    if relative.suffix.lower() in SAVE_FORMATS:
-        return relative
-    return relative.with_suffix(_OUTPUT_FALLBACK_SUFFIX)
-
-
-def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) -> ImagePlan:
-    """List the images of a file or folder (recursively) and their mirrored output paths; nothing is written.
-
-    Refuses an output folder that is the input folder, and any output path that is an input file.
-    """
-    source, out = Path(input_path), Path(output_dir)
-    if not source.exists():
-        raise InputImageError(f"input not found: {source}")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output directory is a file: {out}")
-    out_resolved = out.resolve()
-    single = source.is_file()
-    root = source.parent if single else source
-    unreadable: list[tuple[Path, str]] = []
-    if out_resolved == root.resolve():
-        raise OutputError(f"the output folder {out} is the input folder: the results would overwrite the "
-                          f"inputs; choose another --output_images_dir")
-    if single:
-        if not is_image_file(source):
-            raise InputImageError(f"not an image file (unknown extension '{source.suffix}'): {source}")
-        inputs = [source]
-    else:
-        inputs = walk_images(source, out_resolved, unreadable)
-        if not inputs:
-            raise InputImageError(f"no image files found in {source} "
-                                  f"(looked for {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})"
-                                  + (f"; {len(unreadable)} unreadable, e.g. {unreadable[0][1]}" if unreadable else ""))
-    pairs = tuple((path, out / _output_name(path.relative_to(root))) for path in inputs)
-    resolved_inputs = {path.resolve() for path in inputs}
-    for path, target in pairs:
-        if target.resolve() in resolved_inputs:
-            raise OutputError(f"refusing to overwrite an input file: {target} (choose another --output_images_dir)")
-    return ImagePlan(source, out, pairs, single, tuple(unreadable))
-
-
-@dataclass
-class _Loaded:
-    source: Path
-    target: Path
-    image: torch.Tensor | None
-    error: str | None
-
-
-def _load(source: Path, target: Path, max_size: int | None, max_bytes: int | None = None) -> _Loaded:
-    """Decode one input (EXIF-upright RGB) as uint8, or as float [0, 1] when downscaled to max_size (the resized
-    pixels are not rounded); errors become a message, not an exception. An input whose header says it would not
-    fit `max_bytes` decoded is refused before decoding."""
-    try:
-        image = pil_to_uint8(load_pil(source, max_bytes))
-        if max_size is not None and max(image.shape[-2:]) > max_size:
-            image = resize_longest(_as_float(image), max_size)
-        check_image_size(image.shape[-2], image.shape[-1], f"image {source}")
-        return _Loaded(source, target, image, None)
-    except InputImageError as exc:
-        return _Loaded(source, target, None, str(exc))
-
-
-def _prefetched(pairs: Iterable[tuple[Path, Path]], max_size: int | None, pool: ThreadPoolExecutor,
-                ahead: int, max_bytes: int, budget: int | None = None) -> Iterator[_Loaded]:
-    """Load images on a worker thread, up to `ahead` files in advance, so decoding overlaps the network; fewer
-    when the decoded images are large (at most about `max_bytes` of them waiting). Each image must decode
-    within `budget` bytes."""
-    queue: deque[Future[_Loaded]] = deque()
-    last_bytes = 0
-    for source, target in pairs:
-        queue.append(pool.submit(_load, source, target, max_size, budget))
-        limit = ahead if last_bytes == 0 else max(1, min(ahead, max_bytes // last_bytes))
-        while len(queue) > limit:
-            item = queue.popleft().result()
-            if item.image is not None:
-                last_bytes = item.image.numel() * item.image.element_size()
-            yield item
-    while queue:
-        yield queue.popleft().result()
-
-
-def _as_float(image: torch.Tensor) -> torch.Tensor:
-    """An image in [0, 1] as float (uint8 [0, 255] converted)."""
-    return image.float().div_(255.0) if image.dtype == torch.uint8 else image
-
-
-def _save(image: torch.Tensor, target: Path) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory {target.parent}: {exc.strerror or exc}") from None
-    save_image(image, target)
-
-
-def _decode_budget(stylizer: Callable[[torch.Tensor], torch.Tensor]) -> int | None:
-    """Bytes a photo may take decoded, in host memory: the network's budget where it runs on the CPU, else the
-    host's own default (a GPU's budget says nothing of the host's RAM)."""
-    on_cpu = torch.device(getattr(stylizer, "device", None) or "cpu").type == "cpu"
-    return getattr(stylizer, "max_memory", None) if on_cpu else default_budget(torch.device("cpu"))
-
-
-def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Tensor],
-                   options: ImageOptions = ImageOptions(),
-                   callback: Callable[[ImageProgress], Any] | None = None) -> ImageSummary:
-    """Stylise every planned image with `stylizer` (a Stylizer), batching same-size images.
-
-    Unreadable files of a folder are reported through `callback` and skipped; a single input file that
-    cannot be read raises InputImageError instead.
-    """
-    options.validate()
-    created = first_missing(plan.output_dir)
-    prepare_output_dir(plan.output_dir)
-    total = len(plan.pairs)
-    counts = {"stylised": 0, "failed": 0}
-    failures: list[tuple[Path, str]] = []
-    saves: list[Future[None]] = []
-
-    def report(item: _Loaded, error: str | None) -> None:
-        counts["failed" if error else "stylised"] += 1
-        if callback is not None:
-            callback(ImageProgress(counts["stylised"] + counts["failed"], total, counts["stylised"],
-                                   counts["failed"], item.source, error))
-
-    def run(batch: list[_Loaded], writer: ThreadPoolExecutor) -> None:
-        # Alone, an image goes as it was decoded (uint8 unless resized): a large photo stays small until tiled.
-        content = (batch[0].image[None] if len(batch) == 1
-                   else torch.stack([_as_float(item.image) for item in batch]))
-        stylised = stylizer(content)
-        for i, item in enumerate(batch):
-            result = stylised[i]
-            if options.preserve_color != "none":
-                result = preserve_color(_as_float(result), _as_float(content[i]), options.preserve_color)
-            saves.append(writer.submit(_save, result, item.target))
-        # Surface a write error (disk full, ...) early, and never queue many results behind a slow disk; a large
-        # image's result is written before the next image starts.
-        large = batch_for((content.shape[-2], content.shape[-1])) < options.batch_size
-        while saves and (saves[0].done() or len(saves) > (0 if large else 2 * options.batch_size)):
-            saves.pop(0).result()
-        for item in batch:
-            report(item, None)
-
-    # Never hold more than this many decoded images waiting for a same-size partner.
-    max_pending = 2 * options.batch_size
-    pending: dict[tuple[int, int], list[_Loaded]] = {}
-    batch_limit = getattr(stylizer, "batch_limit", None)
-
-    def batch_for(size: tuple[int, int]) -> int:  # large images go alone: the budget holds one at a time
-        return options.batch_size if batch_limit is None else max(1, min(options.batch_size, batch_limit(*size)))
-
-    prefetch_bytes = getattr(stylizer, "max_memory", 4 << 30) // 4
-    budget = _decode_budget(stylizer)
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
-                ThreadPoolExecutor(1, thread_name_prefix="save") as writer:
-            for item in _prefetched(plan.pairs, options.max_size, loader, options.batch_size + 1, prefetch_bytes,
-                                    budget):
-                if item.error is not None:
-                    if plan.single_file:
-                        raise InputImageError(item.error)
-                    failures.append((item.source, item.error))
-                    report(item, item.error)
-                    continue
-                size = (item.image.shape[-2], item.image.shape[-1])
-                bucket = pending.setdefault(size, [])
-                bucket.append(item)
-                if len(bucket) >= batch_for(size):
-                    run(pending.pop(size), writer)
-                elif sum(len(b) for b in pending.values()) > max_pending:
-                    run(pending.pop(next(iter(pending))), writer)  # the oldest size group goes partly filled
-            for size in list(pending):
-                run(pending.pop(size), writer)
-            for future in saves:
-                future.result()
-    except BaseException:
-        for future in saves:
-            future.cancel()
-        remove_empty_tree(created)
-        raise
-    if counts["stylised"] == 0:
-        remove_empty_tree(created)
-    return ImageSummary(counts["stylised"], counts["failed"], tuple(failures))
-
-
-def image_device(name: str) -> torch.device:
-    """The device image mode runs on: --device resolved, and under torchrun one GPU per process (LOCAL_RANK)."""
-    return rank_device(resolve_device(name))
 
 
 def model_paths(model_path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
@@ -479,36 +185,3 @@ def controlled(stylizers: list[Stylizer], control: Control, preserve: str) -> St
     if len(stylizers) == 1 and not control.active:
         return stylizers[0]
     return ControlledStylizer(stylizers, control, preserve)
-
-
-def stylize_folder(config: ImageConfig, callback: Callable[[ImageProgress], Any] | None = None,
-                   tile_callback: Callable[[TileProgress], Any] | None = None,
-                   on_start: Callable[[ImageStart], Any] | None = None,
-                   network: nn.Module | None = None) -> ImageSummary:
-    """Image mode: stylise config.input into config.output with a model (loaded from config.model_path unless given).
-
-    Under torchrun each process takes every world_size-th file on its own GPU; unreadable sub-folders are
-    reported (in `on_start` and the summary) by rank 0 only.
-    """
-    options = config.options()
-    device = image_device(config.device)
-    check_precision(config.precision, device)
-    rank, world_size = distributed_context()
-    plan = plan_images(config.input, config.output).shard(rank, world_size)
-    if network is None and config.model_path is None:
-        raise ConfigError("a model path is required to stylise images")
-    networks, settings = load_networks(config.model_path, config.control) if network is None else ([network], {})
-    if device.type == "cuda" and device.index is not None:  # torchrun's cuda:LOCAL_RANK ("cuda" alone: current)
-        torch.cuda.set_device(device)
-    stylizer = controlled([Stylizer(n, device, config.precision, max_memory=config.max_memory,
-                                    tile_size=config.tile_size) for n in networks], config.control,
-                          options.preserve_color)
-    if isinstance(stylizer, ControlledStylizer):
-        options = ImageOptions(options.batch_size, options.max_size, "none")  # applied before the blend
-    stylizer.on_tile = tile_callback
-    if config.retain_freed_memory:
-        retain_freed_memory()  # the network runs over and over: keep its buffers mapped
-    if on_start is not None:
-        on_start(ImageStart(len(plan.pairs), rank, world_size, plan.output_dir, settings, plan.unreadable))
-    summary = stylize_images(plan, stylizer, options, callback)
-    return ImageSummary(summary.stylised, summary.failed, summary.failures, plan.unreadable)

@@ -30,10 +30,13 @@ from ..core.device import check_precision, resolve_device
 from ..core.errors import (ConfigError, DeviceError, OutputError, Stopped, VideoError, first_line,
                            is_finite_non_negative, require_file)
 from ..core.images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
+from ..networks.arbitrary import STYLE_SIZE
 from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
 from .flicker import FlickerMeter
-from .stylizer import Stylizer, controlled, load_networks
+from .painting import Paintings
+from .sources import check_source, controlled_run
+from .stylizer import Stylizer
 
 # Output extension -> (PyAV container format, audio codecs it may carry as a stream copy). Players handle these
 # codecs in MP4/MOV; anything else is re-encoded to AAC. Matroska takes whatever FFmpeg's muxer accepts.
@@ -60,6 +63,9 @@ class VideoConfig:
     video_input: str | os.PathLike
     video_output: str | os.PathLike
     model_path: str | os.PathLike | None = None   # not needed when a network is passed to stylize_video
+    style_images: Sequence[str | os.PathLike] = ()  # or paintings: any painting, now (run/painting.py)
+    style_size: int = STYLE_SIZE     # the paintings' shorter side as the style predictor sees them
+    stroke_scale: float | None = None  # paintings: the network runs this many times smaller (None: auto)
     batch_size: int = 4
     max_size: int | None = None      # downscale so the longest side is at most this (even sides)
     preserve_color: str = "none"
@@ -481,7 +487,8 @@ def _check_config(config: VideoConfig) -> tuple[Path, Path, str, frozenset[str] 
 
 def stylize_video(config: VideoConfig, callback: Callable[[VideoProgress], None] | None = None,
                   network: nn.Module | None = None, stop: threading.Event | None = None) -> VideoResult:
-    """Stylise a video file with a transformer network (loaded from config.model_path unless given).
+    """Stylise a video file with a transformer network (loaded from config.model_path unless given), or with
+    paintings (config.style_images: Magenta's arbitrary-style network, each style vector computed once).
 
     Setting `stop` (e.g. from a signal handler) ends the run at the next frame with Stopped, leaving no output:
     unlike an exception raised into the pipeline, it never interrupts a stage inside FFmpeg.
@@ -490,12 +497,14 @@ def stylize_video(config: VideoConfig, callback: Callable[[VideoProgress], None]
     device = resolve_device(config.device)
     check_precision(config.precision, device)
     started = time.perf_counter()
+    paintings = Paintings(tuple(config.style_images), None, config.style_size, stroke_scale=config.stroke_scale)
+    check_source(config.model_path, paintings, network)
     plan, total, rotation = _make_plan(source, config)  # before loading the model: a bad video fails fast
-    if network is None and config.model_path is None:
-        raise ConfigError("a model path is required to stylise a video")
-    networks = load_networks(config.model_path, config.control)[0] if network is None else [network]
-    stylizer = controlled([Stylizer(n, device, config.precision, config.channels_last, config.max_memory,
-                                    config.tile_size) for n in networks], config.control, config.preserve_color)
+    # Paintings: each style vector once for the clip (with --strength, the first frame's own vector too).
+    stylizer, _ = controlled_run(config.model_path, paintings, config.control, config.preserve_color, network,
+                                 per_image=False, device=device, precision=config.precision,
+                                 channels_last=config.channels_last, max_memory=config.max_memory,
+                                 tile_size=config.tile_size)
     if isinstance(stylizer, ControlledStylizer):
         config = replace(config, preserve_color="none")  # applied inside, before the blend
     with no_empty_folders_on_failure(target.parent):  # a failed run leaves no empty output folder

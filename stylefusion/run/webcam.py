@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2  # before av: with PyAV's FFmpeg libraries loaded first, OpenCV's Qt window (cv2.imshow) hangs
 import av  # noqa: I001
@@ -33,8 +33,10 @@ from ..core.device import check_precision, resolve_device
 from ..core.errors import ConfigError, DeviceError, ModelError, OutputError, VideoError, require_file
 from ..core.images import (atomic_path, ensure_not_input, first_missing, prepare_output_dir, remove_empty_tree,
                            save_image)
+from ..networks.arbitrary import STYLE_SIZE
 from ..networks.model_files import load_model
 from ..networks.transformer import MIN_INPUT_SIDE
+from .painting import Paintings, each_painting
 from .stylizer import Stylizer
 from .video import CONTAINERS
 
@@ -62,6 +64,9 @@ class WebcamConfig:
     """What to capture, which models, and where the recording and snapshots go."""
     camera: str | int = 0                         # a device index, or a file path / URL OpenCV can open
     model_paths: Sequence[str | os.PathLike] = ()
+    style_images: Sequence[str | os.PathLike] = ()  # paintings (any painting, now), after the models in the keys
+    style_size: int = STYLE_SIZE                  # the paintings' shorter side as the style predictor sees them
+    stroke_scale: float | None = None             # paintings: the network runs this many times smaller (None: auto)
     max_size: int | None = None                   # longest side of the working size (None: the camera's)
     video_output: str | os.PathLike | None = None  # record the stylised stream here (.mp4/.m4v/.mov/.mkv)
     snapshot_dir: str | os.PathLike = "output/snapshots"
@@ -411,8 +416,8 @@ def _stream(capture: cv2.VideoCapture, first: np.ndarray, size: tuple[int, int],
 
 def _check_config(config: WebcamConfig) -> Path | None:
     """Validate the settings before opening anything; returns the recording path (or None)."""
-    if not config.model_paths:
-        raise ConfigError("the webcam needs at least one model (--model_path)")
+    if not config.model_paths and not config.style_images:
+        raise ConfigError("the webcam needs at least one model (--model_path) or painting (--style_image)")
     for path in config.model_paths:
         require_file(path, "model", ModelError)
     if config.max_size is not None and config.max_size < MIN_INPUT_SIDE:
@@ -428,8 +433,18 @@ def _check_config(config: WebcamConfig) -> Path | None:
                           f"(use {', '.join(CONTAINERS)})")
     if target.is_dir():
         raise OutputError(f"output video path is a directory: {target}")
-    ensure_not_input(target, [*config.model_paths, str(config.camera)])
+    ensure_not_input(target, [*config.model_paths, *config.style_images, str(config.camera)])
     return target
+
+
+def _stylizers(config: WebcamConfig, device: torch.device) -> list[tuple[str, Any]]:
+    """(name, stylizer) for every model, then every painting: the keys switch between them in this order."""
+    models = [(Path(p).stem, Stylizer(load_model(p)[0], device, config.precision)) for p in config.model_paths]
+    if config.style_images:
+        paintings = Paintings(tuple(config.style_images), None, config.style_size, stroke_scale=config.stroke_scale)
+        stylizers = each_painting(paintings, device=device, precision=config.precision)
+        models += [(Path(p).stem, stylizer) for p, stylizer in zip(config.style_images, stylizers)]
+    return models
 
 
 class _NothingRecorded(Exception):
@@ -452,7 +467,7 @@ def run_webcam(config: WebcamConfig, callback: Callable[[WebcamFrame], str | int
     created = first_missing(target.parent) if target is not None else None
     try:
         size = working_size(first.shape[0], first.shape[1], config.max_size)
-        models = [(Path(p).stem, Stylizer(load_model(p)[0], device, config.precision)) for p in config.model_paths]
+        models = _stylizers(config, device)
         started = time.monotonic()  # frames/s counts from here: the models are loaded
         if target is not None:
             prepare_output_dir(target.parent)
