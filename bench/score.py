@@ -50,8 +50,14 @@ class Score:
         return float(np.mean(list(self.grams.values())))
 
     def at_least_as_good_as(self, other: "Score") -> bool:
-        """True when no number is worse than `other`'s (the time-to-quality criterion)."""
+        """True when no number is worse than `other`'s (the strict time-to-quality criterion)."""
         return self.content <= other.content and all(self.grams[k] <= other.grams[k] for k in self.grams)
+
+    def at_parity_with(self, other: "Score", layer_slack: float = 0.10) -> bool:
+        """#26's criterion: content error and the mean of the five Gram errors no worse than `other`'s, and no
+        single layer more than `layer_slack` (10 %) worse."""
+        return (self.content <= other.content and self.style <= other.style
+                and all(self.grams[k] <= other.grams[k] * (1 + layer_slack) for k in self.grams))
 
 
 class Scorer:

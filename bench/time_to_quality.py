@@ -6,6 +6,15 @@
         --style_image bench_out/reference/style.png --output_format png \
         --epochs 30 --steps_per_epoch 10 --output_dir bench_out/default        # a run, an image every 10 steps
     python bench/time_to_quality.py --reference bench_out/reference bench_out/default [more run folders]
+    python bench/time_to_quality.py --all            # every pair of ttq_pairs.PAIRS: the table of bench/RESULTS.md
+    python bench/time_to_quality.py --all --variant arbitrary=init:arbitrary content=init:content   # compare starts
+
+--all makes each pair's reference when missing (about 12 min each on 2 quiet cores), runs each variant ("default":
+the library's own default run, stopping rule included) on the reference's inputs with an image every 10 steps,
+and prints per pair and variant: the first step at parity (#26: content error and mean style error no worse than
+the reference's 500-step result, no layer more than 10 % worse), where the run stopped, and the numbers there.
+Seconds are steps x per-step times given with --ref_step_seconds/--run_step_seconds (measured on a quiet machine
+with --time_steps), so load beside the runs does not matter.
 
 The runs take the reference's own resized inputs (content.png, style.png), and the scorer scores against them
 by default: a run given the original files would resize the painting with another filter and be scored
@@ -76,13 +85,87 @@ def row(name: str, step: int, seconds: float, s: Score, ok: bool) -> str:
     return f"| {name} | {step} | {seconds:.0f} | {s.content:.3f} | {grams} | {'yes' if ok else ''} |"
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """'name=init:arbitrary,pyramid_levels:4' -> ('name', {'init': 'arbitrary', 'pyramid_levels': 4})."""
+    name, _, spec = text.partition("=")
+    options = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition(":")
+        options[key] = int(value) if value.isdigit() else float(value) if value.replace(".", "", 1).replace(
+            "e-", "", 1).isdigit() else value
+    return name, options
+
+
+def time_steps(args: argparse.Namespace) -> int:
+    """--time_steps: seconds per step of the reference loop and of stylefusion in fp32 and bf16, at 512 px on the
+    first pair's inputs, median of steps 3-12 (run this on a quiet machine; give the numbers to --all)."""
+    import statistics
+    import subprocess
+    import tempfile
+
+    from ttq_pairs import PAIRS, ensure_reference
+
+    reference = ensure_reference(args.out, *PAIRS[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("gatys_reference.py")), "--content",
+                        str(reference / "content.png"), "--style", str(reference / "style.png"), "--steps", "12",
+                        "--snapshots", "12", "--out", str(Path(tmp) / "ref")], check=True, capture_output=True)
+        times = json.loads((Path(tmp) / "ref" / "times.json").read_text())["seconds"]
+        rows = [("reference loop", statistics.median(b - a for a, b in zip(times[1:], times[2:])))]
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from stylefusion.iterative.gatys import IterativeConfig, stylize
+
+        for precision in ("fp32", "bf16"):
+            folder = Path(tmp) / precision
+            stylize(IterativeConfig(reference / "content.png", [reference / "style.png"], folder, epochs=1,
+                                    steps_per_epoch=12, init="content", precision=precision, tol=None))
+            with open(folder / "loss_log.csv") as f:
+                seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+            rows.append((f"stylefusion {precision}", statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))))
+    for name, value in rows:
+        print(f"{name}: {value:.3f} s/step")
+    return 0
+
+
+def all_pairs(args: argparse.Namespace) -> int:
+    """--all: every pair's reference and runs, one table (see the module's docstring)."""
+    from ttq_pairs import PAIRS, ensure_reference, logged_stop, pair_name, run_variant
+
+    variants = [parse_variant(v) for v in (args.variant or ["default="])]
+    print("| pair | variant | first step at parity | stopped at | at the stop: content | style (mean) | "
+          + " | ".join(STYLE_LAYERS) + " | at parity at the stop | share of the reference's time |")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(STYLE_LAYERS) + "---|---:|")
+    for content, painting in PAIRS:
+        reference = ensure_reference(args.out, content, painting)
+        scorer = Scorer(load(reference / "content.png"), load(reference / "style.png"))
+        target = scorer.score(load(sorted(reference.glob("step_*.png"))[-1]))
+        for name, options in variants:
+            folder = run_variant(reference, args.out / "runs" / pair_name(content, painting) / name, options,
+                                 args.every, args.most, args.precision)
+            points = run_points(folder)
+            scores = [(step, scorer.score(load(image))) for step, _, image in points]
+            parity = next((step for step, s in scores if s.at_parity_with(target)), None)
+            stop = logged_stop(folder)
+            last_step, last = scores[-1]
+            share = (stop * args.run_step_seconds / (500 * args.ref_step_seconds)
+                     if args.run_step_seconds and args.ref_step_seconds else float("nan"))
+            grams = " | ".join(f"{last.grams[k]:.3f}" for k in STYLE_LAYERS)
+            print(f"| {pair_name(content, painting)} | {name} | {parity or 'not reached'} | {stop} | "
+                  f"{last.content:.3f} | {last.style:.3f} | {grams} | "
+                  f"{'yes' if last.at_parity_with(target) else 'no'} | {share:.2f} |", flush=True)
+        print(f"| {pair_name(content, painting)} | reference, 500 steps | | | {target.content:.3f} | "
+              f"{target.style:.3f} | " + " | ".join(f"{target.grams[k]:.3f}" for k in STYLE_LAYERS) + " | | 1 |",
+              flush=True)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shared = Path(__file__).resolve().parents[2] / "shared" / "images"
     p.add_argument("--content", default=None, help="default: the reference's content.png (else tubingen.jpg)")
     p.add_argument("--style", default=None, help="default: the reference's style.png (else starry_night.jpg)")
     p.add_argument("--size", type=int, default=512, help="longest side the content and style are scored at")
-    p.add_argument("--reference", type=Path, required=True, help="a bench/gatys_reference.py output folder")
+    p.add_argument("--reference", type=Path, default=None, help="a bench/gatys_reference.py output folder")
     p.add_argument("--ref_step_seconds", type=float, default=None,
                    help="time the reference as steps x this (a per-step time measured on a quiet machine) instead "
                         "of its times.json, e.g. when it ran beside other jobs")
@@ -91,7 +174,20 @@ def main() -> int:
     p.add_argument("--tol", type=float, nargs="*", default=[3e-3, 1e-3, 3e-4, 1e-4],
                    help="also say where each of these --tol values would have stopped each run")
     p.add_argument("runs", nargs="*", type=Path, help="stylefusion.py output folders")
+    p.add_argument("--all", action="store_true", help="every pair of bench/ttq_pairs.py (see above)")
+    p.add_argument("--variant", nargs="*", default=None, metavar="NAME=KEY:VALUE,...",
+                   help="--all: the runs per pair (default: the library's default run only)")
+    p.add_argument("--every", type=int, default=10, help="--all: steps between a run's images")
+    p.add_argument("--most", type=int, default=200, help="--all: at most this many steps per run")
+    p.add_argument("--precision", default="fp32", help="--all: the runs' precision (fp32: what AVX2 CPUs run)")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench_out",
+                   help="--all: where references and runs go (reused when there)")
+    p.add_argument("--time_steps", action="store_true", help="per-step times at 512 px (see time_steps)")
     args = p.parse_args()
+    if args.time_steps:
+        return time_steps(args)
+    if args.all:
+        return all_pairs(args)
     fallbacks = {"content": shared / "content" / "tubingen.jpg", "style": shared / "style" / "starry_night.jpg"}
     for name, fallback in fallbacks.items():
         if getattr(args, name) is None:

@@ -159,6 +159,19 @@ def port(text: str) -> int:
     return value
 
 
+def in_range(text: str, low: float, high: float, cast: Callable[[str], float] = float, words: str = "") -> float:
+    """argparse helper: `text` as a number (int with cast=int) from low to high; one message for every way it is
+    not (`words` names other accepted values, e.g. "auto or ")."""
+    message = f"must be {words}{'an integer' if cast is int else 'a number'} from {low:g} to {high:g}, got '{text}'"
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     return _int_at_least(text, 1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, info,
+from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, in_range, info,
                      is_main_process, positive_int, require_model, run_cli, start_live, blank_mask_warnings)
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
@@ -29,9 +29,10 @@ from .common import positive_float as positive_float_arg
 
 MODES = ("train", "image", "video", "webcam", "export", "sheet", "download")
 
-_TRAIN_ONLY = ("content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "lr", "content_weight", "style_weight", "tv_weight", "stability_weight", "content_layers",
-               "style_layers", "vgg_weights", "arch", "compact_width", "pretrained_model_path", "checkpoint_dir",
-               "checkpoint_interval", "preview_interval", "resume", "num_workers", "seed")
+_TRAIN_ONLY = ("content_dataset", "model_save_path", "epochs", "max_steps", "image_size", "lr", "content_weight",
+               "style_weight", "tv_weight", "stability_weight", "content_layers", "style_layers", "vgg_weights",
+               "arch", "compact_width", "pretrained_model_path", "checkpoint_dir", "checkpoint_interval",
+               "preview_interval", "resume", "num_workers", "seed")
 # Which modes read each option (argparse dest -> modes). An option given to another mode is warned about.
 MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "model_path": ("image", "video", "webcam", "export", "sheet"),
@@ -91,7 +92,8 @@ class ModeHelpFormatter(HelpFormatter):
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by several modes (defaults from the config dataclasses: one place)."""
     from stylefusion.run.folder import ImageConfig
-    from stylefusion.training.loop import TrainConfig as T  # not run/video.py here: PyAV loaded before OpenCV's window hangs it
+    # not run/video.py here: PyAV loaded before OpenCV's window hangs it
+    from stylefusion.training.loop import TrainConfig as T
 
     g = parser.add_argument_group("common")
     g.add_argument("--mode", required=True, choices=MODES,
@@ -364,13 +366,7 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--duration", type=positive_float, default=None,
                    help="stylise only this many seconds (default: to the end)")
     def crf(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-        if not 0 <= value <= 51:
-            raise argparse.ArgumentTypeError(f"must be between 0 and 51, got {text}")
-        return value
+        return int(in_range(text, 0, 51, int))
 
     g.add_argument("--crf", type=crf, default=18,
                    help="H.264 quality, 0 lossless .. 51 worst (18: visually transparent)")

@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .common import info, positive_int, require_model
+from .common import in_range, info, positive_int, require_model
 
 STYLE_IMAGE_HELP = (
     "train: the style image(s) to learn (several: one network, one set of instance-norm scales and shifts per "
@@ -27,23 +27,16 @@ def add_painting_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--style_image", nargs="+", default=None, metavar="PATH", help=STYLE_IMAGE_HELP)
     g.add_argument("--style_size", type=positive_int, default=None, metavar="PX", help=STYLE_SIZE_HELP)
     g.add_argument("--stroke_scale", type=stroke_scale_arg, default=None, metavar="S",
-                   help="paintings: auto (default) runs the network at 512 px on the longest side and brings the "
-                        "result to full size with the photo's edges (a guided filter), so strokes keep the size they "
-                        "have in the painting against the picture; 1 runs it at full resolution (fine strokes on a "
-                        "large photo); 2 at half size (strokes twice as large), and so on up to 64")
+                   help="paintings: auto (default) runs the network at 512 px on the longest side (at most 2x "
+                        "smaller than the photo) and brings the result to full size with the photo's edges (a guided "
+                        "filter): the network learnt its strokes on 256 px crops, so at full resolution they are small "
+                        "against a large photo; 1 runs it at full resolution; 2 at half size (strokes twice as "
+                        "large), and so on up to 64")
 
 
 def stroke_scale_arg(text: str) -> float | None:
     """argparse type: auto (None) or a number from 1 to 64."""
-    if text == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be auto or a number from 1 to 64, got '{text}'") from None
-    if not 1.0 <= value <= 64.0:
-        raise argparse.ArgumentTypeError(f"must be auto or a number from 1 to 64, got {text}")
-    return value
+    return None if text == "auto" else in_range(text, 1, 64, float, "auto or ")
 
 
 def add_sheet_args(parser: argparse.ArgumentParser) -> None:

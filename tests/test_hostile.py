@@ -349,7 +349,7 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "video-start-past-the-end": ("fast", [*VID, "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
                                           "--start", "100"], "no video frames", 1),
     "video-crf-99": ("fast", [*VID, "--video_input", "{b}/clip.mp4", "--model_path", GOOD, "--crf", "99"],
-                     "between 0 and 51", 2),
+                     "from 0 to 51", 2),
     "video-duration-nan": ("fast", [*VID, "--video_input", "{b}/clip.mp4", "--model_path", GOOD, "--duration", "nan"],
                            "--duration", 2),
     "export-extension": ("fast", ["--mode", "export", "--model_path", GOOD, "--export_path", "{w}/m.h5"], ".onnx", 1),

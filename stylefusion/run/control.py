@@ -174,8 +174,8 @@ class ControlledStylizer:
             need = (len(self.masks) + MASK_TEMPORARIES) * height * width * 4
             if need > self.max_memory:
                 raise ConfigError(f"{len(self.masks)} mask(s) fitted to a {width}x{height} image need "
-                                  f"{format_bytes(need)}, more than the memory budget of {format_bytes(self.max_memory)}: "
-                                  "raise --max_memory or lower --max_size")
+                                  f"{format_bytes(need)}, more than the memory budget of "
+                                  f"{format_bytes(self.max_memory)}: raise --max_memory or lower --max_size")
             # mul, not mul_: fit_mask may return the loaded mask itself (same size, no feather)
             self._fitted = {(height, width): [fit_mask(mask, height, width, self.control.feather, name).mul(strength)
                                               for name, mask in self.masks]}

@@ -111,7 +111,7 @@ class ImageConfig:
     precision: str = "auto"                    # auto: bf16 where the device computes it natively, else fp32
     max_memory: int | None = None              # bytes the network may use; larger images run in tiles
     tile_size: int | None = None               # force tiles of about this side (px)
-    retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide; see networks/inference.py)
+    retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide: inference.py)
     control: Control = Control()               # strength, masks (control.py)
 
     def options(self) -> ImageOptions:

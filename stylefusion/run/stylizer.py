@@ -36,7 +36,8 @@ class Stylizer:
 
     Call it on a float batch (B, 3, H, W) in [0, 1] on any device; it returns the stylised batch in [0, 1],
     same shape, dtype and device. A uint8 batch in [0, 255] gives a uint8 result: a large photo then needs a
-    quarter of the memory for itself and its result. The network sees the batch reflect-padded to a multiple of 4 and cropped back.
+    quarter of the memory for itself and its result. The network sees the batch reflect-padded to a multiple of 4
+    and cropped back.
     Images that would not fit `max_memory` bytes (default: a safe share of the free memory) in one pass run
     one at a time, in tiles if need be (tiling.py: the same result as one pass); `tile_size` forces tiles.
     Set `on_tile` to a callable to hear of each tile of a tiled image.
