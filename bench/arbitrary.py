@@ -36,7 +36,8 @@ import torch  # noqa: E402
 
 from bench.score import Scorer, load  # noqa: E402
 from stylefusion.core.images import save_image  # noqa: E402
-from stylefusion.networks.arbitrary import arbitrary_network  # noqa: E402
+from stylefusion.networks.arbitrary import arbitrary_network, load_arbitrary_net, style_vector  # noqa: E402
+from stylefusion.run.painting import PaintingStylizer  # noqa: E402
 from stylefusion.run.stylizer import Stylizer  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "images"
@@ -119,10 +120,16 @@ def quality(args: argparse.Namespace) -> None:
         painting = SHARED / "style" / f"{style}.jpg"
         scorer = Scorer(photo, load(painting, 1080))
         own = scorer.score(photo).style
+        network = load_arbitrary_net()
         with torch.inference_mode():
-            ours = Stylizer(arbitrary_network([painting]), "cpu", "fp32")(photo[None])[0]
+            vector = style_vector(painting)
+            ours = Stylizer(network.set_style(vector), "cpu", "fp32")(photo[None])[0]
+            # What the CLI does by default (--stroke_scale auto): the network at WORK_SIDE, guided back to full size.
+            auto = PaintingStylizer(network, vector, device="cpu", precision="fp32")(photo[None])[0]
         save_image(ours, args.out / f"amber-{style}-arbitrary.jpg")
-        rows = [("arbitrary network (Magenta, full size)", ours),
+        save_image(auto, args.out / f"amber-{style}-arbitrary-auto.jpg")
+        rows = [("arbitrary network (Magenta, --stroke_scale 1)", ours),
+                ("arbitrary network (Magenta, --stroke_scale auto: the default)", auto),
                 ("pytorch/examples released model", load(SHARED / "reference" / f"amber-{style}.jpg"))]
         if args.iterative and (args.iterative / f"amber-{style}.jpg").is_file():
             rows.append(("stylefusion.py", load(args.iterative / f"amber-{style}.jpg")))
