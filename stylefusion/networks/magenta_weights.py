@@ -100,6 +100,17 @@ def checked_path(file: MagentaFile) -> Path:
     return path
 
 
+def weights_installed() -> bool:
+    """True when both files are installed and unaltered and the onnx package can read them: what --init auto
+    needs before it picks the arbitrary network's rendering as the start."""
+    try:
+        for file in (PREDICTOR_FILE, TRANSFORM_FILE):
+            checked_path(file)
+    except WeightsError:
+        return False
+    return importlib.util.find_spec("onnx") is not None
+
+
 def read_graph(file: MagentaFile) -> MagentaGraph:
     """Locate, check and read one file: dequantised convs and constants, and the activation quantisation."""
     path = checked_path(file)
