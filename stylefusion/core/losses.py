@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,17 +109,25 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def style_grams(vgg: VGG19Features, style_images: Sequence[torch.Tensor], blend_weights: Sequence[float] | None,
-                layers: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Gram targets (1, C, C) per layer: a weighted average over several (1, 3, H, W) style images."""
+                layers: Iterable[str],
+                grams_of: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Gram targets (1, C, C) per layer: a weighted average over several (1, 3, H, W) style images.
+
+    `grams_of(image)` gives one image's Gram matrices per layer (default: one VGG pass; tiled_features.py passes
+    its tiled statistics for images too large for one)."""
     layers = list(layers)
     weights = check_blend_weights(blend_weights, len(style_images))
+    if grams_of is None:
+        def grams_of(image: torch.Tensor) -> dict[str, torch.Tensor]:
+            feats = vgg(image, layers)
+            return {name: gram_matrix(feats[name]) for name in layers}
     grams: dict[str, torch.Tensor] = {}
     for image, weight in zip(style_images, weights):
         if weight == 0:
             continue
-        feats = vgg(image, layers)
-        for name in layers:
-            g = gram_matrix(feats[name]).mean(0, keepdim=True) * weight
+        for name, g in grams_of(image).items():
+            g = g.mean(0, keepdim=True) * weight
             grams[name] = grams[name] + g if name in grams else g
     return grams
 

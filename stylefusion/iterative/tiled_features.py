@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, guide_area,
-                           layer_guides)
+from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, guide_area, layer_guides,
+                           style_grams)
 from ..core.vgg import LAYER_INDEX, LAYER_NAMES, VGG19Features
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in this evaluation)
@@ -253,16 +253,11 @@ def tiled_style_grams(vgg: VGG19Features, style_images: list[torch.Tensor], blen
                       layers: Iterable[str], tile: int) -> dict[str, torch.Tensor]:
     """losses.style_grams computed on tiles: the blended Gram targets of large style images."""
     layers = list(layers)
-    weights = check_blend_weights(blend_weights, len(style_images))
-    grams: dict[str, torch.Tensor] = {}
-    for image, weight in zip(style_images, weights):
-        if weight == 0:
-            continue
+
+    def grams_of(image: torch.Tensor) -> dict[str, torch.Tensor]:
         tiles = plan_tiles(*image.shape[-2:], tile, halo_px(layers), alignment(layers))
-        for n, g in tiled_statistics(vgg, image, tiles, layers, [])[0].items():
-            g = g.mean(0, keepdim=True) * weight
-            grams[n] = grams[n] + g if n in grams else g
-    return grams
+        return tiled_statistics(vgg, image, tiles, layers, [])[0]
+    return style_grams(vgg, style_images, blend_weights, layers, grams_of)
 
 
 @torch.no_grad()
