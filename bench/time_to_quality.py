@@ -103,24 +103,27 @@ def time_steps(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
+    from PIL import Image
     from ttq_pairs import PAIRS, ensure_reference
 
     reference = ensure_reference(args.out, *PAIRS[0])
+    size = max(Image.open(reference / "content.png").size)  # both loops at the reference's own size
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, str(Path(__file__).with_name("gatys_reference.py")), "--content",
                         str(reference / "content.png"), "--style", str(reference / "style.png"), "--steps", "12",
-                        "--snapshots", "12", "--out", str(Path(tmp) / "ref")], check=True, capture_output=True)
+                        "--snapshots", "12", "--size", str(size), "--out", str(Path(tmp) / "ref")], check=True,
+                       capture_output=True)
         times = json.loads((Path(tmp) / "ref" / "times.json").read_text())["seconds"]
         rows = [("reference loop", statistics.median(b - a for a, b in zip(times[1:], times[2:])))]
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from stylefusion.iterative.gatys import IterativeConfig, stylize
-
         from stylefusion.core.device import cpu_supports_bf16
+        from stylefusion.iterative.gatys import IterativeConfig, stylize
 
         for precision in ("fp32", "bf16") if cpu_supports_bf16() else ("fp32",):
             folder = Path(tmp) / precision
+            # The library's default start (init auto: the rendering, on the pyramid): the steps --all's table counts.
             stylize(IterativeConfig(reference / "content.png", [reference / "style.png"], folder, epochs=1,
-                                    steps_per_epoch=12, init="content", precision=precision, tol=None))
+                                    steps_per_epoch=12, precision=precision, tol=None, image_size=size))
             with open(folder / "loss_log.csv") as f:
                 seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
             rows.append((f"stylefusion {precision}", statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))))
@@ -143,7 +146,7 @@ def all_pairs(args: argparse.Namespace) -> int:
         target = scorer.score(load(sorted(reference.glob("step_*.png"))[-1]))
         for name, options in variants:
             folder = run_variant(reference, args.out / "runs" / pair_name(content, painting) / name, options,
-                                 args.every, args.most, args.precision)
+                                 None if name == "default" else args.every, args.most, args.precision)
             points = run_points(folder)
             scores = [(step, scorer.score(load(image))) for step, _, image in points]
             parity = next((step for step, s in scores if s.at_parity_with(target)), None)

@@ -51,16 +51,16 @@ def ensure_reference(out: Path, content: str, painting: str, size: int = 384) ->
     return folder
 
 
-def run_variant(reference: Path, folder: Path, options: dict, every: int, most: int, precision: str) -> Path:
-    """stylefusion's optimiser on the reference's inputs, an image every `every` steps up to `most`; the variant
-    "default" keeps the library's own epochs and step budget instead. Skipped when its loss log is already there."""
+def run_variant(reference: Path, folder: Path, options: dict, every: int | None, most: int, precision: str) -> Path:
+    """stylefusion's optimiser on the reference's inputs, an image every `every` steps up to `most`; every=None: the
+    library's own epochs and step budget (the "default" variant). Skipped when its loss log is already there."""
     sys.path.insert(0, str(REPO))
     from stylefusion.iterative.gatys import IterativeConfig, stylize
 
     if (folder / "loss_log.csv").is_file() and (folder / "done").is_file():
         return folder
     size = max(Image.open(reference / "content.png").size)
-    steps = {} if folder.name == "default" else dict(epochs=most // every, steps_per_epoch=every)
+    steps = {} if every is None else dict(epochs=most // every, steps_per_epoch=every)
     config = IterativeConfig(content_image=reference / "content.png", style_images=[reference / "style.png"],
                              output_dir=folder, output_format="png", image_size=size, precision=precision,
                              **{**steps, **options})
