@@ -102,3 +102,20 @@ def test_blend_weights_are_checked_in_one_place():
                             ([1, float("nan")], "finite number")]:
         with pytest.raises(ConfigError, match=needle):
             check_blend_weights(weights, 2)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_gradient_equals_autograds_own(channels_last):
+    # gram_matrix's one-product backward must give what autograd derives from F F^T / n itself.
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = torch.randn(2, 5, 5)
+    ours = x.clone().requires_grad_(True)
+    ((gram_matrix(ours) - target) ** 2).sum().backward()
+    plain = x.reshape(2, 5, 42).clone().requires_grad_(True)
+    ((torch.bmm(plain, plain.transpose(1, 2)) / (5 * 42) - target) ** 2).sum().backward()
+    assert torch.allclose(gram_matrix(x), torch.bmm(plain, plain.transpose(1, 2)) / (5 * 42), atol=1e-6)
+    assert torch.allclose(ours.grad.reshape(2, 5, 42), plain.grad, atol=1e-6)
+    assert plain.grad.abs().max() > 1e-3  # a gradient that is there to compare
