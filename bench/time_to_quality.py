@@ -98,22 +98,22 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def time_steps(args: argparse.Namespace) -> int:
     """--time_steps: seconds per step of the reference loop and of stylefusion in fp32 and bf16 (where the CPU
-    has it), at 384 px on the first pair's inputs, median of steps 3-12 (on a quiet machine; give them to --all)."""
+    has it), at 384 px on the first pair's inputs, median of steps 3-12 (on a quiet machine; give them to --all).
+    Needs no 500-step reference: the timed 12-step reference run writes the resized inputs both loops use."""
     import statistics
     import subprocess
     import tempfile
 
-    from PIL import Image
-    from ttq_pairs import PAIRS, ensure_reference
+    from ttq_pairs import PAIRS, SHARED
 
-    reference = ensure_reference(args.out, *PAIRS[0])
-    size = max(Image.open(reference / "content.png").size)  # both loops at the reference's own size
+    content, painting = PAIRS[0]
     with tempfile.TemporaryDirectory() as tmp:
+        reference = Path(tmp) / "ref"
         subprocess.run([sys.executable, str(Path(__file__).with_name("gatys_reference.py")), "--content",
-                        str(reference / "content.png"), "--style", str(reference / "style.png"), "--steps", "12",
-                        "--snapshots", "12", "--size", str(size), "--out", str(Path(tmp) / "ref")], check=True,
+                        str(SHARED / "content" / f"{content}.jpg"), "--style", str(SHARED / "style" / f"{painting}.jpg"),
+                        "--steps", "12", "--snapshots", "12", "--size", "384", "--out", str(reference)], check=True,
                        capture_output=True)
-        times = json.loads((Path(tmp) / "ref" / "times.json").read_text())["seconds"]
+        times = json.loads((reference / "times.json").read_text())["seconds"]
         rows = [("reference loop", statistics.median(b - a for a, b in zip(times[1:], times[2:])))]
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from stylefusion.core.device import cpu_supports_bf16
@@ -123,7 +123,7 @@ def time_steps(args: argparse.Namespace) -> int:
             folder = Path(tmp) / precision
             # The library's default start (init auto: the rendering, on the pyramid): the steps --all's table counts.
             stylize(IterativeConfig(reference / "content.png", [reference / "style.png"], folder, epochs=1,
-                                    steps_per_epoch=12, precision=precision, tol=None, image_size=size))
+                                    steps_per_epoch=12, precision=precision, tol=None, image_size=384))
             with open(folder / "loss_log.csv") as f:
                 seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
             rows.append((f"stylefusion {precision}", statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))))
