@@ -86,13 +86,14 @@ def row(name: str, step: int, seconds: float, s: Score, ok: bool) -> str:
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """'name=init:arbitrary,pyramid_levels:4' -> ('name', {'init': 'arbitrary', 'pyramid_levels': 4})."""
+    """'name=init:arbitrary,pyramid_levels:4' -> ('name', {'init': 'arbitrary', 'pyramid_levels': 4}); a value
+    holding commas writes them as ';' ('style_layers:relu1_1;relu3_1:2' -> 'relu1_1,relu3_1:2')."""
     name, _, spec = text.partition("=")
     options = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition(":")
         options[key] = int(value) if value.isdigit() else float(value) if value.replace(".", "", 1).replace(
-            "e-", "", 1).isdigit() else value
+            "e-", "", 1).isdigit() else value.replace(";", ",")
     return name, options
 
 
