@@ -280,7 +280,7 @@ def test_the_guided_upsample_keeps_flat_colour_and_follows_the_photo() -> None:
     assert psnr(as_float.permute(1, 2, 0).numpy() * 255, photo.permute(1, 2, 0).numpy().astype(np.float64)) > 28
 
 
-@pytest.mark.parametrize("radius", [1, 2, 3])
+@pytest.mark.parametrize("radius", [0, 1, 2, 3])
 def test_the_guided_filters_box_mean_equals_a_pooled_mean(radius: int) -> None:
     # The separable sums of shifted slices must be the plain (2r+1)^2 window mean with replicated edges.
     from stylefusion.run.upsample import _box

@@ -20,17 +20,20 @@ BAND_ROWS = 512       # full-size rows produced at once
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over (2r+1)^2 windows, edges replicated: (C, h, w) -> (C, h, w). Separable sums of shifted slices:
-    ten times faster on a CPU than avg_pool2d, whose stride-1 kernel does not vectorise."""
-    padded = F.pad(x[None], (radius,) * 4, mode="replicate")[0]
+    """Mean over (2r+1)^2 windows, edges replicated: (C, h, w) -> (C, h, w). Separable sums of shifted slices,
+    ten times faster on a CPU than avg_pool2d (whose stride-1 kernel does not vectorise); a channel at a time, so
+    the temporaries stay one channel large however many are stacked."""
     height, width = x.shape[-2:]
     size = 2 * radius + 1
-    rows = padded[:, :, :width].clone()
-    for shift in range(1, size):
-        rows += padded[:, :, shift:shift + width]
-    out = rows[:, :height].clone()
-    for shift in range(1, size):
-        out += rows[:, shift:shift + height]
+    out = torch.empty_like(x)
+    for channel in range(x.shape[0]):
+        padded = F.pad(x[None, channel:channel + 1], (radius,) * 4, mode="replicate")[0, 0]
+        rows = padded[:, :width].clone()
+        for shift in range(1, size):
+            rows += padded[:, shift:shift + width]
+        total = out[channel].copy_(rows[:height])
+        for shift in range(1, size):
+            total += rows[shift:shift + height]
     return out.div_(size * size)
 
 
