@@ -55,9 +55,10 @@ TRAIN_BYTES_PER_PIXEL = 4096
 STYLE_BYTES_PER_PIXEL = 512  # the style image's VGG pass: at least two 64-channel fp32 activations per pixel
 LOG_COLUMNS = ("step", "epoch", "content", "style", "tv", "stability", "total")
 # Several styles: learning-rate factor of the per-style norm parameters (see TrainConfig.style_norm_lr_scale).
-# Measured (#29): 48 steps at 64 px part the test's two styles by 0.3 % (x1), 3 % (x10), 7 % (x30), 19 % (x100);
-# over 400 steps x30 ends at the lowest loss (x100 and x300 above it), and at 64 px on candy/mosaic/starry_night/
-# the_scream x30-x100 give the best style, x30 the better content at N=2, x1 leaves N=4 styles not nearest.
+# Measured (bench/RESULTS.md "Several styles"): 48 steps at 64 px part the test's two styles by 0.3 % (x1), 3 %
+# (x10), 7 % (x30), 19 % (x100); over 400 steps x30 ends at the lowest loss (x100 and x300 above it); at 128 px,
+# 400 steps per style, every style of a 2- or 4-style network ends at 0.87-0.99x its single-style network's
+# style error and nearest its own painting.
 NORM_LR_SCALE = 30.0
 
 
@@ -74,7 +75,7 @@ class TrainConfig:
     style_size: int | None = None        # longest side of the style image; None: image_size (Johnson et al.)
     lr: float = 1e-3
     # Several styles: the per-style norm tables (cin.py's gamma/beta) learn at lr x this, so each style parts from
-    # the shared average within its 1/N of the steps (#29, measured in bench/RESULTS.md "Several styles in one
+    # the shared average within its 1/N of the steps (measured in bench/RESULTS.md "Several styles in one
     # network"); no effect on a single-style network.
     style_norm_lr_scale: float = NORM_LR_SCALE
     # Relative losses (see core/losses.py), so these are ratios, not pytorch/examples' 1e5 / 1e10. Measured with
@@ -331,15 +332,15 @@ def optimizer_groups(network: nn.Module, config: TrainConfig) -> list[dict[str, 
         return [{"params": shared, "lr": config.lr}]
     # Dumoulin et al. (2017) trained every parameter at one rate for 40k steps. Here each style's (scale, shift)
     # gets only 1/N of a short run's steps to move away from the shared start, which at Adam's ~lr per step
-    # leaves the styles nearly alike (#29), so the tables learn faster; the shared convolutions keep --lr.
+    # leaves the styles nearly alike, so the tables learn faster; the shared convolutions keep --lr.
     norms = [p for p in network.parameters() if id(p) in tables]
     return [{"params": shared, "lr": config.lr},
             {"params": norms, "lr": config.lr * config.style_norm_lr_scale}]
 
 
 def _regroup(saved: Mapping[str, Any], optimizer: torch.optim.Optimizer, network: nn.Module) -> dict[str, Any]:
-    """An optimiser state saved with every parameter in one group (multi-style runs before #29), laid out in
-    `optimizer`'s groups so that such a checkpoint still resumes."""
+    """An optimiser state saved with every parameter in one group (multi-style runs before the tables had their
+    own learning rate), laid out in `optimizer`'s groups so that such a checkpoint still resumes."""
     position = {id(p): i for i, p in enumerate(network.parameters())}  # the one group's order
     flat = [p for group in optimizer.param_groups for p in group["params"]]
     state = {new: saved["state"][position[id(p)]] for new, p in enumerate(flat) if position[id(p)] in saved["state"]}
