@@ -40,7 +40,8 @@ EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stylefusion.iterative.gatys import RAW_STYLE_LAYERS, RELATIVE_STYLE_LAYERS, STYLE_BALANCES
+    from stylefusion.iterative.gatys import (ARBITRARY_STYLE_LAYERS, RAW_STYLE_LAYERS, RELATIVE_STYLE_LAYERS,
+                                             STYLE_BALANCES)
     from stylefusion.iterative.gatys import IterativeConfig as C  # defaults live in one place: the config
 
     p = OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG, formatter_class=HelpFormatter)
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated VGG-19 layers, optional :weight each (e.g. relu4_2 or relu3_1:0.5,relu4_2)")
     loss.add_argument("--style_layers", default=C.style_layers,
                       help="comma-separated VGG-19 layers, optional :weight each (e.g. relu1_1:2,relu2_1) "
-                           f"(default: {RAW_STYLE_LAYERS} with --style_balance raw, {RELATIVE_STYLE_LAYERS} "
-                           "with relative)")
+                           f"(default: {RAW_STYLE_LAYERS} with --style_balance raw, {ARBITRARY_STYLE_LAYERS} "
+                           f"when that run starts from Magenta's rendering, {RELATIVE_STYLE_LAYERS} with relative)")
     loss.add_argument("--style_balance", default=C.style_balance, choices=STYLE_BALANCES,
                       help="raw: scale each style layer's weight for this image pair as the unnormalised loss "
                            "of Gatys et al. and neural-style-pt does; relative: each layer's loss divided by its "

@@ -99,7 +99,7 @@ def test_raw_balance_is_the_relative_loss_with_those_weights(tmp_path, images):
     from stylefusion.core.losses import style_grams
     from stylefusion.core.vgg import load_vgg19
     content, style = images
-    raw = stylize(config(tmp_path / "r", content, style, steps_per_epoch=5))
+    raw = stylize(config(tmp_path / "r", content, style, steps_per_epoch=5, init="content"))  # RAW_STYLE_LAYERS
     vgg = load_vgg19(LAYERS + ["relu4_2"])
     c = resize_to(load_image(content), (72, 96))[None]
     s = resize_to(load_image(style), (96, 96))[None]
@@ -109,7 +109,7 @@ def test_raw_balance_is_the_relative_loss_with_those_weights(tmp_path, images):
                                 style_grams(vgg, [s], None, LAYERS))
     spec = ",".join(f"{n}:{w!r}" for n, w in weights.items())
     relative = stylize(config(tmp_path / "e", content, style, steps_per_epoch=5, style_balance="relative",
-                              style_layers=spec))
+                              style_layers=spec, init="content"))
     assert torch.allclose(raw.image, relative.image, atol=1e-5)
     assert raw.final_loss == pytest.approx(relative.final_loss, rel=1e-5)
 
@@ -220,3 +220,9 @@ def test_each_style_balance_has_its_own_default_style_layers():
     assert style_layer_spec(replace(base, style_balance="relative")) == RELATIVE_STYLE_LAYERS
     assert style_layer_spec(replace(base, style_layers="relu2_1")) == "relu2_1"
     assert style_layer_spec(replace(base, style_balance="relative", style_layers="relu2_1:3")) == "relu2_1:3"
+    # From Magenta's rendering (L-BFGS) the raw default counts the content 1.2x more, relu1_1 half, relu3_1 3x
+    arbitrary = parse_layer_weights(style_layer_spec(replace(base, init="arbitrary")), "s")
+    assert arbitrary == pytest.approx({"relu1_1": 0.5 / 1.2, "relu2_1": 1 / 1.2, "relu3_1": 3 / 1.2,
+                                       "relu4_1": 1 / 1.2, "relu5_1": 10 / 1.2}, rel=1e-3)
+    assert style_layer_spec(replace(base, init="arbitrary", optimizer="adam")) == style_layer_spec(base)
+    assert style_layer_spec(replace(base, init="arbitrary", style_layers="relu2_1")) == "relu2_1"

@@ -43,6 +43,12 @@ STYLE_BALANCES = ("raw", "relative")
 # count more (with losses.RAW_STYLE_PER_CONTENT; bench/RESULTS.md).
 RELATIVE_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 RAW_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1:2,relu4_1,relu5_1:10"
+# Raw, from Magenta's rendering (L-BFGS): that start already holds the style, and within the 100-step budget the
+# content lags (bench/RESULTS.md "Time to quality"). Measured on eight pairs at 384 px against the weights above:
+# the content counted 1.2x more (here: every style weight / 1.2, the same objective), relu1_1 (far ahead on
+# every pair) at half and relu3_1 (the layer that falls behind when the content counts more) at 3 bring 5 of 8
+# pairs to neural-style-pt's 500-step result within 100 steps instead of 3.
+ARBITRARY_STYLE_LAYERS = "relu1_1:0.4167,relu2_1:0.8333,relu3_1:2.5,relu4_1:0.8333,relu5_1:8.333"
 MAX_PYRAMID_LEVELS = 12
 INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # --init auto: Magenta's one-pass rendering (arbitrary, recoloured, on the pyramid) where its weights are installed
@@ -97,8 +103,8 @@ class IterativeConfig:
     tv_weight: float = 0.0
     # Gatys et al.: content conv4_2, style conv1_1..conv5_1; we take the ReLU outputs as neural-style does.
     content_layers: str = "relu4_2"
-    # None: the style balance's default, RAW_STYLE_LAYERS (each then scaled for the image pair) or
-    # RELATIVE_STYLE_LAYERS.
+    # None: the style balance's default, RAW_STYLE_LAYERS (each then scaled for the image pair; from Magenta's
+    # rendering ARBITRARY_STYLE_LAYERS) or RELATIVE_STYLE_LAYERS.
     style_layers: str | None = None
     # raw: the style_layers weights scaled per image pair to neural-style-pt's unnormalised balance (core/losses.py),
     # which reaches its quality (bench/RESULTS.md); relative: used as given on the relative losses.
@@ -245,10 +251,13 @@ def validate(config: IterativeConfig) -> None:
 
 
 def style_layer_spec(config: IterativeConfig) -> str:
-    """The style layers as given, or the style balance's default."""
+    """The style layers as given, or the style balance's default (raw: its own for an L-BFGS run from Magenta's
+    rendering once the start is resolved)."""
     if config.style_layers is not None:
         return config.style_layers
-    return RAW_STYLE_LAYERS if config.style_balance == "raw" else RELATIVE_STYLE_LAYERS
+    if config.style_balance != "raw":
+        return RELATIVE_STYLE_LAYERS
+    return ARBITRARY_STYLE_LAYERS if config.init == "arbitrary" and config.optimizer == "lbfgs" else RAW_STYLE_LAYERS
 
 
 def first_layer_distance(vgg: VGG19Features, content: torch.Tensor, styles: Sequence[torch.Tensor],
@@ -611,7 +620,7 @@ def _prepare(config: IterativeConfig) -> _Setup:
     check_precision(config.precision, device)
     precision = resolve_precision(config.precision, device)
     content_layers = parse_layer_weights(config.content_layers, "content_layers")
-    style_layers = parse_layer_weights(style_layer_spec(config), "style_layers")
+    style_layers = parse_layer_weights(style_layer_spec(config), "style_layers")  # the names; weights: below
 
     # Refuse, from their headers, images whose decoding alone would not fit the host memory budget.
     host_budget = config.max_memory * GB if config.max_memory is not None else default_budget(torch.device("cpu"))
@@ -621,6 +630,7 @@ def _prepare(config: IterativeConfig) -> _Setup:
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling)  # on the CPU until the plan has passed
     config = resolve_start(config, vgg, content_full, styles_full)
+    style_layers = parse_layer_weights(style_layer_spec(config), "style_layers")  # the start's own default
     masks = _masks(config, content_full)  # before any output: a bad mask leaves nothing behind
     plan = step_plan(config)
     memory = _plan_memory(config, plan, content_full, styles_full, layers, list(content_layers), device, precision)
