@@ -57,8 +57,8 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # texture) is further than AUTO_PYRAMID_DISTANCE from the styles' (first_layer_distance), else the content on the
 # pixels. Not in Gatys et al. Measured at 384 px against neural-style-pt's 500-step result on eight pairs
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
-# 10-50 steps on every pair and the content error is the one that lags (at 100 steps at parity on all six numbers
-# on half the pairs, elsewhere content 0.2-9 % short); from the photo, relu1_1 weighs almost nothing in the raw
+# 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS at 100 steps
+# at parity on all six numbers on 5 of 8 pairs, elsewhere content 0.3-8 % short); from the photo, relu1_1 weighs almost nothing in the raw
 # balance and closes slowly: at 512 px golden_gate x The Scream and hoovertowernight x Shipwreck took 80 and 180
 # steps recoloured on the pyramid, amber x Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
