@@ -45,10 +45,12 @@ RELATIVE_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 RAW_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1:2,relu4_1,relu5_1:10"
 # Raw, from Magenta's rendering (L-BFGS): that start already holds the style, and within the 100-step budget the
 # content lags (bench/RESULTS.md "Time to quality"). Measured on eight pairs at 384 px against the weights above:
-# the content counted 1.2x more (here: every style weight / 1.2, the same objective), relu1_1 (far ahead on
-# every pair) at half and relu3_1 (the layer that falls behind when the content counts more) at 3 bring 5 of 8
-# pairs to neural-style-pt's 500-step result within 100 steps instead of 3.
-ARBITRARY_STYLE_LAYERS = "relu1_1:0.4167,relu2_1:0.8333,relu3_1:2.5,relu4_1:0.8333,relu5_1:8.333"
+# the content counted ARBITRARY_CONTENT_FACTOR times more (written as every style weight divided by it: the same
+# objective), relu1_1 (far ahead on every pair) at half and relu3_1 (the layer that falls behind when the content
+# counts more) at 3 bring 5 of 8 pairs to neural-style-pt's 500-step result within 100 steps instead of 3.
+ARBITRARY_CONTENT_FACTOR = 1.2
+ARBITRARY_STYLE_LAYERS = ",".join(f"{name}:{weight / ARBITRARY_CONTENT_FACTOR:.4g}" for name, weight in (
+    ("relu1_1", 0.5), ("relu2_1", 1.0), ("relu3_1", 3.0), ("relu4_1", 1.0), ("relu5_1", 10.0)))
 MAX_PYRAMID_LEVELS = 12
 INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # --init auto: Magenta's one-pass rendering (arbitrary, recoloured, on the pyramid) where its weights are installed
@@ -57,10 +59,11 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # texture) is further than AUTO_PYRAMID_DISTANCE from the styles' (first_layer_distance), else the content on the
 # pixels. Not in Gatys et al. Measured at 384 px against neural-style-pt's 500-step result on eight pairs
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
-# 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS at 100 steps
-# at parity on all six numbers on 5 of 8 pairs, elsewhere content 0.3-8 % short); from the photo, relu1_1 weighs almost nothing in the raw
-# balance and closes slowly: at 512 px golden_gate x The Scream and hoovertowernight x Shipwreck took 80 and 180
-# steps recoloured on the pyramid, amber x Shipwreck was not there in 200.
+# 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS at 100
+# steps at parity on all six numbers on 5 of 8 pairs, elsewhere content 0.3-8 % short); from the photo, relu1_1
+# weighs almost nothing in the raw balance and closes slowly: at 512 px golden_gate x The Scream and
+# hoovertowernight x Shipwreck took 80 and 180 steps recoloured on the pyramid, amber x Shipwreck was not there in
+# 200.
 AUTO_PYRAMID_DISTANCE = 0.8
 AUTO_DISTANCE_SIDE = 512  # the distance is taken at this longest side (at most the result's)
 AUTO_PYRAMID_LEVELS = 4
