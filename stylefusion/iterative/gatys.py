@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..core import color
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
 from ..core.errors import ConfigError, check_non_negative
+from ..core.guided_filter import guided_filter
 from ..core.images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
                            gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
@@ -47,10 +48,14 @@ RAW_STYLE_LAYERS = "relu1_1,relu2_1,relu3_1:2,relu4_1,relu5_1:10"
 # content lags (bench/RESULTS.md "Time to quality"). Measured on eight pairs at 384 px against the weights above:
 # the content counted ARBITRARY_CONTENT_FACTOR times more (written as every style weight divided by it: the same
 # objective), relu1_1 (far ahead on every pair) at half and relu3_1 (the layer that falls behind when the content
-# counts more) at 3 bring 5 of 8 pairs to neural-style-pt's 500-step result within 100 steps instead of 3.
+# counts more) at 3 brought 5 of 8 pairs to neural-style-pt's 500-step result within 100 steps instead of 3.
 ARBITRARY_CONTENT_FACTOR = 1.2
 ARBITRARY_STYLE_LAYERS = ",".join(f"{name}:{weight / ARBITRARY_CONTENT_FACTOR:.4g}" for name, weight in (
     ("relu1_1", 0.5), ("relu2_1", 1.0), ("relu3_1", 3.0), ("relu4_1", 1.0), ("relu5_1", 10.0)))
+# The start from Magenta's rendering gets the photo's edges back through a guided filter of this radius (px) and
+# regularisation (core/guided_filter.py); measured on the eight pairs (bench/RESULTS.md "Time to quality").
+ARBITRARY_EDGE_RADIUS = 2
+ARBITRARY_EDGE_EPS = 1e-3
 MAX_PYRAMID_LEVELS = 12
 INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # --init auto: Magenta's one-pass rendering (arbitrary, recoloured, on the pyramid) where its weights are installed
@@ -59,11 +64,11 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # texture) is further than AUTO_PYRAMID_DISTANCE from the styles' (first_layer_distance), else the content on the
 # pixels. Not in Gatys et al. Measured at 384 px against neural-style-pt's 500-step result on eight pairs
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
-# 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS at 100
-# steps at parity on all six numbers on 5 of 8 pairs, elsewhere content 0.3-8 % short); from the photo, relu1_1
-# weighs almost nothing in the raw balance and closes slowly: at 512 px golden_gate x The Scream and
-# hoovertowernight x Shipwreck took 80 and 180 steps recoloured on the pyramid, amber x Shipwreck was not there in
-# 200.
+# 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS and the
+# photo's edges put back, at 100 steps at parity on all six numbers on 6 of 8 pairs; the other two 2-5 % short on
+# content); from the photo, relu1_1 weighs almost nothing in the raw balance and closes slowly: at 512 px
+# golden_gate x The Scream and hoovertowernight x Shipwreck took 80 and 180 steps recoloured on the pyramid, amber x
+# Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
 AUTO_DISTANCE_SIDE = 512  # the distance is taken at this longest side (at most the result's)
 AUTO_PYRAMID_LEVELS = 4
@@ -323,8 +328,11 @@ def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[
         network = arbitrary_network(styles, config.style_blend_weights)
         with torch.no_grad():  # the network pads to a multiple of 4 at the bottom and right: crop that off
             rendering = network(content[None].float() * 255.0)[0, :, :size[0], :size[1]].div_(255.0)
-        # Then recoloured to the styles' palette as the recolored start is: the network's colours are near the
-        # painting's, not on it, and relu1_1 closes slowly (bench/RESULTS.md "Time to quality").
+        # Then the photo's edges put back (the guided filter refits the rendering's colours locally to the photo's
+        # luminance): the network moves and blurs them, and the content error is what lags from this start
+        # (bench/RESULTS.md "Time to quality"). Then recoloured to the styles' palette as the recolored start is:
+        # the network's colours are near the painting's, not on it, and relu1_1 closes slowly.
+        rendering = guided_filter(rendering, content, ARBITRARY_EDGE_RADIUS, ARBITRARY_EDGE_EPS)
         return _recoloured_to(rendering, styles)
     if config.init == "noise":
         # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
