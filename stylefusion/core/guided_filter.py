@@ -52,7 +52,7 @@ def guided_filter(image: torch.Tensor, guide: torch.Tensor, radius: int, eps: fl
     lum = luminance(guide.float())[:1]
     mean_i = box_mean(lum, radius)
     var_i = box_mean(lum * lum, radius).sub_(mean_i * mean_i).add_(eps)
-    out = torch.empty((3, *lum.shape[-2:]), dtype=torch.float32)
+    out = torch.empty((3, *lum.shape[-2:]), dtype=torch.float32, device=lum.device)
     for channel in range(3):
         p = image[channel:channel + 1].float()
         mean_p = box_mean(p, radius)
