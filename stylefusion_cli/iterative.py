@@ -143,8 +143,7 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                           "weights: recolored where the photo's relu1_1 Gram matrix, colour and fine texture, is far "
                           "from the style's, else content), arbitrary (Magenta's one-pass rendering of the content in "
                           "the style images with the photo's edges put back, recoloured to their palette), recolored "
-                          "(the content in the style's "
-                          "colours), content, noise, style or an image PATH")
+                          "(the content in the style's colours), content, noise, style or an image PATH")
     opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
                      help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "

@@ -34,29 +34,23 @@ def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
 def guided_coefficients(guide: torch.Tensor, image: torch.Tensor, radius: int, eps: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(a, b), both (3, h, w), such that image ~ a * luminance(guide) + b locally; `eps` regularises a: larger
-    keeps more of the image's own texture, smaller more of the guide's edges."""
-    lum = luminance(guide.float())[:1]
-    target = image.float()
-    # the four local means in one pass: I, p (3), I*p (3), I*I
-    means = box_mean(torch.cat([lum, target, lum * target, lum * lum]), radius)
-    mean_i, mean_p, mean_ip, mean_ii = means[:1], means[1:4], means[4:7], means[7:]
-    a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + eps)
-    b = mean_p - a * mean_i
-    smooth = box_mean(torch.cat([a, b]), radius)
-    return smooth[:3], smooth[3:]
-
-
-def guided_filter(image: torch.Tensor, guide: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """The (3, H, W) image in [0, 1] refitted to the same-size guide photo's luminance (see the module). A channel
-    at a time, so a large photo needs a few single-channel maps beyond the result, not a dozen."""
+    keeps more of the image's own texture, smaller more of the guide's edges. A channel at a time, so a large
+    photo needs a few single-channel maps beyond a and b."""
     lum = luminance(guide.float())[:1]
     mean_i = box_mean(lum, radius)
     var_i = box_mean(lum * lum, radius).sub_(mean_i * mean_i).add_(eps)
-    out = torch.empty((3, *lum.shape[-2:]), dtype=torch.float32, device=lum.device)
+    a = torch.empty((3, *lum.shape[-2:]), dtype=torch.float32, device=lum.device)
+    b = torch.empty_like(a)
     for channel in range(3):
         p = image[channel:channel + 1].float()
         mean_p = box_mean(p, radius)
-        a = box_mean(lum * p, radius).sub_(mean_i * mean_p).div_(var_i)
-        b = mean_p.sub_(a * mean_i)
-        out[channel:channel + 1] = box_mean(a, radius).mul_(lum).add_(box_mean(b, radius))
-    return out.clamp_(0, 1)
+        slope = box_mean(lum * p, radius).sub_(mean_i * mean_p).div_(var_i)
+        a[channel:channel + 1] = box_mean(slope, radius)
+        b[channel:channel + 1] = box_mean(mean_p.sub_(slope * mean_i), radius)
+    return a, b
+
+
+def guided_filter(image: torch.Tensor, guide: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """The (3, H, W) image in [0, 1] refitted to the same-size guide photo's luminance (see the module)."""
+    a, b = guided_coefficients(guide, image, radius, eps)
+    return a.mul_(luminance(guide.float())[:1]).add_(b).clamp_(0, 1)
