@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
-                     non_negative_float, positive_float, positive_int, run_cli, start_live, blank_mask_warnings)
+                     non_negative_float, non_negative_int, positive_float, positive_int, run_cli, start_live,
+                     blank_mask_warnings)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeConfig
@@ -116,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     """The "optimisation" group: steps, optimiser, start image, scales, convergence stop."""
-    from stylefusion.iterative.gatys import ARBITRARY_STEPS, AUTO_PYRAMID_LEVELS, DEFAULT_STEPS, TOL_WINDOW
+    from stylefusion.iterative.content_boost import STYLE_PER_CONTENT
+    from stylefusion.iterative.gatys import (ARBITRARY_BOOST_SHARE, ARBITRARY_BOOST_STEPS, ARBITRARY_STEPS,
+                                             AUTO_PYRAMID_LEVELS, DEFAULT_STEPS, TOL_WINDOW)
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=None,
@@ -142,8 +145,15 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                           "start needs 80 to over 200; with masks, --preserve_color, Adam or without Magenta's "
                           "weights: recolored where the photo's relu1_1 Gram matrix, colour and fine texture, is far "
                           "from the style's, else content), arbitrary (Magenta's one-pass rendering of the content in "
-                          "the style images with the photo's edges put back, recoloured to their palette), recolored "
-                          "(the content in the style's colours), content, noise, style or an image PATH")
+                          "the style images with the photo's edges and half its own fine texture put back, "
+                          "recoloured to their palette), recolored (the content in the style's colours), content, "
+                          "noise, style or an image PATH")
+    opt.add_argument("--content_boost_steps", type=non_negative_int, default=None, metavar="N",
+                     help="the content weight starts raised, as far as the start's style loss outweighs its "
+                          f"content loss more than {STYLE_PER_CONTENT:g} times, and falls back to --content_weight "
+                          "over N steps, so the first steps keep the start's layout while the style closes; 0: off "
+                          f"(default: {ARBITRARY_BOOST_STEPS}, at most {ARBITRARY_BOOST_SHARE * 100:.0f} %% of the "
+                          "run, from an arbitrary start with L-BFGS, else off)")
     opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
                      help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
@@ -212,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
         style_balance=args.style_balance,
         optimizer=args.optimizer, lr=args.lr, lbfgs_history=args.lbfgs_history, init=args.init, seed=args.seed,
+        content_boost_steps=args.content_boost_steps,
         pyramid_levels=args.pyramid_levels,
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,

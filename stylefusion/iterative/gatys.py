@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..core import color
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
 from ..core.errors import ConfigError, check_non_negative
-from ..core.guided_filter import guided_filter
+from ..core.guided_filter import box_mean, guided_filter
 from ..core.images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
                            gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
@@ -32,6 +32,7 @@ from ..core.memory import default_budget
 from ..core.vgg import VGG19Features, load_vgg19
 from ..networks import magenta_weights
 from ..networks.arbitrary import arbitrary_network
+from .content_boost import ContentBoost, content_boost
 from .memory_plan import GB, MemoryPlan, plan_memory
 from .pyramid import ImagePyramid
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
@@ -53,9 +54,16 @@ ARBITRARY_CONTENT_FACTOR = 1.2
 ARBITRARY_STYLE_LAYERS = ",".join(f"{name}:{weight / ARBITRARY_CONTENT_FACTOR:.4g}" for name, weight in (
     ("relu1_1", 0.5), ("relu2_1", 1.0), ("relu3_1", 3.0), ("relu4_1", 1.0), ("relu5_1", 10.0)))
 # The start from Magenta's rendering gets the photo's edges back through a guided filter of this radius (px) and
-# regularisation (core/guided_filter.py); measured on the eight pairs (bench/RESULTS.md "Time to quality").
+# regularisation (core/guided_filter.py), then this share of the rendering's own fine texture (what differs from its
+# window mean), which the filter drops where the photo is flat; measured on the eight pairs (bench/RESULTS.md "Time
+# to quality").
 ARBITRARY_EDGE_RADIUS = 2
 ARBITRARY_EDGE_EPS = 1e-3
+ARBITRARY_DETAIL = 0.5
+# From the rendering the content weight starts raised and falls back over this many steps (content_boost.py), or
+# over this share of a shorter run (the demo's 40 steps: 28), whose last steps then optimise the run's own weights.
+ARBITRARY_BOOST_STEPS = 70
+ARBITRARY_BOOST_SHARE = 0.7
 MAX_PYRAMID_LEVELS = 12
 INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # --init auto: Magenta's one-pass rendering (arbitrary, recoloured, on the pyramid) where its weights are installed
@@ -64,9 +72,9 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # texture) is further than AUTO_PYRAMID_DISTANCE from the styles' (first_layer_distance), else the content on the
 # pixels. Not in Gatys et al. Measured at 384 px against neural-style-pt's 500-step result on eight pairs
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
-# 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS and the
-# photo's edges put back, at 100 steps at parity on all six numbers on 6 of 8 pairs; the other two 2-5 % short on
-# content); from the photo, relu1_1 weighs almost nothing in the raw balance and closes slowly: at 512 px
+# 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS, the photo's
+# edges put back and the content boost of content_boost.py, at 100 steps at parity on all eight pairs, and on one
+# of two held-out pairs); from the photo, relu1_1 weighs almost nothing in the raw balance and closes slowly: at 512 px
 # golden_gate x The Scream and hoovertowernight x Shipwreck took 80 and 180 steps recoloured on the pyramid, amber x
 # Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
@@ -128,6 +136,10 @@ class IterativeConfig:
     # slower than the pixels on a busy painting's texture.
     pyramid_levels: int | None = None
     init: str = "auto"  # see INITS and AUTO_PYRAMID_DISTANCE
+    # Steps over which the content weight, raised at the start as far as the start's losses ask, falls back to
+    # content_weight (content_boost.py); 0: off. None: from Magenta's rendering under L-BFGS ARBITRARY_BOOST_STEPS
+    # (ARBITRARY_BOOST_SHARE of a shorter run), else 0.
+    content_boost_steps: int | None = None
     seed: int = 0
     # Off by default, from measurement (bench/RESULTS.md): at 512 px and equal time, single-scale L-BFGS
     # reached a lower loss (0.900) than the 128->256->512 schedule (0.917).
@@ -232,6 +244,9 @@ def validate(config: IterativeConfig) -> None:
     parse_layer_weights(style_layer_spec(config), "style_layers")
     if not isinstance(config.lbfgs_history, int) or config.lbfgs_history < 1:
         raise ConfigError(f"lbfgs_history must be an integer >= 1, got {config.lbfgs_history}")
+    boost = config.content_boost_steps
+    if boost is not None and (not isinstance(boost, int) or boost < 0):
+        raise ConfigError(f"content_boost_steps must be an integer >= 0, got {boost}")
     levels = config.pyramid_levels
     if levels is not None and (not isinstance(levels, int) or not 1 <= levels <= MAX_PYRAMID_LEVELS):
         raise ConfigError(f"pyramid_levels must be an integer from 1 to {MAX_PYRAMID_LEVELS}, got {levels}")
@@ -284,7 +299,8 @@ def first_layer_distance(vgg: VGG19Features, content: torch.Tensor, styles: Sequ
 
 def resolve_start(config: IterativeConfig, vgg: VGG19Features, content: torch.Tensor,
                   styles: Sequence[torch.Tensor]) -> IterativeConfig:
-    """The config with init "auto", pyramid_levels None and steps_per_epoch None made concrete for these images."""
+    """The config with init "auto" and the None of pyramid_levels, content_boost_steps and steps_per_epoch made
+    concrete for these images."""
     init = config.init
     if init == "auto":
         init = auto_start(config, lambda: first_layer_distance(vgg, content, styles, config))
@@ -294,6 +310,12 @@ def resolve_start(config: IterativeConfig, vgg: VGG19Features, content: torch.Te
     config = replace(config, init=init, pyramid_levels=levels)
     if config.steps_per_epoch is None:
         config = replace(config, steps_per_epoch=max(1, math.ceil(default_steps(config) / config.epochs)))
+    if config.content_boost_steps is None:
+        boost = 0
+        if init == "arbitrary" and config.optimizer == "lbfgs":
+            total = sum(steps for _, steps in step_plan(config))
+            boost = min(ARBITRARY_BOOST_STEPS, round(ARBITRARY_BOOST_SHARE * total))
+        config = replace(config, content_boost_steps=boost)
     return config
 
 
@@ -332,8 +354,11 @@ def _initial_image(config: IterativeConfig, content: torch.Tensor, styles: list[
         # luminance): the network moves and blurs them, and the content error is what lags from this start
         # (bench/RESULTS.md "Time to quality"). Then recoloured to the styles' palette as the recolored start is:
         # the network's colours are near the painting's, not on it, and relu1_1 closes slowly.
-        rendering = guided_filter(rendering, content, ARBITRARY_EDGE_RADIUS, ARBITRARY_EDGE_EPS)
-        return _recoloured_to(rendering, styles)
+        # Half the rendering's fine texture then goes back: the filter keeps only the texture that follows the photo,
+        # so the strokes in its flat areas (sky, water) would be style the run must redraw.
+        edged = guided_filter(rendering, content, ARBITRARY_EDGE_RADIUS, ARBITRARY_EDGE_EPS)
+        detail = rendering - box_mean(rendering, ARBITRARY_EDGE_RADIUS)
+        return _recoloured_to(edged.add_(detail, alpha=ARBITRARY_DETAIL).clamp_(0, 1), styles)
     if config.init == "noise":
         # Gatys et al. start from white noise; uniform [0, 1] noise in RGB space.
         return torch.rand(content.shape, generator=generator)
@@ -675,6 +700,7 @@ def stylize(config: IterativeConfig,
     current_size: tuple[int, int] | None = None
     converged_size: tuple[int, int] | None = None
     values = [math.nan] * 4
+    boost: ContentBoost | None = None
 
     log = _loss_log(s.output_dir, s.inputs)
     try:
@@ -697,9 +723,13 @@ def stylize(config: IterativeConfig,
                                            time.perf_counter() - start, tile=(done, passes)))
 
             for done in range(1, epoch_steps + 1):
+                step_loss, factor = _boosted(loss_fn, boost, step)
                 values = _step(optimizer, image, config.optimizer == "adam", lambda terms: _closure(
-                    optimizer, image, loss_fn, targets, grams, tile, loss_scale, (device, precision), terms,
+                    optimizer, image, step_loss, targets, grams, tile, loss_scale, (device, precision), terms,
                     on_tile if callback else None), pyramid)
+                values = _unboosted(values, factor)
+                if boost is None:  # the start's own losses (the first step's) set the boost
+                    boost = content_boost(values[0], values[1], config.content_boost_steps)
                 step += 1
                 elapsed = time.perf_counter() - start
                 log.add(dict(zip(LOG_COLUMNS, (step, epoch, *size, *values, elapsed))))
@@ -726,6 +756,20 @@ def stylize(config: IterativeConfig,
     final = _finish(image, content, config.preserve_color)
     final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
     return IterativeResult(final.cpu(), final_path, result_paths, log.path, values[3], steps=step)
+
+
+def _boosted(loss_fn: PerceptualLoss, boost: ContentBoost | None, step: int) -> tuple[PerceptualLoss, float]:
+    """The loss for the step after `step` steps, its content weight raised by the boost's factor, and the factor."""
+    factor = boost.factor(step) if boost else 1.0
+    return (loss_fn if factor == 1 else replace(loss_fn, content_weight=loss_fn.content_weight * factor)), factor
+
+
+def _unboosted(values: list[float], factor: float) -> list[float]:
+    """A step's (content, style, tv, total) in the run's own weights: the log and --tol see the user's objective."""
+    if factor == 1:
+        return values
+    content = values[0] / factor
+    return [content, values[1], values[2], content + values[1] + values[2]]
 
 
 def _steps_left(plan: list[tuple[int, int]], epoch: int, left_in_epoch: int, size: tuple[int, int],
