@@ -73,8 +73,8 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # pixels. Not in Gatys et al. Measured at 384 px against neural-style-pt's 500-step result on eight pairs
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
 # 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS, the photo's
-# edges put back and the content boost of content_boost.py, at 100 steps at parity on all eight pairs, and on one
-# of two held-out pairs); from the photo, relu1_1 weighs almost nothing in the raw balance and closes slowly: at 512 px
+# edges put back and the content boost of content_boost.py, at 100 steps at parity on all eight pairs, and on three
+# of four held-out pairs); from the photo, relu1_1 weighs almost nothing in the raw balance and closes slowly: at 512 px
 # golden_gate x The Scream and hoovertowernight x Shipwreck took 80 and 180 steps recoloured on the pyramid, amber x
 # Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
