@@ -206,13 +206,13 @@ def test_iterative_starts_from_the_networks_rendering(files) -> None:
     # mean and covariance (gatys.py)
     edged = guided_filter(rendering, content, ARBITRARY_EDGE_RADIUS, ARBITRARY_EDGE_EPS)
     texture = rendering - box_mean(rendering, ARBITRARY_EDGE_RADIUS)
-    torch.testing.assert_close(start, match_color((edged + ARBITRARY_DETAIL * texture).clamp(0, 1), style))
+    before_recolouring = (edged + ARBITRARY_DETAIL * texture).clamp(0, 1)
+    torch.testing.assert_close(start, match_color(before_recolouring, style))
     # the edges come from the photo: the start's luminance gradients follow the photo's more than the rendering's
 
     def gradients(x: torch.Tensor) -> torch.Tensor:
         lum = x.mean(0)
         return torch.cat([(lum[1:] - lum[:-1]).flatten(), (lum[:, 1:] - lum[:, :-1]).flatten()])
-    before_recolouring = (edged + ARBITRARY_DETAIL * texture).clamp(0, 1)
     closeness = [torch.corrcoef(torch.stack([gradients(x), gradients(content)]))[0, 1]
                  for x in (rendering, before_recolouring)]
     assert closeness[1] > closeness[0] + 0.1, closeness  # measured 0.37 -> 0.70
