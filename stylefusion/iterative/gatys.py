@@ -733,7 +733,9 @@ def stylize(config: IterativeConfig,
                 step += 1
                 elapsed = time.perf_counter() - start
                 log.add(dict(zip(LOG_COLUMNS, (step, epoch, *size, *values, elapsed))))
-                converged = convergence.update(values[3])
+                if factor != 1:  # --tol judges one objective: its window starts once the boost is over
+                    convergence.reset()
+                converged = factor == 1 and convergence.update(values[3])
                 if converged:
                     converged_size = size
                     total_steps -= _steps_left(plan, epoch, epoch_steps - done, size, s.content_full)
