@@ -18,8 +18,10 @@ def images(tmp_path):
 
 
 def config(tmp_path, content, style, **kw):
+    # no content boost: --tol waits for it to end (test_content_boost.py), these tests time the stop itself
     base = dict(content_image=content, style_images=[style], output_dir=tmp_path / "out", epochs=1,
-                steps_per_epoch=10, image_size=64, multiscale=False, output_format="png", device="cpu")
+                steps_per_epoch=10, image_size=64, multiscale=False, output_format="png", device="cpu",
+                content_boost_steps=0)
     base.update(kw)
     return IterativeConfig(**base)
 
