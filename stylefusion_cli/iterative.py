@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     """The "optimisation" group: steps, optimiser, start image, scales, convergence stop."""
     from stylefusion.iterative.content_boost import STYLE_PER_CONTENT
-    from stylefusion.iterative.gatys import (ARBITRARY_BOOST_SHARE, ARBITRARY_BOOST_STEPS, ARBITRARY_STEPS,
-                                             AUTO_PYRAMID_LEVELS, DEFAULT_STEPS, TOL_WINDOW)
+    from stylefusion.iterative.gatys import (ARBITRARY_BOOST_SHARE, ARBITRARY_BOOST_STEPS, ARBITRARY_PYRAMID_LEVELS,
+                                             ARBITRARY_STEPS, AUTO_PYRAMID_LEVELS, DEFAULT_STEPS, TOL_WINDOW)
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=None,
@@ -137,8 +137,8 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     opt.add_argument("--pyramid_levels", type=positive_int, default=C.pyramid_levels,
                      help="L-BFGS optimises a Laplacian pyramid of the image with this many levels, which "
                           "settles large shapes and colours in fewer steps; 1: the pixels, as Gatys et al. "
-                          f"(L-BFGS only; default: {AUTO_PYRAMID_LEVELS} with an arbitrary or recolored start, "
-                          "else 1)")
+                          f"(L-BFGS only; default: {ARBITRARY_PYRAMID_LEVELS} with an arbitrary start, "
+                          f"{AUTO_PYRAMID_LEVELS} with a recolored one, else 1)")
     opt.add_argument("--init", default=C.init,
                      help="start image: auto (arbitrary for a plain L-BFGS run: measured on eight pairs, its mean "
                           "style error passes neural-style-pt's 500-step result within 10-50 steps, where a photo "
@@ -153,7 +153,7 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                           f"content loss more than {STYLE_PER_CONTENT:g} times, and falls back to --content_weight "
                           "over N steps, so the first steps keep the start's layout while the style closes; 0: off "
                           f"(default: {ARBITRARY_BOOST_STEPS}, at most {ARBITRARY_BOOST_SHARE * 100:.0f} %% of the "
-                          "run, from an arbitrary start with L-BFGS, else off)")
+                          "run, from an arbitrary start with L-BFGS, else off; --tol waits for its end)")
     opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
                      help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "

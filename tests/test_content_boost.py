@@ -37,7 +37,8 @@ def test_the_boost_steps_default_to_the_arbitrary_start_and_a_share_of_a_short_r
     content, styles = torch.rand(3, 40, 60), [torch.rand(3, 40, 40)]
     resolved = lambda **kw: resolve_start(IterativeConfig("c", ["s"], "o", **kw), None, content, styles)  # noqa: E731
     assert resolved().content_boost_steps == ARBITRARY_BOOST_STEPS  # the 100-step default run
-    assert resolved(epochs=4, steps_per_epoch=10).content_boost_steps == 28  # the demo's 40 steps: 70 %
+    assert resolved(epochs=4, steps_per_epoch=10).content_boost_steps == 40  # the demo's 40 steps: all of them
+    assert resolved(epochs=20, steps_per_epoch=100).content_boost_steps == ARBITRARY_BOOST_STEPS  # a long run
     assert resolved(content_boost_steps=0).content_boost_steps == 0
     assert resolved(optimizer="adam").content_boost_steps == 0
     assert resolved(init="content").content_boost_steps == 0

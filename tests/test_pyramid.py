@@ -153,11 +153,13 @@ def _starts(monkeypatch, installed: bool):
 
 def test_auto_start_is_the_arbitrary_rendering_for_a_plain_run_with_its_own_step_budget(monkeypatch):
     from dataclasses import replace
-    from stylefusion.iterative.gatys import ARBITRARY_STEPS, AUTO_PYRAMID_LEVELS, DEFAULT_STEPS
+    from stylefusion.iterative.gatys import (ARBITRARY_PYRAMID_LEVELS, ARBITRARY_STEPS, AUTO_PYRAMID_LEVELS,
+                                             DEFAULT_STEPS)
     start = _starts(monkeypatch, installed=True)
     far = torch.rand(3, 30, 30) * 0.2 + torch.tensor([0.8, 0.4, 0.1]).view(3, 1, 1)   # orange
     base = IterativeConfig(content_image="c", style_images=["s"], output_dir="o")
-    assert base.epochs == 10 and start(base, [far]) == ("arbitrary", AUTO_PYRAMID_LEVELS, ARBITRARY_STEPS // 10)
+    assert base.epochs == 10
+    assert start(base, [far]) == ("arbitrary", ARBITRARY_PYRAMID_LEVELS, ARBITRARY_STEPS // 10)
     # The budget is split over the epochs the user asks for; steps_per_epoch given is exact, whatever the start.
     assert start(replace(base, epochs=20), [far])[2] * 20 == ARBITRARY_STEPS
     assert start(replace(base, epochs=3), [far])[2] * 3 >= ARBITRARY_STEPS

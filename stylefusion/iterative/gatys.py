@@ -61,9 +61,11 @@ ARBITRARY_EDGE_RADIUS = 2
 ARBITRARY_EDGE_EPS = 1e-3
 ARBITRARY_DETAIL = 0.5
 # From the rendering the content weight starts raised and falls back over this many steps (content_boost.py), or
-# over this share of a shorter run (the demo's 40 steps: 28), whose last steps then optimise the run's own weights.
-ARBITRARY_BOOST_STEPS = 70
-ARBITRARY_BOOST_SHARE = 0.7
+# over this share of a shorter run: over the whole default run, so it reaches the run's own weights at its end. A fall
+# over 70 of the 100 steps let the content drift away again after it (tubingen x Starry Night at 512 px: content
+# error 0.868 at step 60, 0.883 at 70, 0.873 at 100 against the reference's 0.870; over 100 steps 0.855).
+ARBITRARY_BOOST_STEPS = 100
+ARBITRARY_BOOST_SHARE = 1.0
 MAX_PYRAMID_LEVELS = 12
 INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # --init auto: Magenta's one-pass rendering (arbitrary, recoloured, on the pyramid) where its weights are installed
@@ -73,13 +75,19 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # pixels. Not in Gatys et al. Measured at 384 px against neural-style-pt's 500-step result on eight pairs
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
 # 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS, the photo's
-# edges put back and the content boost of content_boost.py, at 100 steps at parity on all eight pairs, and on three
-# of four held-out pairs); from the photo, relu1_1 weighs almost nothing in the raw balance and closes slowly: at 512 px
-# golden_gate x The Scream and hoovertowernight x Shipwreck took 80 and 180 steps recoloured on the pyramid, amber x
-# Shipwreck was not there in 200.
+# edges put back, ARBITRARY_PYRAMID_LEVELS and the content boost of content_boost.py, at 100 steps at parity on all
+# eight pairs, on six of seven pairs added as checks, and at 512 px); from the photo, relu1_1 weighs almost nothing
+# in the raw balance and closes slowly: at 512 px golden_gate x The Scream and hoovertowernight x Shipwreck took 80
+# and 180 steps recoloured on the pyramid, amber x Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
 AUTO_DISTANCE_SIDE = 512  # the distance is taken at this longest side (at most the result's)
 AUTO_PYRAMID_LEVELS = 4
+# From Magenta's rendering the layout and palette are already there and what is left is fine: the strokes at
+# relu2_1/relu3_1 and the photo's edges. 4 levels weigh the coarse ones too much there: measured on the pairs of
+# bench/RESULTS.md "Time to quality" at 100 steps, 3 levels close Starry Night's strokes and its content sooner
+# (tubingen x Starry Night at parity from step 70 instead of 100, at 512 px relu2_1 1.00x the reference's instead of
+# 1.10x) and lose no pair; 2 lose golden_gate x The Scream's palette (relu1_1 23 % over).
+ARBITRARY_PYRAMID_LEVELS = 3
 # The default step budget (steps_per_epoch None), split over the epochs. From Magenta's rendering (L-BFGS): a fifth
 # of neural-style-pt's 500 steps of equal cost, by then at or near its quality on the measured pairs (see above).
 ARBITRARY_STEPS = 100
@@ -131,7 +139,8 @@ class IterativeConfig:
     # Measured at 512 px: history 20 cuts peak RSS 2.00 -> 1.48 GB for a 0.4 % higher loss at 300 steps.
     lbfgs_history: int = 100
     # L-BFGS optimises a Laplacian pyramid of the image with this many levels (pyramid.py); 1: the pixels, as
-    # Gatys et al. None: AUTO_PYRAMID_LEVELS with a recolored start, else 1. Measured at 512 px (bench/RESULTS.md):
+    # Gatys et al. None: AUTO_PYRAMID_LEVELS with a recolored start, ARBITRARY_PYRAMID_LEVELS from Magenta's
+    # rendering, else 1. Measured at 512 px (bench/RESULTS.md):
     # with a recolored start 4 levels settle the palette in far fewer steps, but from the plain content they are
     # slower than the pixels on a busy painting's texture.
     pyramid_levels: int | None = None
@@ -306,7 +315,9 @@ def resolve_start(config: IterativeConfig, vgg: VGG19Features, content: torch.Te
         init = auto_start(config, lambda: first_layer_distance(vgg, content, styles, config))
     levels = config.pyramid_levels
     if levels is None:
-        levels = AUTO_PYRAMID_LEVELS if init in ("recolored", "arbitrary") and config.optimizer == "lbfgs" else 1
+        levels = 1
+        if config.optimizer == "lbfgs" and init in ("recolored", "arbitrary"):
+            levels = ARBITRARY_PYRAMID_LEVELS if init == "arbitrary" else AUTO_PYRAMID_LEVELS
     config = replace(config, init=init, pyramid_levels=levels)
     if config.steps_per_epoch is None:
         config = replace(config, steps_per_epoch=max(1, math.ceil(default_steps(config) / config.epochs)))
