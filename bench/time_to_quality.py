@@ -6,7 +6,7 @@
         --style_image bench_out/reference/style.png --output_format png \
         --epochs 30 --steps_per_epoch 10 --output_dir bench_out/default        # a run, an image every 10 steps
     python bench/time_to_quality.py --reference bench_out/reference bench_out/default [more run folders]
-    python bench/time_to_quality.py --all            # ttq_pairs.PAIRS + HELD_OUT: the table of bench/RESULTS.md
+    python bench/time_to_quality.py --all            # ttq_pairs.PAIRS + HELD_OUT + FRESH: the table of bench/RESULTS.md
     python bench/time_to_quality.py --all --variant arbitrary=init:arbitrary content=init:content   # compare starts
 
 --all makes each pair's reference when missing (about 12 min each on 2 quiet cores), runs each variant ("default":
@@ -135,14 +135,18 @@ def time_steps(args: argparse.Namespace) -> int:
 
 def all_pairs(args: argparse.Namespace) -> int:
     """--all: every pair's reference and runs, one table (see the module's docstring)."""
-    from ttq_pairs import HELD_OUT, PAIRS, ensure_reference, logged_stop, pair_name, run_variant
+    from ttq_pairs import FRESH, HELD_OUT, PAIRS, ensure_reference, logged_stop, pair_name, run_variant
 
     variants = [parse_variant(v) for v in (args.variant or ["default="])]
     print("| pair | variant | first step at parity | stopped at | at the stop: content | style (mean) | "
           + " | ".join(STYLE_LAYERS) + " | at parity at the stop | share of the reference's time, fp32 | bf16 |")
     print("|---|---|---:|---:|---:|---:|" + "---:|" * len(STYLE_LAYERS) + "---|---:|---:|")
-    for content, painting in PAIRS + HELD_OUT:
-        reference = ensure_reference(args.out, content, painting)
+    for content, painting in PAIRS + HELD_OUT + FRESH:
+        try:
+            reference = ensure_reference(args.out, content, painting)
+        except FileNotFoundError as e:
+            print(f"| {pair_name(content, painting)} | skipped: no reference and no photo ({e}) |", flush=True)
+            continue
         scorer = Scorer(load(reference / "content.png"), load(reference / "style.png"))
         target = scorer.score(load(sorted(reference.glob("step_*.png"))[-1]))
         for name, options in variants:

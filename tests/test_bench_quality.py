@@ -3,6 +3,9 @@ a run takes them, and the scorer compares the run with the reference on those sa
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 from PIL import Image
 
 from tests.helpers import run_script
@@ -27,3 +30,19 @@ def test_reference_inputs_are_written_and_scored_against(tmp_path):
             if line.startswith("| ") and not line.startswith("| run | step |")]
     assert [row.split(" | ")[0] for row in rows] == ["| reference", "| run", "| run"]  # one row a snapshot
     assert "reference: 3 steps" in result.stdout
+
+
+def test_a_fresh_pair_without_its_photo_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    """The scikit-image photos of ttq_pairs.FRESH: without scikit-image and without a reference already made,
+    --all cannot make the pair, and says why instead of failing in the reference script."""
+    monkeypatch.syspath_prepend("bench")
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage then raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    import ttq_pairs
+
+    content, painting = ttq_pairs.FRESH[0]
+    assert ttq_pairs.content_path(content) is None
+    assert ttq_pairs.content_path("astronaut").name == "astronaut.jpg"  # the others do not need it
+    with pytest.raises(FileNotFoundError, match="scikit-image"):
+        ttq_pairs.ensure_reference(tmp_path, content, painting)
+    assert not (tmp_path / "reference").exists()
