@@ -30,8 +30,8 @@ PAIRS = (("tubingen", "starry_night"), ("golden_gate", "the_scream"), ("hooverto
 HELD_OUT = (("astronaut", "candy"), ("city", "starry_night"), ("amber", "the_scream"), ("tubingen", "mosaic"))
 # Checks added while the 3-level pyramid and the boost over the whole run were chosen: photos none of the shared
 # images are (a cat, a still life, a rocket launch), from scikit-image's sample data (CC0 / public domain), against
-# Starry Night (the painting every earlier miss was on) and rain-princess. chelsea x Starry Night then chose the
-# boost's bound; rocket x Starry Night ran only with the final rule. --all takes them where scikit-image is installed.
+# Starry Night (the painting every earlier miss was on) and rain-princess. chelsea x Starry Night weighed a bound of 4
+# (not adopted); rocket x Starry Night ran only once the rule was fixed. --all takes them where scikit-image is there.
 FRESH = (("chelsea", "starry_night"), ("coffee", "rain-princess"), ("rocket", "starry_night"))
 SKIMAGE_PHOTOS = {"chelsea": "chelsea.png", "coffee": "coffee.png", "rocket": "rocket.jpg"}
 

@@ -63,7 +63,7 @@ ARBITRARY_DETAIL = 0.5
 # From the rendering the content weight starts raised and falls back over this many steps (content_boost.py), or
 # over this share of a shorter run: over the whole default run, so it reaches the run's own weights at its end. A fall
 # over 70 of the 100 steps let the content drift away again after it (tubingen x Starry Night at 512 px: content
-# error 0.868 at step 60, 0.883 at 70, 0.873 at 100 against the reference's 0.870; over 100 steps 0.855).
+# error 0.868 at step 60, 0.883 at 70, 0.873 at 100 against the reference's 0.870; over 100 steps 0.859).
 ARBITRARY_BOOST_STEPS = 100
 ARBITRARY_BOOST_SHARE = 1.0
 MAX_PYRAMID_LEVELS = 12
@@ -76,7 +76,7 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
 # 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS, the photo's
 # edges put back, ARBITRARY_PYRAMID_LEVELS and the content boost of content_boost.py, at 100 steps at parity on all
-# eight pairs, on six of seven pairs added as checks, and at 512 px); from the photo, relu1_1 weighs almost nothing
+# eight pairs, on five of seven pairs added as checks, and on both pairs at 512 px); from the photo, relu1_1 weighs almost nothing
 # in the raw balance and closes slowly: at 512 px golden_gate x The Scream and hoovertowernight x Shipwreck took 80
 # and 180 steps recoloured on the pyramid, amber x Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
