@@ -119,3 +119,5 @@ def test_gram_gradient_equals_autograds_own(channels_last):
     assert torch.allclose(gram_matrix(x), torch.bmm(plain, plain.transpose(1, 2)) / (5 * 42), atol=1e-6)
     assert torch.allclose(ours.grad.reshape(2, 5, 42), plain.grad, atol=1e-6)
     assert plain.grad.abs().max() > 1e-3  # a gradient that is there to compare
+    # In the features' own layout: a channels_last gradient summed with an NCHW one is a strided copy.
+    assert ours.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

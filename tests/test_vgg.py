@@ -46,6 +46,24 @@ def test_forward_layers_argument_stops_early(caffe):
     assert list(out) == ["relu1_1"]
 
 
+def test_inplace_relu_keeps_asked_conv_outputs_and_gradients():
+    # The ReLU runs in place only over a conv output nobody asked for: an asked conv1_2 keeps its negatives,
+    # and the image's gradient is the one of an out-of-place network.
+    vgg = load_vgg19(["conv1_2", "relu1_2", "relu2_1"])
+    image = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+    ours = image.clone().requires_grad_(True)
+    out = vgg(ours)
+    assert (out["conv1_2"] < 0).any() and torch.equal(out["relu1_2"], out["conv1_2"].clamp(min=0))
+    sum(f.square().mean() for f in out.values()).backward()
+    plain = image.clone().requires_grad_(True)
+    x, feats = vgg.normalize(plain), {}
+    for name, module in zip(LAYER_NAMES, vgg.features):
+        x = torch.relu(x) if isinstance(module, torch.nn.ReLU) else module(x)
+        feats[name] = x
+    sum(feats[n].square().mean() for n in out).backward()
+    assert torch.allclose(ours.grad, plain.grad, rtol=1e-4, atol=1e-7) and plain.grad.abs().max() > 0
+
+
 def test_caffe_normalisation_is_bgr_0_255_minus_mean():
     x = torch.zeros(1, 3, 2, 2)
     x[:, 0] = 1.0  # pure red in RGB
