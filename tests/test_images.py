@@ -4,7 +4,9 @@ saves are atomic, resizes keep the aspect ratio; and the sample data the CLIs' e
 from __future__ import annotations
 
 import errno
+import io
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from stylefusion.core import images
 from stylefusion.core.errors import InputImageError, OutputError, StyleFusionError
 from stylefusion.core.images import (atomic_path, load_image, load_pil, pil_to_tensor, resize_longest, resize_to,
                                      save_image, scaled_size, tensor_to_pil)
@@ -330,11 +333,17 @@ def test_failed_save_keeps_the_old_file_and_removes_the_temp_file(tmp_path, monk
     target = tmp_path / "result.png"
     target.write_bytes(b"the previous result")
 
-    def disk_full(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"half an ima")  # a partial write, then the failure
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_open = open
 
-    monkeypatch.setattr(Image.Image, "save", disk_full)
+    def disk_full(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "w" in mode:
+            f.write(b"half an ima")  # a partial write, then the failure
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return f
+
+    monkeypatch.setattr(images, "open", disk_full, raising=False)
     with pytest.raises(OutputError, match="No space left on device") as info:
         save_image(_ramp_tensor(), target)
     assert str(target) in str(info.value)
@@ -346,15 +355,52 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "result.jpg"
     target.write_bytes(b"old")
 
-    def interrupted(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"partial")
+    real_open = open
+
+    def interrupted(file, mode="r", *args, **kwargs):
+        with real_open(file, mode, *args, **kwargs) as f:
+            f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Image.Image, "save", interrupted)
+    monkeypatch.setattr(images, "open", interrupted, raising=False)
     with pytest.raises(KeyboardInterrupt):
         save_image(_ramp_tensor(), target)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.jpg"]
+
+
+def test_an_encoder_that_drops_a_short_write_cannot_truncate_the_result(tmp_path, monkeypatch):
+    # Pillow's JPEG writer, writing to a file, let a full disk's short write pass (a tmpfs of 64 KiB: a truncated
+    # file, no error). Modelled here: a save to a file keeps only its first 1000 bytes and reports nothing.
+    real_save = Image.Image.save
+
+    def short_write(self, fp, *args, **kwargs):
+        if isinstance(fp, (str, os.PathLike)):
+            buffer = io.BytesIO()
+            real_save(self, buffer, *args, **kwargs)
+            Path(fp).write_bytes(buffer.getvalue()[:1000])
+            return None
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", short_write)
+    target = save_image(torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0)), tmp_path / "result.jpg")
+    with Image.open(target) as image:
+        image.load()  # a truncated JPEG raises here
+    assert target.stat().st_size > 1000
+
+
+def test_a_full_disk_is_an_error_not_a_truncated_image(tmp_path):
+    # The real case where the privileges allow a 64 KiB tmpfs; a 256 px noise JPEG does not fit.
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with pytest.raises(OutputError, match="No space left on device"):
+            save_image(torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(0)), folder / "result.jpg")
+        assert list(folder.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 def test_unwritable_mode_for_format_is_an_output_error(tmp_path):

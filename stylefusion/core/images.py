@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -251,10 +252,15 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, quali
     if fmt is None:
         raise OutputError(f"unsupported output image extension '{path.suffix}' for {path}")
     img = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:
+        encoded = io.BytesIO()
+        img.save(encoded, format=fmt, **options)
         with atomic_path(path) as tmp:
-            options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-            img.save(tmp, format=fmt, **options)
+            # Our own write, not Pillow's: its JPEG writer let a full disk's short write pass, leaving a truncated
+            # file reported as saved.
+            with open(tmp, "wb") as f:
+                f.write(encoded.getbuffer())
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
