@@ -132,6 +132,17 @@ def test_plan_mirrors_tree_and_skips_output_inside_input(tmp_path):
     assert not (src / "out" / "sub").exists()  # planning writes nothing
 
 
+def test_plan_gives_colliding_png_fallbacks_their_own_names(tmp_path):
+    # GIF and PGM inputs get PNG results: beside an input x.png, or two of them named y, none may overwrite another.
+    src = tmp_path / "in"
+    for name in ("x.png", "x.gif", "y.gif", "y.pgm", "z.gif"):
+        write(src / name)
+    plan = plan_images(src, tmp_path / "out")
+    got = {p.name: t.name for p, t in plan.pairs}
+    assert got == {"x.png": "x.png", "x.gif": "x.gif.png", "y.gif": "y.png", "y.pgm": "y.pgm.png", "z.gif": "z.png"}
+    assert len({t for _, t in plan.pairs}) == len(plan.pairs)
+
+
 def test_plan_single_file(tmp_path):
     image = write(tmp_path / "in" / "photo.jpg")
     plan = plan_images(image, tmp_path / "out")

@@ -133,10 +133,21 @@ class ImageStart:
     unreadable: tuple[tuple[Path, str], ...]
 
 
-def _output_name(relative: Path) -> Path:
-    if relative.suffix.lower() in SAVE_FORMATS:
-        return relative
-    return relative.with_suffix(_OUTPUT_FALLBACK_SUFFIX)
+def _output_names(relatives: list[Path]) -> list[Path]:
+    """Each input's output path: its own where save_image can write its format, else a PNG beside it, named
+    x.gif.png where x.png is taken (by an input x.png or another fallback), so no result overwrites another."""
+    taken = {r for r in relatives if r.suffix.lower() in SAVE_FORMATS}
+    names = []
+    for relative in relatives:
+        if relative.suffix.lower() in SAVE_FORMATS:
+            names.append(relative)
+            continue
+        name = relative.with_suffix(_OUTPUT_FALLBACK_SUFFIX)
+        if name in taken:
+            name = relative.with_name(relative.name + _OUTPUT_FALLBACK_SUFFIX)
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) -> ImagePlan:
@@ -166,7 +177,8 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) ->
             raise InputImageError(f"no image files found in {source} "
                                   f"(looked for {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})"
                                   + (f"; {len(unreadable)} unreadable, e.g. {unreadable[0][1]}" if unreadable else ""))
-    pairs = tuple((path, out / _output_name(path.relative_to(root))) for path in inputs)
+    names = _output_names([path.relative_to(root) for path in inputs])
+    pairs = tuple((path, out / name) for path, name in zip(inputs, names))
     resolved_inputs = {path.resolve() for path in inputs}
     for path, target in pairs:
         if target.resolve() in resolved_inputs:
