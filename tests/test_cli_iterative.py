@@ -20,6 +20,7 @@ def files(tmp_path_factory):
     (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
     (d / "adir.jpg").mkdir()
     (d / "afile").write_text("x")
+    scene((200, 5)).save(d / "strip.png")  # at --image_size 48 its short side would be 1 px (1.2 rounds to 1)
     return d
 
 
@@ -72,6 +73,8 @@ def test_help_lists_every_option():
 BAD = {
     "missing content": (["--content_image", "{d}/nope.jpg"], "not found"),
     "directory": (["--content_image", "{d}/adir.jpg"], "directory"),
+    # Thin photos would have to come out larger than --image_size (the short side up to 32 px): refused.
+    "too thin for the size": (["--content_image", "{d}/strip.png"], "give --image_size 1536"),
     "zero-byte": (["--content_image", "{d}/empty.jpg"], "empty"),
     "text as jpg": (["--style_image", "{d}/text.jpg"], "not an image"),
     "truncated jpeg": (["--content_image", "{d}/truncated.jpg"], "truncated"),

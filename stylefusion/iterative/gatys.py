@@ -391,6 +391,16 @@ def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:
     return h, w
 
 
+def _check_thin(content_hw: tuple[int, int], image_size: int) -> None:
+    """Refuse a photo so thin that at image_size its short side is under MIN_WORKING_SIDE: the result would have
+    to be larger than image_size (an 8000x2 strip at 128 px: 128000x32, 9 GB for one step)."""
+    h, w = _working_size(content_hw, image_size)
+    if max(h, w) > image_size:
+        raise ConfigError(f"the content image ({content_hw[1]}x{content_hw[0]}) is too thin for --image_size "
+                          f"{image_size}: VGG-19 needs a {MIN_WORKING_SIDE} px short side, which makes it {w}x{h}; "
+                          f"crop it or give --image_size {max(h, w)}")
+
+
 def step_plan(config: IterativeConfig) -> list[tuple[int, int]]:
     """(longest side, steps) of each epoch, coarse to fine."""
     if config.scale_steps is not None:
@@ -674,6 +684,7 @@ def _prepare(config: IterativeConfig) -> _Setup:
     content_full = load_image(config.content_image, max_bytes=host_budget)
     styles_full = [load_image(p, max_bytes=host_budget) for p in config.style_images]
     init_image = load_image(config.init, max_bytes=host_budget) if config.init not in INITS else None
+    _check_thin(tuple(content_full.shape[-2:]), config.image_size)
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling)  # on the CPU until the plan has passed
     config = resolve_start(config, vgg, content_full, styles_full)
