@@ -142,11 +142,11 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
     opt.add_argument("--init", default=C.init,
                      help="start image: auto (arbitrary for a plain L-BFGS run: measured on eight pairs, its mean "
                           "style error passes neural-style-pt's 500-step result within 10-50 steps, where a photo "
-                          "start needs 80 to over 200; with masks, --preserve_color, Adam or without Magenta's "
-                          "weights: recolored where the photo's relu1_1 Gram matrix, colour and fine texture, is far "
-                          "from the style's, else content), arbitrary (Magenta's one-pass rendering of the content in "
-                          "the style images with the photo's edges and half its own fine texture put back, "
-                          "recoloured to their palette), recolored (the content in the style's colours), content, "
+                          "start needs 80 to over 200; with Adam or without Magenta's weights: recolored where the "
+                          "photo's relu1_1 Gram matrix, colour and fine texture, is far from the style's, else "
+                          "content; with masks or --preserve_color: content), arbitrary (Magenta's one-pass rendering "
+                          "of the content in the style images with the photo's edges and half its own fine texture "
+                          "put back, recoloured to their palette; not with --style_masks), recolored (the content in the style's colours), content, "
                           "noise, style or an image PATH")
     opt.add_argument("--content_boost_steps", type=non_negative_int, default=None, metavar="N",
                      help="the content weight starts raised, as far as the start's style loss outweighs its "

@@ -20,6 +20,7 @@ def files(tmp_path_factory):
     (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
     (d / "adir.jpg").mkdir()
     (d / "afile").write_text("x")
+    Image.new("L", (48, 40), 255).save(d / "mask.png")
     scene((200, 5)).save(d / "strip.png")  # at --image_size 48 its short side would be 1 px (1.2 rounds to 1)
     return d
 
@@ -74,6 +75,8 @@ BAD = {
     "missing content": (["--content_image", "{d}/nope.jpg"], "not found"),
     "directory": (["--content_image", "{d}/adir.jpg"], "directory"),
     # Thin photos would have to come out larger than --image_size (the short side up to 32 px): refused.
+    # Magenta's rendering paints everywhere, a mask's black region included.
+    "arbitrary start with masks": (["--init", "arbitrary", "--style_masks", "{d}/mask.png"], "cannot follow"),
     "too thin for the size": (["--content_image", "{d}/strip.png"], "give --image_size 1536"),
     "zero-byte": (["--content_image", "{d}/empty.jpg"], "empty"),
     "text as jpg": (["--style_image", "{d}/text.jpg"], "not an image"),

@@ -278,6 +278,9 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError(f"tol must be a relative loss change between 0 and 1 (e.g. 0.001), got {config.tol}")
     if config.style_balance not in STYLE_BALANCES:
         raise ConfigError(f"unknown style balance '{config.style_balance}' (choose {', '.join(STYLE_BALANCES)})")
+    if config.init == "arbitrary" and config.style_masks:
+        raise ConfigError("--init arbitrary renders the whole photo in the styles' blend and cannot follow "
+                          "--style_masks: leave out --init (auto starts from the photo there) or use content")
     if config.init not in INITS and not Path(config.init).is_file():
         raise ConfigError(f"--init must be {', '.join(INITS)} or an existing image file, got '{config.init}'")
 
