@@ -57,6 +57,8 @@ def paintings_or_model(args: argparse.Namespace, mode: str) -> tuple[list[str], 
         raise ConfigError("give --style_image (any painting, now) or --model_path (a trained model), not both")
     if paintings:
         for path in paintings:
+            if Path(path).is_dir():
+                raise ConfigError(f"style image is a directory, not an image file: {path}")
             if not Path(path).is_file():
                 raise ConfigError(f"style image not found: {path}")
         return paintings, None
@@ -66,9 +68,9 @@ def paintings_or_model(args: argparse.Namespace, mode: str) -> tuple[list[str], 
 
 def style_size(args: argparse.Namespace) -> int:
     """--style_size for the arbitrary network (its default: the predictor's own 256)."""
-    from stylefusion.networks.arbitrary import STYLE_SIZE
+    from stylefusion.networks.arbitrary import STYLE_SIZE, check_style_size
 
-    return args.style_size or STYLE_SIZE
+    return check_style_size(args.style_size or STYLE_SIZE)  # before any network loads
 
 
 def say_paintings(paintings: list[str], args: argparse.Namespace) -> None:

