@@ -100,7 +100,7 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         return EXIT_ERROR
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        error(f"interrupted by {signal.Signals(signum).name}: stopped, no partial output left behind")
+        error(f"interrupted by {signal.Signals(signum).name}: stopped; what was finished is kept, nothing half-written")
         return 128 + int(signum)
     except OSError as exc:  # a write the library did not wrap, e.g. a full disk while flushing a log file
         where = f": {exc.filename}" if exc.filename else ""

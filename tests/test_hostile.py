@@ -588,8 +588,8 @@ def test_stop_signal(point, sig, base, tmp_path, monkeypatch, processes):
         assert tree(out / "m_checkpoints") == [f"checkpoint_step_0000000{1 if point == 'train-early' else 2}.pt"]
         assert not (out / "m.pth").exists()
         return
-    assert result.lines == [f"error: interrupted by {signal.Signals(sig).name}: stopped, no partial output left "
-                            "behind"], result.stderr
+    assert result.lines == [f"error: interrupted by {signal.Signals(sig).name}: stopped; what was finished is kept, "
+                            "nothing half-written"], result.stderr
     if point in ("image-mid", "iterative-mid"):  # images finished before the stop stay, whole
         assert "a.jpg" in tree(out) or "epoch_001.jpg" in tree(out)
         for path in out.rglob("*.*"):
@@ -645,7 +645,8 @@ def test_sigterm_while_writing_a_video_removes_the_temporary_file(processes):
     work, future = processes["video-sigterm-mid"]
     result = future.result()
     assert result.rc == 143, result.stderr
-    assert result.lines == ["error: interrupted by SIGTERM: stopped, no partial output left behind"], result.stderr
+    assert result.lines == ["error: interrupted by SIGTERM: stopped; what was finished is kept, nothing "
+                            "half-written"], result.stderr
     assert tree(work / "out") == []
 
 
@@ -654,7 +655,8 @@ def test_sigterm_during_iterative_keeps_only_whole_epoch_images(processes):
     result = future.result()
     assert result.rc == 143, result.stderr
     *saved, last = result.lines  # a status line per saved epoch image (stderr, like every status line), then one error
-    assert last == "error: interrupted by SIGTERM: stopped, no partial output left behind", result.stderr
+    assert last == ("error: interrupted by SIGTERM: stopped; what was finished is kept, nothing "
+                    "half-written"), result.stderr
     assert all(re.fullmatch(r"epoch \d+/500 \(\d+x\d+\): saved .*epoch_\d{3}\.jpg", s) for s in saved), result.stderr
     assert result.stdout == ""
     names = tree(work / "out")

@@ -57,7 +57,7 @@ def test_run_cli_turns_sigterm_and_sigint_into_one_line_and_128_plus_signal(name
                             timeout=60)
     assert result.returncode == code, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"error: interrupted by {name}: stopped, no partial output left behind"]
+        f"error: interrupted by {name}: stopped; what was finished is kept, nothing half-written"]
 
 
 # ------------------------------------------------------------------------------------------- 2. memory

@@ -88,7 +88,8 @@ def plan_memory(height: int, width: int, layers: Iterable[str], content_layers: 
     fits = int((left - activations) // per_history)
     if fits < 1:
         need = budget - left + activations + per_history
+        lower = "--image_size or --style_scale" if style_px > px else "--image_size"  # a style larger: its scale
         raise MemoryBudgetError(f"{width}x{height} px needs about {format_bytes(need)} even in {tile} px tiles, over "
-                                f"the {format_bytes(budget)} budget: lower --image_size or raise --max_memory")
+                                f"the {format_bytes(budget)} budget: lower {lower} or raise --max_memory")
     history = min(history, fits)
     return MemoryPlan(tile, history, budget - left + activations + history * per_history)
