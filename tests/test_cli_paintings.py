@@ -241,6 +241,7 @@ def test_greyscale_transparent_and_cmyk_paintings_just_work(files, painting) -> 
     (["--style_image", "{}"], "is a directory"),  # the test folder itself
     (["--style_image", "{stripes.png}", "--style_size", "100000"], "from 16 to 2048"),  # was a 120 GB allocation
     (["--style_image", "{stripes.png}", "{grey.png}", "--style_weights", "1,2,3"], "3 value(s) for 2"),
+    (["--style_image", "{stripes.png}", "{grey.png}", "--style_weights", "0,0"], "not all be zero"),
     (["--style_image", "{stripes.png}", "--model_path", str(REPO / "models" / "udnie.pth")], "not both"),
     (["--style_image", "{stripes.png}", "--strength", "1.5"], "--strength"),
     (["--style_image", "{stripes.png}", "--style", "1"], "--style picks a style"),
