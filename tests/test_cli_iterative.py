@@ -135,6 +135,16 @@ def test_unusual_image_modes_are_converted(files, tmp_path, mode):
     assert Image.open(out / "final.jpg").size == (40, 32)
 
 
+def test_a_shorter_rerun_names_the_earlier_runs_epoch_images(files, tmp_path):
+    # Re-running into the same folder with fewer epochs leaves the longer run's later epochs: said, not mixed in.
+    out = tmp_path / "out"
+    first = run_script("stylefusion.py", *args(files, out))
+    assert first.returncode == 0 and "earlier run" not in first.stderr, first.stderr
+    second = run_script("stylefusion.py", *args(files, out, "--epochs", "1"))
+    assert second.returncode == 0, second.stderr
+    assert "note: 1 epoch image(s)" in second.stderr and "(epoch_002.jpg)" in second.stderr, second.stderr
+
+
 def test_output_dir_is_created_and_inputs_never_overwritten(files, tmp_path):
     # content image lives in the output dir under the name of the final image: refused, input kept intact
     out = tmp_path / "out"
