@@ -79,10 +79,11 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (f,) = ctx.saved_tensors
-        # Written as (F^T G')^T (G' + G'^T is symmetric) so the gradient comes out in f's own layout: for
-        # channels_last features an NCHW one made every sum with the conv's gradient a strided copy (relu1_1 at
-        # 384 px: 47 ms instead of 5 per step on a 2-core CPU).
-        return torch.bmm(f.transpose(1, 2), grad + grad.transpose(1, 2)).transpose(1, 2).div_(ctx.n), None
+        symmetric = grad + grad.transpose(1, 2)
+        if f.stride(1) == 1:  # channels_last features: the gradient in their layout, as (F^T G')^T
+            # An NCHW gradient made every sum with the conv's channels_last one a strided copy (bench/RESULTS.md).
+            return torch.bmm(f.transpose(1, 2), symmetric).transpose(1, 2).div_(ctx.n), None
+        return torch.bmm(symmetric, f).div_(ctx.n), None
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
