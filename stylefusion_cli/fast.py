@@ -458,6 +458,9 @@ def run_webcam(args: argparse.Namespace) -> int:
 
     if args.no_window and not args.video_output:
         raise ConfigError("--no_window needs --video_output (otherwise nothing is shown or saved)")
+    # OpenCV's FFmpeg writes its own lines to stderr for a damaged file ("No JPEG data found"); our error says it
+    # once. Read when OpenCV first opens a capture; a value the user set is kept.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if not args.no_window and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
                                                                          or os.environ.get("WAYLAND_DISPLAY")):
         raise ConfigError("no display for the webcam window (DISPLAY is unset): use --no_window --video_output PATH")

@@ -194,12 +194,15 @@ def open_camera(camera: str | int) -> tuple[cv2.VideoCapture, np.ndarray, float,
         capture = cv2.VideoCapture(spec)
         if not capture.isOpened():
             capture.release()
+            if is_file:
+                raise VideoError(f"cannot read '{spec}' as a video: damaged, empty or in a format OpenCV cannot decode")
             what = f"camera {spec}" if isinstance(spec, int) else f"'{spec}'"
             raise VideoError(f"cannot open {what} (no such device, in use by another program, or no permission)")
         ok, first = capture.read()
     if not ok or first is None:
         capture.release()
-        raise VideoError(f"camera {spec} opened but delivered no frame")
+        raise VideoError(f"'{spec}' holds no frame OpenCV can decode" if is_file
+                         else f"camera {spec} opened but delivered no frame")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = float(fps) if fps and math.isfinite(fps) and 1 <= fps <= 1000 else _DEFAULT_FPS
     return capture, first, fps, is_file
