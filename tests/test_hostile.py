@@ -660,7 +660,8 @@ def test_sigterm_during_iterative_keeps_only_whole_epoch_images(processes):
     assert all(re.fullmatch(r"epoch \d+/500 \(\d+x\d+\): saved .*epoch_\d{3}\.jpg", s) for s in saved), result.stderr
     assert result.stdout == ""
     names = tree(work / "out")
-    assert len(saved) == sum(name.startswith("epoch_") for name in names), result.stderr
+    # The signal may land between an image's rename and its status line (seen once in CI): one more, whole image.
+    assert len(saved) <= sum(name.startswith("epoch_") for name in names) <= len(saved) + 1, result.stderr
     assert "epoch_001.jpg" in names and "final.jpg" not in names and temp_files(work) == []
     for name in names:
         if name.endswith(".jpg"):
