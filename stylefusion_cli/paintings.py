@@ -78,17 +78,9 @@ def say_paintings(paintings: list[str], args: argparse.Namespace) -> None:
     if not paintings:
         return
     names = [os.path.basename(p) for p in paintings]
-    if getattr(args, "style_weights", None) is not None:  # a bad blend refused before the line and any network
-        from stylefusion.core.errors import ConfigError
-        from stylefusion.core.losses import check_blend_weights
-        from stylefusion.networks.cin import parse_style_weights
-
-        weights = parse_style_weights(args.style_weights)
-        if len(weights) != len(paintings):
-            raise ConfigError(f"--style_weights has {len(weights)} value(s) for {len(paintings)} style image(s)")
-        check_blend_weights(list(weights), len(paintings))
-    if args.style_weights is not None and len(paintings) > 1:
-        names = [f"{n} x {w}" for n, w in zip(names, args.style_weights.split(","))]
+    weights = args.style_weights.split(",") if args.style_weights is not None else []
+    if len(paintings) > 1 and len(weights) == len(paintings):  # a count that does not match is refused next
+        names = [f"{n} x {w}" for n, w in zip(names, weights)]
     info(f"paintings: {', '.join(names)} (Magenta's arbitrary-style network, style read at {style_size(args)} px)")
 
 

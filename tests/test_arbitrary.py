@@ -31,6 +31,7 @@ from stylefusion.networks.arbitrary import (ArbitraryNet, arbitrary_network, ble
 from stylefusion.networks.layers import Norm, Sigmoid, network_layers
 from stylefusion.networks.magenta_weights import PREDICTOR_FILE, TRANSFORM_FILE, checked_path, read_graph
 from stylefusion.networks.style_predictor import load_style_predictor
+from stylefusion.run.painting import Paintings
 from stylefusion.run.stylizer import Stylizer
 from tests.helpers import REPO
 
@@ -281,6 +282,10 @@ def test_bad_weights_counts_and_strengths_are_refused_in_one_line() -> None:
             blend_style_vectors([a, b], weights)
         one_line(exc)
     assert torch.equal(blend_style_vectors([a, b], [1e308, 1e308]), torch.full((100,), 0.5))  # no overflow
+    for weights in ((0.0, 0.0), (math.nan, 1.0)):  # the run's paintings refuse them before any network loads
+        with pytest.raises(ConfigError) as exc:
+            Paintings((PAINTING, SECOND_PAINTING), weights).validate()
+        one_line(exc)
     for strength in (-0.1, 1.5, math.nan):
         with pytest.raises(ConfigError) as exc:
             with_strength(a, b, strength)

@@ -74,11 +74,11 @@ def test_help_lists_every_option():
 BAD = {
     "missing content": (["--content_image", "{d}/nope.jpg"], "not found"),
     "directory": (["--content_image", "{d}/adir.jpg"], "directory"),
-    # Thin photos would have to come out larger than --image_size (the short side up to 32 px): refused.
     # Magenta's rendering paints everywhere, a mask's black region included.
     "arbitrary start with masks": (["--init", "arbitrary", "--style_masks", "{d}/mask.png"], "cannot follow"),
     # What does not fit names what made it large: here the painting's scale.
     "style scale too large": (["--style_scale", "1000"], "lower --image_size or --style_scale"),
+    # Thin photos whose 32 px short side would make the result over twice --image_size: refused.
     "too thin for the size": (["--content_image", "{d}/strip.png"], "give --image_size 1536"),
     "zero-byte": (["--content_image", "{d}/empty.jpg"], "empty"),
     "text as jpg": (["--style_image", "{d}/text.jpg"], "not an image"),

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..core.losses import check_blend_weights
 from ..core.images import resize_to
 from ..networks.arbitrary import (STYLE_SIZE, ArbitraryNet, StylePredictor, blend_style_vectors,
                                   load_arbitrary_net, load_style_predictor, style_vector, with_strength)
@@ -72,6 +73,8 @@ class Paintings:
             raise ConfigError(f"{count} style images for {masks} mask(s): give one, or one per --mask (in order)")
         if self.weights is not None and len(self.weights) != count:
             raise ConfigError(f"--style_weights has {len(self.weights)} value(s) for {count} style image(s)")
+        if self.weights is not None:  # all zero, NaN, negative: here, before any network loads
+            check_blend_weights(list(self.weights), count)
 
 
 class PaintingStylizer:
