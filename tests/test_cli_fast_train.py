@@ -57,6 +57,7 @@ def _args(data: dict[str, Path], out: Path, **overrides: str) -> list[str]:
     ({"--image_size": "16"}, "at least 32"),
     ({"--pretrained_model_path": "{root}/other_arch.pth"}, "another architecture"),
     ({"--model_save_path": "{root}/a_file/m.pth"}, "output directory is a file"),
+    ({"--model_save_path": "{root}/dataset/out/m.pth"}, "inside --content_dataset"),
 ])
 def test_bad_input_one_line_no_traceback(data, tmp_path, overrides, message):
     args = _args(data, tmp_path, **{k: v.format(root=data["root"]) if v else v for k, v in overrides.items()})
@@ -67,6 +68,18 @@ def test_bad_input_one_line_no_traceback(data, tmp_path, overrides, message):
     assert "Traceback" not in proc.stderr
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "m.pth").exists()
+
+
+def test_existing_model_is_not_replaced(data, tmp_path):
+    # Training into the path of a finished model (the shipped ones, or hours of one's own) refuses before any work.
+    (tmp_path / "m.pth").write_bytes(b"a finished model")
+    proc = run(*_args(data, tmp_path, **{"--max_steps": "1"}))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'm.pth'} exists and training would replace it: give another --model_save_path, remove "
+        f"it first, or --resume to continue the run that wrote it"]
+    assert (tmp_path / "m.pth").read_bytes() == b"a finished model"
+    assert not (tmp_path / "m_checkpoints").exists()
 
 
 def test_design_command_without_pretrained_model_suggests_download():

@@ -245,9 +245,16 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
 
 
 def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
-    """Refuse a model path that is a folder or one of the inputs."""
+    """Refuse a model path that is a folder, one of the inputs, or an existing model (unless resuming)."""
     if paths.model.is_dir():
         raise OutputError(f"--model_save_path is a directory, expected a file name: {paths.model}")
+    dataset = Path(config.content_dataset).resolve()
+    if dataset.is_dir() and paths.model.parent.resolve().is_relative_to(dataset):
+        raise OutputError(f"--model_save_path {paths.model} is inside --content_dataset {config.content_dataset}: "
+                          f"the run's previews and loss curve would become training images; save it elsewhere")
+    if paths.model.exists() and not config.resume:  # a finished model (one shipped, or hours of training) kept
+        raise OutputError(f"{paths.model} exists and training would replace it: give another --model_save_path, "
+                          f"remove it first, or --resume to continue the run that wrote it")
     inputs = [*style_images(config)] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
     ensure_not_input(paths.model, inputs)
 
