@@ -151,6 +151,14 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """argparse type: a random seed, 0 to 2**63 - 1 (what torch's generators take)."""
+    value = _int_at_least(text, 0)
+    if value >= 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1, got {text}")
+    return value
+
+
 def port(text: str) -> int:
     """argparse type: a TCP port, 0-65535 (0: any free one)."""
     value = _int_at_least(text, 0)

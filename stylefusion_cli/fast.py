@@ -26,6 +26,7 @@ from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_ar
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
 from .common import positive_float as positive_float_arg
+from .common import seed as seed_arg
 
 MODES = ("train", "image", "video", "webcam", "export", "sheet", "download")
 
@@ -43,7 +44,7 @@ MODE_OPTIONS: dict[str, tuple[str, ...]] = {
     "max_size": ("image", "video", "webcam", "sheet"),
     "max_memory": ("image", "video"),
     "tile_size": ("image", "video"),
-    "max_pixels": ("image", "sheet"),
+    "max_pixels": ("train", "image", "video", "webcam", "export", "sheet"),
     "preserve_color": ("image", "video", "webcam"),
     "device": ("train", "image", "video", "webcam", "sheet"),
     "precision": ("train", "image", "video", "webcam", "sheet"),
@@ -114,8 +115,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help="run every image in tiles of about N x N pixels (default: tiles only "
                         "when an image would not fit --max_memory)")
     g.add_argument("--max_pixels", type=positive_float_arg, default=None, metavar="MP",
-                   help="refuse to open images above this many megapixels, the guard against "
-                        "decompression bombs (default: Pillow's, about 179 MP); raise it for huge photos you trust")
+                   help="refuse to open images (photos, paintings, masks) above this many megapixels, the guard "
+                        "against decompression bombs (default: Pillow's, about 179 MP); raise it for huge images you "
+                        "trust")
     g.add_argument("--preserve_color", default="none", choices=("none", "luminance", "histogram"),
                    help="keep the input's colours (luminance: keep its chroma; histogram: match "
                         "colour statistics)")
@@ -125,7 +127,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         "natively "
                         "(about 2.5x faster on AVX512-BF16 CPUs, PSNR > 60 dB against fp32), else fp32; "
                         "training uses fp32 unless asked (default: auto)")
-    g.add_argument("--seed", type=int, default=None, help=f"random seed (train default {T.seed})")
+    g.add_argument("--seed", type=seed_arg, default=None, help=f"random seed (train default {T.seed})")
 
 
 # ---------------------------------------------------------------------------------------- shared checks
@@ -318,7 +320,6 @@ def run_image(args: argparse.Namespace) -> int:
                          preserve_color=args.preserve_color, device=args.device, precision=args.precision,
                          max_memory=gigabytes(args.max_memory), tile_size=args.tile_size,
                          control=control_from(args))
-    apply_pixel_limit(args.max_pixels)
     bars: list[tqdm] = []
 
     warnings = blank_mask_warnings(config.control.masks) if is_main_process() else []
@@ -694,6 +695,12 @@ def main(argv: list[str] | None = None) -> int:
 
         info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
              f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")
+    painting_only = [flag for flag, dest in (("--style_size", "style_size"), ("--stroke_scale", "stroke_scale"))
+                     if getattr(args, dest) != parser.get_default(dest)]
+    if args.mode != "train" and args.model_path is not None and not args.style_image and painting_only:
+        info(f"warning: {', '.join(painting_only)} {'sets' if len(painting_only) == 1 else 'set'} how a painting "
+             f"(--style_image) is read and rendered, not a --model_path: ignored")
+    apply_pixel_limit(args.max_pixels)  # every mode that opens an image: photos, paintings, masks, datasets
     if args.model_path is not None and args.mode not in ("webcam", "sheet"):  # one, except webcam, sheet, masks
         per_mask = args.mode in ("image", "video") and args.mask and len(args.model_path) == len(args.mask)
         if len(args.model_path) > 1 and not per_mask:

@@ -12,13 +12,14 @@ reports errors; the work is in stylefusion/iterative/gatys.py.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
                      non_negative_float, non_negative_int, positive_float, positive_int, run_cli, start_live,
-                     blank_mask_warnings)
+                     blank_mask_warnings, in_range, seed)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeConfig
@@ -122,7 +123,7 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                                              ARBITRARY_STEPS, AUTO_PYRAMID_LEVELS, DEFAULT_STEPS, TOL_WINDOW)
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=positive_int, default=None,
+    opt.add_argument("--epochs", type=epochs_arg, default=None,
                      help=f"an image is saved after each epoch (default: {C.epochs}; the demo: {DEMO_EPOCHS})")
     opt.add_argument("--steps_per_epoch", type=positive_int, default=None,
                      help=f"optimisation steps per epoch; given, the run does exactly epochs x this many "
@@ -154,7 +155,7 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                           "over N steps, so the first steps keep the start's layout while the style closes; 0: off "
                           f"(default: {ARBITRARY_BOOST_STEPS}, at most {ARBITRARY_BOOST_SHARE * 100:.0f} %% of the "
                           "run, from an arbitrary start with L-BFGS, else off; --tol waits for its end)")
-    opt.add_argument("--seed", type=int, default=C.seed, help="random seed (noise init); same seed, same result")
+    opt.add_argument("--seed", type=seed, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
                      help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
                           "it reached a higher loss than single-scale in the same time; see bench/RESULTS.md)")
@@ -168,6 +169,13 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                           f"the last {TOL_WINDOW} steps), e.g. 0.001; its remaining steps are skipped (default: off)")
 
 
+def epochs_arg(text: str) -> int:
+    """argparse type: --epochs, 1 to the library's MAX_EPOCHS (an image is saved after each)."""
+    from stylefusion.iterative.gatys import MAX_EPOCHS
+
+    return int(in_range(text, 1, MAX_EPOCHS, int))
+
+
 def check_output_names(config: "IterativeConfig") -> None:
     """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
     from stylefusion.core.images import ensure_not_input
@@ -176,7 +184,12 @@ def check_output_names(config: "IterativeConfig") -> None:
     out, ext = Path(config.output_dir), config.output_format
     inputs = [config.content_image, *config.style_images, *(config.style_masks or []),
               *([config.init] if config.init not in INITS else [])]
-    for name in ("loss_log.csv", *(f"epoch_{e:03d}.{ext}" for e in range(1, config.epochs + 1)), f"final.{ext}"):
+    # Only a name that exists can be an input (or a link to one): the epoch images already there, not every one
+    # the run could write (a loop over 10^9 epochs would outlast the run).
+    pattern = rf"epoch_(\d{{3,}})\.{re.escape(ext)}"
+    epochs = [p.name for p in (out.glob(f"epoch_*.{ext}") if out.is_dir() else ())
+              if (m := re.fullmatch(pattern, p.name)) and 1 <= int(m[1]) <= config.epochs]
+    for name in ("loss_log.csv", *epochs, f"final.{ext}"):
         ensure_not_input(out / name, inputs)
 
 

@@ -401,6 +401,11 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "iterative-unknown-optimizer": ("iter", [*ITER, *CONTENT, *STYLE, "--optimizer", "sgd"], "unknown optimizer", 1),
     "iterative-init-missing": ("iter", [*ITER, *CONTENT, *STYLE, "--init", "{b}/nope.png"], "--init", 1),
     "iterative-epochs-0": ("iter", [*ITER, *CONTENT, *STYLE, "--epochs", "0"], "--epochs", 2),
+    # 10^9 epochs filled the memory with the epoch plan (and the epoch names checked) before step 1.
+    "iterative-epochs-huge": ("iter", [*ITER, *CONTENT, *STYLE, "--epochs", "1000000000"], "from 1 to 100000", 2),
+    "iterative-seed-huge": ("iter", [*ITER, *CONTENT, *STYLE, "--seed", "99999999999999999999999"], "--seed", 2),
+    "train-seed-huge": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--seed", "99999999999999999999999"],
+                        "--seed", 2),
     "iterative-output-is-a-file": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", "{b}/one.png"],
                                    "output directory is a file", 1),
     "iterative-vgg-plain-pickle": ("iter", [*ITER, *CONTENT, *STYLE, "--vgg_weights", "{b}/models/pickle4.pth"],

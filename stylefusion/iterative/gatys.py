@@ -67,6 +67,7 @@ ARBITRARY_DETAIL = 0.5
 ARBITRARY_BOOST_STEPS = 100
 ARBITRARY_BOOST_SHARE = 1.0
 MAX_PYRAMID_LEVELS = 12
+MAX_EPOCHS = 100_000
 INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # --init auto: Magenta's one-pass rendering (arbitrary, recoloured, on the pyramid) where its weights are installed
 # and the run is a plain one (no masks, no colour preservation, a style loss, L-BFGS); otherwise, as before it, the
@@ -232,6 +233,11 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
     if config.epochs < 1 or (config.steps_per_epoch is not None and config.steps_per_epoch < 1):
         raise ConfigError("epochs and steps_per_epoch must be >= 1")
+    if config.epochs > MAX_EPOCHS:  # the plan lists every epoch: 10^9 of them filled the memory before step 1
+        raise ConfigError(f"epochs must be at most {MAX_EPOCHS} (an image is saved after each); give more "
+                          f"steps_per_epoch instead")
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2 ** 63:
+        raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {config.seed}")
     if config.image_size < MIN_WORKING_SIDE:
         raise ConfigError(f"image_size must be at least {MIN_WORKING_SIDE} px")
     if config.output_format not in ("jpg", "png"):
