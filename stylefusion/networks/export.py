@@ -1,7 +1,9 @@
 """Export a transformer network to ONNX (dynamic batch, height, width) or TorchScript, for use outside Python.
 
-The exported graph is the bare network, as in pytorch/examples: input and output are (B, 3, H, W) RGB in the
-0-255 range; sides that are multiples of 4 come back unchanged (pad and crop other sizes yourself).
+The exported graph is the network, as in pytorch/examples, with one addition: its output cropped to the input's
+size. Input and output are (B, 3, H, W) RGB on the 0-255 scale (the output is not clamped). The bare network
+returns sides rounded up to a multiple of 4 (a 97x161 input gave 100x164), which a user of the file would have to
+know to crop.
 """
 
 from __future__ import annotations
@@ -33,13 +35,26 @@ def export_format(path: str | os.PathLike) -> str:
     return EXPORT_FORMATS[suffix]
 
 
+class _CroppedToInput(nn.Module):
+    """The network with its output cropped to the input's height and width (traced as dynamic sizes)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)[:, :, :x.shape[2], :x.shape[3]]
+
+
 def export_model(network: nn.Module, path: str | os.PathLike) -> Path:
     """Write `network` (on the CPU, fp32, eval mode) as ONNX or TorchScript to `path`, atomically."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder: give a file name ending in .onnx (ONNX) or .pt (TorchScript)")
     fmt = export_format(path)
     if not path.parent.is_dir():
         raise OutputError(f"output folder does not exist: {path.parent}")
-    network = copy.deepcopy(getattr(network, "module", network)).cpu().float().eval()
+    network = _CroppedToInput(copy.deepcopy(getattr(network, "module", network)).cpu().float().eval())
     example = torch.rand(_EXAMPLE_SHAPE) * 255.0
     try:
         with atomic_path(path) as tmp, warnings.catch_warnings():
