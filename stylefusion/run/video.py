@@ -550,7 +550,8 @@ def _make_plan(source: Path, config: VideoConfig) -> tuple[_Plan, int | None, in
     upright_h, upright_w = (first.width, first.height) if rotation_k % 2 else (first.height, first.width)
     height, width = _even_size(upright_h, upright_w, config.max_size)
     if min(height, width) < MIN_INPUT_SIDE:
-        raise VideoError(f"video frames are too small ({upright_w}x{upright_h}): the network needs at least "
+        scaled = f", {width}x{height} at --max_size {config.max_size}" if config.max_size else ""
+        raise VideoError(f"video frames are too small ({upright_w}x{upright_h}{scaled}): the network needs at least "
                          f"{MIN_INPUT_SIDE} px per side")
     plan = _Plan(input_path=source, height=height, width=width, rotation_k=rotation_k, start=start, end=end,
                  cut=config.start is not None or config.duration is not None, fps=fps,
