@@ -707,6 +707,17 @@ def test_options_of_another_mode_are_named_in_one_warning(base, tmp_path):
     assert tree(tmp_path / "out") == ["one.png"]
 
 
+def test_painting_options_with_a_model_are_named_in_one_warning(base, tmp_path):
+    # --style_size and --stroke_scale shape how a painting is read and rendered; a trained model has no painting.
+    result = invoke("fast", ["--mode", "image", "--input_images_dir", str(base / "one.png"), "--output_images_dir",
+                             str(tmp_path / "out"), "--model_path", str(base / "models" / "good.pth"),
+                             "--style_size", "64", "--stroke_scale", "2"])
+    assert result.rc == 0, result.stderr
+    assert result.lines[0] == ("warning: --style_size, --stroke_scale set how a painting (--style_image) is read and "
+                               "rendered, not a --model_path: ignored")
+    assert tree(tmp_path / "out") == ["one.png"]
+
+
 def test_every_option_is_in_the_mode_table():
     parser = fast_style_transfer.build_parser()
     dests = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "version", "mode")}
