@@ -252,6 +252,10 @@ def report_iterative(live: LiveServer, progress: Any) -> None:
         live.update(image=progress.saved, info={"image": f"epoch {progress.epoch} ({progress.saved.name})"})
         return
     height, width = progress.size
+    if getattr(progress, "strokes", None) is not None:  # stroke steps: another objective, no step or losses yet
+        live.update(info={"stroke steps": f"{progress.strokes[0]}/{progress.strokes[1]}", "size": f"{width}x{height}",
+                          "elapsed_s": round(progress.elapsed, 1)})
+        return
     live.update(step=progress.step, total_steps=progress.total_steps,
                 losses={"content": progress.content_loss, "style": progress.style_loss, "tv": progress.tv_loss,
                         "total": progress.total_loss},

@@ -155,6 +155,12 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                           "over N steps, so the first steps keep the start's layout while the style closes; 0: off "
                           f"(default: {ARBITRARY_BOOST_STEPS}, at most {ARBITRARY_BOOST_SHARE * 100:.0f} %% of the "
                           "run, from an arbitrary start with L-BFGS, else off; --tol waits for its end)")
+    opt.add_argument("--stroke_steps", type=non_negative_int, default=C.stroke_steps, metavar="N",
+                     help="before the run's steps, N steps on the style of the layers up to relu3_1 alone (the "
+                          "painting's fine strokes), each about 0.4 of a step's time; the run's steps then win "
+                          "back the content they cost; the content boost is set by the start. Measured from the "
+                          "arbitrary start (40 before 90 steps): parity with neural-style-pt sooner on nine of 15 "
+                          "pairs, the same 13 at the stop, 6 %% more time (bench/RESULTS.md); 0: none (default)")
     opt.add_argument("--seed", type=seed, default=C.seed, help="random seed (noise init); same seed, same result")
     opt.add_argument("--multiscale", default="on" if C.multiscale else "off", choices=("on", "off"),
                      help="coarse-to-fine: optimise at ~128 px, upsample x2, continue (off by default: at 512 px "
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
         style_balance=args.style_balance,
         optimizer=args.optimizer, lr=args.lr, lbfgs_history=args.lbfgs_history, init=args.init, seed=args.seed,
-        content_boost_steps=args.content_boost_steps,
+        content_boost_steps=args.content_boost_steps, stroke_steps=args.stroke_steps,
         pyramid_levels=args.pyramid_levels,
         multiscale=args.multiscale == "on", num_scales=args.num_scales, preserve_color=args.preserve_color,
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
@@ -261,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                 info(line)
             bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
+        if p.strokes is not None:  # the stroke steps before the first step (--stroke_steps)
+            bar.set_postfix_str(f"stroke step {p.strokes[0]}/{p.strokes[1]}, size={p.size[1]}x{p.size[0]}")
+            return
         if p.tile is not None:  # within a long tiled step: show the tile pass so it does not look frozen
             bar.set_postfix_str(f"tile pass {p.tile[0]}/{p.tile[1]}, size={p.size[1]}x{p.size[0]}")
             return

@@ -43,6 +43,14 @@ def test_real_run_writes_epoch_images_final_and_log(files, tmp_path):
     assert "epoch 2/2" in r.stderr and f"final image: {out / 'final.png'}" in r.stderr
 
 
+def test_stroke_steps_run_before_the_steps_and_leave_the_log_to_them(files, tmp_path):
+    out = tmp_path / "out"
+    r = run_script("stylefusion.py", *args(files, out, "--init", "content", "--stroke_steps", "3"))
+    assert r.returncode == 0, r.stderr
+    assert len((out / "loss_log.csv").read_text().splitlines()) == 1 + 4  # the run's 2 x 2 steps, as without
+    assert Image.open(out / "final.jpg").size == (48, 40)
+
+
 def test_named_images_without_step_options_stop_at_the_default_budget(files, tmp_path):
     """#26: the default run stops at the measured budget (Magenta's rendering as the start), split over --epochs."""
     from stylefusion.iterative.gatys import ARBITRARY_STEPS
@@ -78,6 +86,7 @@ BAD = {
     "arbitrary start with masks": (["--init", "arbitrary", "--style_masks", "{d}/mask.png"], "cannot follow"),
     # What does not fit names what made it large: here the painting's scale.
     "style scale too large": (["--style_scale", "1000"], "lower --image_size or --style_scale"),
+    "negative stroke steps": (["--stroke_steps", "-1"], "--stroke_steps"),
     # Thin photos whose 32 px short side would make the result over twice --image_size: refused.
     "too thin for the size": (["--content_image", "{d}/strip.png"], "give --image_size 1536"),
     "zero-byte": (["--content_image", "{d}/empty.jpg"], "empty"),

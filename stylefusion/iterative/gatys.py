@@ -35,6 +35,7 @@ from ..networks.arbitrary import arbitrary_network
 from .content_boost import ContentBoost, content_boost
 from .memory_plan import GB, MemoryPlan, plan_memory
 from .pyramid import ImagePyramid
+from .strokes import stroke_loss
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -150,6 +151,10 @@ class IterativeConfig:
     # content_weight (content_boost.py); 0: off. None: from Magenta's rendering under L-BFGS ARBITRARY_BOOST_STEPS
     # (ARBITRARY_BOOST_SHARE of a shorter run), else 0.
     content_boost_steps: int | None = None
+    # Steps on the style of the layers up to relu3_1 alone before the run's own steps (strokes.py), each about 0.4
+    # of a full step's time; 0: none. Not a default: measured from Magenta's rendering as 40 of them before 90 steps,
+    # the same 13 of 15 pairs reached neural-style-pt's 500-step result, in 6 % more time (bench/RESULTS.md).
+    stroke_steps: int = 0
     seed: int = 0
     # Off by default, from measurement (bench/RESULTS.md): at 512 px and equal time, single-scale L-BFGS
     # reached a lower loss (0.900) than the 128->256->512 schedule (0.917).
@@ -191,6 +196,9 @@ class IterativeProgress:
     tile: tuple[int, int] | None = None
     # True on the report of the step at which --tol found the loss converged (total_steps already lowered).
     converged: bool = False
+    # Set on reports of the stroke steps before the first step (strokes.py): (stroke steps done, stroke steps);
+    # `step` is 0 and the losses are NaN there (those steps optimise another objective).
+    strokes: tuple[int, int] | None = None
 
 
 @dataclass
@@ -262,6 +270,9 @@ def validate(config: IterativeConfig) -> None:
     boost = config.content_boost_steps
     if boost is not None and (not isinstance(boost, int) or boost < 0):
         raise ConfigError(f"content_boost_steps must be an integer >= 0, got {boost}")
+    strokes = config.stroke_steps
+    if not isinstance(strokes, int) or isinstance(strokes, bool) or strokes < 0:
+        raise ConfigError(f"stroke_steps must be an integer >= 0, got {strokes}")
     levels = config.pyramid_levels
     if levels is not None and (not isinstance(levels, int) or not 1 <= levels <= MAX_PYRAMID_LEVELS):
         raise ConfigError(f"pyramid_levels must be an integer from 1 to {MAX_PYRAMID_LEVELS}, got {levels}")
@@ -742,9 +753,16 @@ def stylize(config: IterativeConfig,
             tile = s.memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
                 optimizer = pyramid = targets = grams = None  # free the coarser scale's state first
+                first = image is None
                 content, targets, grams, image, loss_fn = _start_scale(
                     config, s.loss_fn, s.content_full, s.styles_full, s.init_image, image, size, tile,
                     (device, precision), generator)
+                if first and config.stroke_steps:
+                    report = None if callback is None else lambda done: callback(IterativeProgress(
+                        0, total_steps, epoch, len(plan), size, *[math.nan] * 4, time.perf_counter() - start,
+                        strokes=(done, config.stroke_steps)))
+                    boost = _strokes_first(config, loss_fn, image, (targets, grams), tile, loss_scale,
+                                           (device, precision), s.memory[size].history, report)
                 optimizer, pyramid = _make_optimizer(config, image, s.memory[size].history)
                 current_size = size
                 convergence.reset()
@@ -789,6 +807,72 @@ def stylize(config: IterativeConfig,
     final = _finish(image, content, config.preserve_color)
     final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
     return IterativeResult(final.cpu(), final_path, result_paths, log.path, values[3], steps=step)
+
+
+def _strokes_first(config: IterativeConfig, loss_fn: PerceptualLoss, image: torch.Tensor, targets: tuple[dict, dict],
+                   tile: int | None, loss_scale: LossScale, run: tuple[torch.device, str], history: int,
+                   report: Callable[[int], None] | None) -> ContentBoost:
+    """The stroke steps on the start `image` (strokes.py), and the content boost its own losses ask for: set by the
+    start, as without stroke steps, not by what those steps leave (they close much of the style first)."""
+    content_targets, grams = targets
+    values = _losses_at(image, loss_fn, content_targets, grams, tile, run)
+    _stroke_steps(config, stroke_loss(loss_fn), image, grams, tile, loss_scale, run, history, report)
+    return content_boost(values[0], values[1], config.content_boost_steps)
+
+
+def _losses_at(image: torch.Tensor, loss_fn: PerceptualLoss, targets: dict, grams: dict, tile: int | None,
+               run: tuple[torch.device, str]) -> list[float]:
+    """The (content, style, tv, total) loss values of `image` as it is, without a step."""
+    if tile is None:
+        with torch.no_grad(), autocast(*run):
+            return [float(v) for v in loss_fn(image, targets, grams)]
+    with autocast(*run):  # the tiled loss sets image.grad as it goes: drop it
+        values = [float(v) for v in tiled_loss(loss_fn, image, targets, grams, tile)]
+    image.grad = None
+    return values
+
+
+def _stroke_steps(config: IterativeConfig, loss_fn: PerceptualLoss | None, image: torch.Tensor, grams: dict,
+                  tile: int | None, loss_scale: LossScale, run: tuple[torch.device, str], history: int,
+                  report: Callable[[int], None] | None) -> None:
+    """config.stroke_steps steps of the shallow style loss (strokes.py) on `image`, in place, with an optimiser of
+    their own: the run's steps then start a fresh L-BFGS history, as their objective differs.
+
+    Without a line search, L-BFGS on the style alone sometimes overshoots for a step (a loss 50-100x the last one
+    at 64-128 px): `image` ends as the point of lowest loss among those evaluated, never a worse one than the start.
+    """
+    if loss_fn is None:
+        return
+    optimizer, pyramid = _make_optimizer(config, image, history)
+    best, kept = math.inf, image.detach().clone()
+
+    def tracked(terms: list[LossTerms]) -> Callable[[], torch.Tensor]:
+        closure = _closure(optimizer, image, loss_fn, {}, grams, tile, loss_scale, run, terms, None)
+
+        def keep_best() -> torch.Tensor:
+            nonlocal best
+            loss = closure()
+            if float(loss.detach()) < best:  # the loss of the point the step starts from (image = that point)
+                best = float(loss.detach())
+                kept.copy_(image.detach())
+            return loss
+        return keep_best
+
+    for done in range(1, config.stroke_steps + 1):
+        terms: list[LossTerms] = []
+        closure = tracked(terms)
+        optimizer.step(pyramid.wrap(closure, image) if pyramid else closure)
+        if pyramid:
+            pyramid.write_to(image)
+        if config.optimizer == "adam":
+            with torch.no_grad():
+                image.clamp_(0, 1)
+        if report:
+            report(done)
+        if not math.isfinite(float(terms[-1].total.detach())):
+            break
+    with torch.no_grad():
+        image.copy_(kept)
 
 
 def _boosted(loss_fn: PerceptualLoss, boost: ContentBoost | None, step: int) -> tuple[PerceptualLoss, float]:
