@@ -13,8 +13,9 @@
 the library's own default run, stopping rule included) on the reference's inputs with an image every 10 steps,
 and prints per pair and variant: the first step at parity (#26: content error and mean style error no worse than
 the reference's 500-step result, no layer more than 10 % worse), where the run stopped, and the numbers there.
-Seconds are steps x per-step times given with --ref_step_seconds/--run_step_seconds (measured on a quiet machine
-with --time_steps), so load beside the runs does not matter.
+Seconds are steps x per-step times given with --ref_step_seconds/--run_step_seconds, plus a variant's stroke steps
+(stroke_steps:N) x --stroke_step_seconds (all measured on a quiet machine with --time_steps), so load beside the
+runs does not matter.
 
 The runs take the reference's own resized inputs (content.png, style.png), and the scorer scores against them
 by default: a run given the original files would resize the painting with another filter and be scored
@@ -33,6 +34,7 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,12 +124,18 @@ def time_steps(args: argparse.Namespace) -> int:
 
         for precision in ("fp32", "bf16") if cpu_supports_bf16() else ("fp32",):
             folder = Path(tmp) / precision
-            # The library's default start (init auto: the rendering, on the pyramid): the steps --all's table counts.
+            # The library's default start (init auto: the rendering, on the pyramid): the steps --all's table counts;
+            # 12 stroke steps before them (--stroke_steps), timed from their progress reports.
+            stamps: list[float] = []
             stylize(IterativeConfig(reference / "content.png", [reference / "style.png"], folder, epochs=1,
-                                    steps_per_epoch=12, precision=precision, tol=None, image_size=384))
+                                    steps_per_epoch=12, precision=precision, tol=None, image_size=384,
+                                    stroke_steps=12),
+                    lambda p: stamps.append(time.perf_counter()) if p.strokes is not None else None)
             with open(folder / "loss_log.csv") as f:
                 seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
             rows.append((f"stylefusion {precision}", statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))))
+            rows.append((f"stylefusion {precision}, stroke step",
+                         statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))))
     for name, value in rows:
         print(f"{name}: {value:.3f} s/step")
     return 0
@@ -136,6 +144,8 @@ def time_steps(args: argparse.Namespace) -> int:
 def all_pairs(args: argparse.Namespace) -> int:
     """--all: every pair's reference and runs, one table (see the module's docstring)."""
     from ttq_pairs import FRESH, HELD_OUT, PAIRS, ensure_reference, logged_stop, pair_name, run_variant
+
+    from stylefusion.iterative.gatys import IterativeConfig
 
     variants = [parse_variant(v) for v in (args.variant or ["default="])]
     print("| pair | variant | first step at parity | stopped at | at the stop: content | style (mean) | "
@@ -157,8 +167,11 @@ def all_pairs(args: argparse.Namespace) -> int:
             parity = next((step for step, s in scores if s.at_parity_with(target)), None)
             stop = logged_stop(folder)
             last_step, last = scores[-1]
-            shares = [stop * run / (500 * args.ref_step_seconds) if run and args.ref_step_seconds else float("nan")
-                      for run in (args.run_step_seconds, args.bf16_step_seconds)]
+            strokes = options.get("stroke_steps", IterativeConfig.stroke_steps)  # each at its own, lower cost
+            shares = [(stop * run + strokes * (stroke or 0)) / (500 * args.ref_step_seconds)
+                      if run and args.ref_step_seconds and (stroke or not strokes) else float("nan")
+                      for run, stroke in ((args.run_step_seconds, args.stroke_step_seconds),
+                                          (args.bf16_step_seconds, args.bf16_stroke_step_seconds))]
             grams = " | ".join(f"{last.grams[k]:.3f}" for k in STYLE_LAYERS)
             print(f"| {pair_name(content, painting)} | {name} | {parity or 'not reached'} | {stop} | "
                   f"{last.content:.3f} | {last.style:.3f} | {grams} | "
@@ -181,6 +194,10 @@ def main() -> int:
                         "of its times.json, e.g. when it ran beside other jobs")
     p.add_argument("--run_step_seconds", type=float, default=None,
                    help="the same for the runs (L-BFGS steps at one size cost the same each)")
+    p.add_argument("--stroke_step_seconds", type=float, default=None,
+                   help="--all: seconds per stroke step (--stroke_steps), fp32, from --time_steps")
+    p.add_argument("--bf16_stroke_step_seconds", type=float, default=None,
+                   help="--all: seconds per stroke step in bf16, from --time_steps")
     p.add_argument("--bf16_step_seconds", type=float, default=None,
                    help="--all: stylefusion's per-step time in bf16, for the bf16 share of the reference's time")
     p.add_argument("--tol", type=float, nargs="*", default=[3e-3, 1e-3, 3e-4, 1e-4],
