@@ -245,18 +245,22 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
 
 
 def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
-    """Refuse a model path that is a folder, one of the inputs, or an existing model (unless resuming)."""
+    """Refuse a model path that is a folder, inside the dataset, or one of the inputs."""
     if paths.model.is_dir():
         raise OutputError(f"--model_save_path is a directory, expected a file name: {paths.model}")
     dataset = Path(config.content_dataset).resolve()
     if dataset.is_dir() and paths.model.parent.resolve().is_relative_to(dataset):
         raise OutputError(f"--model_save_path {paths.model} is inside --content_dataset {config.content_dataset}: "
                           f"the run's previews and loss curve would become training images; save it elsewhere")
-    if paths.model.exists() and not config.resume:  # a finished model (one shipped, or hours of training) kept
-        raise OutputError(f"{paths.model} exists and training would replace it: give another --model_save_path, "
-                          f"remove it first, or --resume to continue the run that wrote it")
     inputs = [*style_images(config)] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
     ensure_not_input(paths.model, inputs)
+
+
+def _check_model_not_there(config: TrainConfig, paths: TrainPaths) -> None:
+    """Refuse to replace a finished model (one shipped, or hours of one's own training) unless resuming its run."""
+    if paths.model.exists() and not config.resume:
+        raise OutputError(f"{paths.model} exists and training would replace it: give another --model_save_path, "
+                          f"remove it first, or --resume to continue the run that wrote it")
 
 
 def _new_outputs(config: TrainConfig, paths: TrainPaths) -> list[Path]:
@@ -459,6 +463,7 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     elif find_latest_checkpoint(paths.checkpoint_dir) is not None:
         raise ConfigError(f"{paths.checkpoint_dir} already holds checkpoints of an earlier run: pass --resume to "
                           "continue it, or choose another --checkpoint_dir")
+    _check_model_not_there(config, paths)  # after the checkpoints: their message names the run to resume
     signature = _resume_signature(config, content_layers, style_layers, len(dataset))
     if checkpoint is not None:
         _check_resume_arch(checkpoint, checkpoint_path, config.arch, config.compact_width)
