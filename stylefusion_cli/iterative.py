@@ -15,14 +15,14 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
                      non_negative_float, non_negative_int, positive_float, positive_int, run_cli, start_live,
                      blank_mask_warnings, in_range, seed)
 
 if TYPE_CHECKING:
-    from stylefusion.iterative.gatys import IterativeConfig
+    from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress
 
 # The demo images travel with the package (copies of data/city.jpg and data/udnie.jpg), so the installed
 # `stylefusion` command finds them from any folder.
@@ -266,24 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in warnings:
                 info(line)
             bars.append(tqdm(total=p.total_steps, unit="step", disable=args.quiet, dynamic_ncols=True))
-        bar = bars[0]
-        if p.strokes is not None:  # the stroke steps before the first step (--stroke_steps)
-            bar.set_postfix_str(f"stroke step {p.strokes[0]}/{p.strokes[1]}, size={p.size[1]}x{p.size[0]}")
-            return
-        if p.tile is not None:  # within a long tiled step: show the tile pass so it does not look frozen
-            bar.set_postfix_str(f"tile pass {p.tile[0]}/{p.tile[1]}, size={p.size[1]}x{p.size[0]}")
-            return
-        if p.converged:
-            bar.total = p.total_steps
-            bar.write(f"step {p.step}: the loss changed by less than --tol {args.tol} a step: skipping the rest "
-                      f"of {p.size[1]}x{p.size[0]}", file=sys.stderr)
-        if p.saved is not None:
-            saved.append(p.saved)
-            bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}", file=sys.stderr)
-            return
-        bar.update(p.step - bar.n)
-        bar.set_postfix(content=f"{p.content_loss:.3g}", style=f"{p.style_loss:.3g}", total=f"{p.total_loss:.3g}",
-                        size=f"{p.size[1]}x{p.size[0]}", refresh=False)
+        show_progress(bars[0], p, args.tol, saved)
 
     try:
         result = stylize(config, on_progress)
@@ -302,6 +285,27 @@ def main(argv: list[str] | None = None) -> int:
         info(f"note: {len(stale)} epoch image(s) in {output_dir} are from an earlier run, not this one "
              f"({stale[0]}{' ... ' + stale[-1] if len(stale) > 1 else ''})")
     return 0
+
+
+def show_progress(bar: Any, p: "IterativeProgress", tol: float | None, saved: list[Path]) -> None:
+    """One progress report on the tqdm bar: a stroke step or tile pass (so a long one does not look frozen), a
+    --tol stop, a saved epoch image (appended to `saved`) or a step's losses."""
+    phase = (f"stroke step {p.strokes[0]}/{p.strokes[1]}" if p.strokes is not None else  # before the first step
+             f"tile pass {p.tile[0]}/{p.tile[1]}" if p.tile is not None else None)  # within a tiled step
+    if phase is not None:
+        bar.set_postfix_str(f"{phase}, size={p.size[1]}x{p.size[0]}")
+        return
+    if p.converged:
+        bar.total = p.total_steps
+        bar.write(f"step {p.step}: the loss changed by less than --tol {tol} a step: skipping the rest "
+                  f"of {p.size[1]}x{p.size[0]}", file=sys.stderr)
+    if p.saved is not None:
+        saved.append(p.saved)
+        bar.write(f"epoch {p.epoch}/{p.epochs} ({p.size[1]}x{p.size[0]}): saved {p.saved}", file=sys.stderr)
+        return
+    bar.update(p.step - bar.n)
+    bar.set_postfix(content=f"{p.content_loss:.3g}", style=f"{p.style_loss:.3g}", total=f"{p.total_loss:.3g}",
+                    size=f"{p.size[1]}x{p.size[0]}", refresh=False)
 
 
 def earlier_epoch_images(output_dir: Path, written: set[str]) -> list[str]:

@@ -753,16 +753,15 @@ def stylize(config: IterativeConfig,
             tile = s.memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
                 optimizer = pyramid = targets = grams = None  # free the coarser scale's state first
-                first = image is None
                 content, targets, grams, image, loss_fn = _start_scale(
                     config, s.loss_fn, s.content_full, s.styles_full, s.init_image, image, size, tile,
                     (device, precision), generator)
-                if first and config.stroke_steps:
-                    report = None if callback is None else lambda done: callback(IterativeProgress(
-                        0, total_steps, epoch, len(plan), size, *[math.nan] * 4, time.perf_counter() - start,
-                        strokes=(done, config.stroke_steps)))
+                if current_size is None and config.stroke_steps:  # the first scale: stroke steps first
+                    progress = IterativeProgress(0, total_steps, epoch, len(plan), size, *[math.nan] * 4, 0.0)
                     boost = _strokes_first(config, loss_fn, image, (targets, grams), tile, loss_scale,
-                                           (device, precision), s.memory[size].history, report)
+                                           (device, precision), s.memory[size].history,
+                                           callback and _stroke_reports(callback, progress,
+                                                                        config.stroke_steps, start))
                 optimizer, pyramid = _make_optimizer(config, image, s.memory[size].history)
                 current_size = size
                 convergence.reset()
@@ -782,9 +781,7 @@ def stylize(config: IterativeConfig,
                 step += 1
                 elapsed = time.perf_counter() - start
                 log.add(dict(zip(LOG_COLUMNS, (step, epoch, *size, *values, elapsed))))
-                if factor != 1:  # --tol judges one objective: its window starts once the boost is over
-                    convergence.reset()
-                converged = factor == 1 and convergence.update(values[3])
+                converged = _converged(convergence, factor, values[3])
                 if converged:
                     converged_size = size
                     total_steps -= _steps_left(plan, epoch, epoch_steps - done, size, s.content_full)
@@ -795,18 +792,31 @@ def stylize(config: IterativeConfig,
                     break
             log.flush()
 
-            path = _save(_finish(image, content, config.preserve_color),
-                         s.output_dir / f"epoch_{epoch:03d}.{config.output_format}", s.inputs)
-            result_paths.append(path)
+            result_paths.append(_save(_finish(image, content, config.preserve_color),
+                                      s.output_dir / f"epoch_{epoch:03d}.{config.output_format}", s.inputs))
             if callback:
                 callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
-                                           time.perf_counter() - start, saved=path))
+                                           time.perf_counter() - start, saved=result_paths[-1]))
     finally:
         log.close()
 
     final = _finish(image, content, config.preserve_color)
     final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
     return IterativeResult(final.cpu(), final_path, result_paths, log.path, values[3], steps=step)
+
+
+def _converged(convergence: Convergence, factor: float, total: float) -> bool:
+    """--tol's verdict after a step; it judges one objective, so its window starts once the boost is over."""
+    if factor != 1:
+        convergence.reset()
+        return False
+    return convergence.update(total)
+
+
+def _stroke_reports(callback: Callable[[IterativeProgress], None], progress: IterativeProgress, steps: int,
+                    start: float) -> Callable[[int], None]:
+    """A report of stroke step `done` of `steps`: `progress` with its `strokes` and elapsed time set."""
+    return lambda done: callback(replace(progress, strokes=(done, steps), elapsed=time.perf_counter() - start))
 
 
 def _strokes_first(config: IterativeConfig, loss_fn: PerceptualLoss, image: torch.Tensor, targets: tuple[dict, dict],
