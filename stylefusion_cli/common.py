@@ -190,8 +190,38 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+class WeightList(argparse.Action):
+    """nargs="+" weights written either way, "0.7,0.3" or "0.7 0.3" (the two CLIs once differed): one list of the
+    comma- and space-separated parts, each checked by the argument's type."""
+
+    def __init__(self, *args: object, type: Callable[[str], object] = float, **kwargs: object) -> None:
+        # argparse would apply `type` to each space-separated word, before the commas are split: kept for later.
+        self.convert = type
+        super().__init__(*args, nargs="+", **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parts = [part.strip() for value in values for part in str(value).split(",")]  # type: ignore[union-attr]
+        parts = [part for part in parts if part]
+        if not parts:
+            raise argparse.ArgumentError(self, "expected numbers such as 0.7,0.3 or 0.7 0.3")
+        weights = []
+        for part in parts:
+            try:
+                weights.append(self.convert(part))
+            except argparse.ArgumentTypeError as error:
+                raise argparse.ArgumentError(self, str(error)) from None
+            except ValueError:
+                raise argparse.ArgumentError(self, f"'{part}' is not a number") from None
+        setattr(namespace, self.dest, weights)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
+    """ArgumentParser whose errors are a single line (no usage dump), exit code 2, and options only in full (a
+    prefix such as --content would silently mean --content_image, or another option once one is added)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # type: ignore[override]
         # The same command line reaches every torchrun process: rank 0 alone says what is wrong with it.

@@ -22,7 +22,8 @@ import argparse
 import sys
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, in_range, info,
-                     is_main_process, positive_int, require_model, run_cli, start_live, blank_mask_warnings)
+                     is_main_process, positive_int, require_model, run_cli, start_live, blank_mask_warnings,
+                     WeightList)
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
 from .common import positive_float as positive_float_arg
@@ -538,7 +539,7 @@ def run_export(args: argparse.Namespace) -> int:
     """--mode export: write the model as ONNX or TorchScript."""
     from stylefusion.core.errors import ConfigError
     from stylefusion.core.images import ensure_not_input
-    from stylefusion.networks.cin import active_style, choose_style, parse_style_weights
+    from stylefusion.networks.cin import active_style, choose_style
     from stylefusion.networks.export import export_format, export_model
     from stylefusion.networks.model_files import load_model
 
@@ -550,7 +551,7 @@ def run_export(args: argparse.Namespace) -> int:
     require_model(args, "export", "the .pth model to export, or --style_image to export a painting's network")
     ensure_not_input(args.export_path, [args.model_path])
     network, settings = load_model(args.model_path)
-    weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
+    weights = tuple(args.style_weights) if args.style_weights is not None else None
     choose_style(network, args.style, weights, settings.get("styles"), str(args.model_path))
     export_model(network, args.export_path)
     which = active_style(network, settings.get("styles"))  # a multi-style model exports one style, or a blend
@@ -565,14 +566,13 @@ def export_painting(args: argparse.Namespace, fmt: str) -> int:
 
     from stylefusion.core.errors import ConfigError
     from stylefusion.core.images import ensure_not_input
-    from stylefusion.networks.cin import parse_style_weights
     from stylefusion.networks.export import export_model
     from stylefusion.run.painting import Paintings, painting_network
 
     if args.model_path is not None:
         raise ConfigError("give --style_image (any painting, now) or --model_path (a trained model), not both")
     ensure_not_input(args.export_path, list(args.style_image))
-    weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
+    weights = tuple(args.style_weights) if args.style_weights is not None else None
     network = painting_network(Paintings(tuple(args.style_image), weights, style_size(args)))
     export_model(network, args.export_path)
     names = ", ".join(Path(p).name for p in args.style_image)
@@ -645,18 +645,17 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_FEATHER}; 0: hard edge)")
     g.add_argument("--style", type=int, default=None, metavar="N",
                    help="a multi-style model's style N (0-based; default 0; the model file lists their names)")
-    g.add_argument("--style_weights", default=None, metavar="W,W,...",
-                   help="blend a multi-style model's styles, e.g. 0.3,0.7,0: one weight per style, normalised "
-                        "to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. 2017). "
+    g.add_argument("--style_weights", action=WeightList, default=None, metavar="W",
+                   help="blend a multi-style model's styles, e.g. 0.3,0.7,0 (or 0.3 0.7 0): one weight per style, "
+                        "normalised to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. 2017). "
                         "With several --style_image: one weight per painting, their style vectors blended")
 
 
 def control_from(args: argparse.Namespace) -> "Control":  # noqa: F821 (imported below: heavy imports stay lazy)
     """The strength/mask settings of image and video mode, checked (one line for a bad value)."""
-    from stylefusion.networks.cin import parse_style_weights
     from stylefusion.run.control import Control
 
-    weights = parse_style_weights(args.style_weights) if args.style_weights is not None else None
+    weights = tuple(args.style_weights) if args.style_weights is not None else None
     control = Control(strength=args.strength, masks=tuple(args.mask or ()), feather=args.feather, style=args.style,
                       style_weights=weights)
     control.validate(len(args.model_path) if isinstance(args.model_path, list) else 1)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
                      non_negative_float, non_negative_int, positive_float, positive_int, run_cli, start_live,
-                     blank_mask_warnings, in_range, seed)
+                     blank_mask_warnings, in_range, seed, WeightList)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress
@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="content photo (default: the demo photo, the same as data/city.jpg)")
     io.add_argument("--style_image", nargs="+", default=None, metavar="IMAGE",
                     help="one or more style images (default: the demo style, the same as data/udnie.jpg)")
-    io.add_argument("--style_blend_weights", nargs="+", type=non_negative_float, default=None, metavar="W",
-                    help="one weight per style image (default: equal); with --style_masks it scales that "
-                         "style's region (default 1 each)")
+    io.add_argument("--style_blend_weights", action=WeightList, type=non_negative_float, default=None, metavar="W",
+                    help="one weight per style image, e.g. 0.7 0.3 or 0.7,0.3 (default: equal); with --style_masks "
+                         "it scales that style's region (default 1 each)")
     io.add_argument("--style_masks", nargs="+", default=None, metavar="MASK",
                     help="one greyscale mask per style image: that style only where the mask is white, partly "
                          "where grey, not where black or transparent (uncovered areas keep the content; "

@@ -78,7 +78,7 @@ def say_paintings(paintings: list[str], args: argparse.Namespace) -> None:
     if not paintings:
         return
     names = [os.path.basename(p) for p in paintings]
-    weights = args.style_weights.split(",") if args.style_weights is not None else []
+    weights = [f"{w:g}" for w in args.style_weights] if args.style_weights is not None else []
     if len(paintings) > 1 and len(weights) == len(paintings):  # a count that does not match is refused next
         names = [f"{n} x {w}" for n, w in zip(names, weights)]
     info(f"paintings: {', '.join(names)} (Magenta's arbitrary-style network, style read at {style_size(args)} px)")

@@ -97,6 +97,10 @@ BAD = {
     "nan weight": (["--content_weight", "nan"], "content_weight"),
     "negative layer weight": (["--style_layers", "relu1_1:-2"], "style_layers"),
     "blend count": (["--style_blend_weights", "1", "2"], "blend"),
+    "blend count, commas": (["--style_blend_weights", "1,2"], "blend"),
+    "negative blend weight": (["--style_blend_weights", "1,-2"], "--style_blend_weights"),
+    # argparse would take a prefix for the option it starts (--content for --content_image / --content_weight).
+    "abbreviated option": (["--output_form", "png"], "unrecognized arguments: --output_form"),
     "unknown optimizer": (["--optimizer", "sgd"], "optimizer"),
     "unknown init": (["--init", "banana"], "init"),
     "unknown device": (["--device", "tpu"], "device"),

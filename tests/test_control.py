@@ -274,12 +274,19 @@ def test_bad_style_choices(style: int | None, weights: tuple | None, needle: str
         choose_style(network, style, weights)
 
 
-def test_style_weights_text() -> None:
-    from stylefusion.networks.cin import parse_style_weights
+@pytest.mark.parametrize("words", [["0.3,0.7,0"], ["0.3", "0.7", "0"], ["0.3,", "0.7", ",0"]])
+def test_style_weights_either_way(words: list[str]) -> None:
+    """Comma- or space-separated (the iterative CLI's --style_blend_weights took spaces, this one commas): the same."""
+    from stylefusion_cli.fast import build_parser
 
-    assert parse_style_weights("0.3,0.7,0") == (0.3, 0.7, 0.0)
-    with pytest.raises(ConfigError, match="comma-separated"):
-        parse_style_weights("a,b")
+    assert build_parser().parse_args(["--mode", "image", "--style_weights", *words]).style_weights == [0.3, 0.7, 0.0]
+
+
+def test_style_weights_not_numbers_is_one_line(cli_files: dict[str, Path]) -> None:
+    result = fast("--mode", "image", "--input_images_dir", cli_files["in"], "--output_images_dir",
+                  cli_files["dir"] / "bad_w", "--model_path", cli_files["a"], "--style_weights", "0.5,b")
+    assert_one_line_error(result, "--style_weights", "'b' is not a number")
+    assert result.returncode == 2
 
 
 def test_style_on_a_single_style_model_is_one_line(cli_files: dict[str, Path]) -> None:

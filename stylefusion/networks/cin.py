@@ -98,15 +98,6 @@ def select_style(network: nn.Module, mix: int | Sequence[float]) -> None:
         norm.mix = value
 
 
-def parse_style_weights(text: str) -> tuple[float, ...]:
-    """'0.3,0.7,0' -> (0.3, 0.7, 0.0); ConfigError for anything else."""
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--style_weights must be comma-separated numbers such as 0.3,0.7, got '{text}'") from None
-    return weights
-
-
 def choose_style(network: nn.Module, style: int | None, weights: Sequence[float] | None,
                  names: Sequence[str] | None = None, model: str = "the model") -> None:
     """Apply --style / --style_weights to a loaded network, with a one-line ConfigError for a bad choice.
