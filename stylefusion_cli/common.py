@@ -275,6 +275,25 @@ def blank_mask_warnings(paths: Sequence[str | os.PathLike]) -> list[str]:
             for path in blank_masks(paths)]
 
 
+def first_frame_warnings(paths: Sequence[str | os.PathLike | None]) -> list[str]:
+    """A warning line per named image that holds several frames (an animated GIF, a multi-page TIFF): the run uses
+    its first. Files that cannot be read are left to the run's own one-line error."""
+    from PIL import Image
+
+    lines = []
+    for path in paths:
+        if path is None or not os.path.isfile(path):
+            continue
+        try:
+            with Image.open(path) as img:
+                frames = getattr(img, "n_frames", 1)
+        except Exception:  # noqa: BLE001 (not an image, truncated...: the run says so in its own words)
+            continue
+        if frames > 1:
+            lines.append(f"warning: {path} holds {frames} frames (animated or multi-page): only the first is used")
+    return lines
+
+
 def add_version_arg(parser: argparse.ArgumentParser) -> None:
     """--version: print the one version number (stylefusion.__version__) and exit."""
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -23,7 +23,7 @@ import sys
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, in_range, info,
                      is_main_process, positive_int, require_model, run_cli, start_live, blank_mask_warnings,
-                     WeightList)
+                     first_frame_warnings, WeightList)
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
 from .common import positive_float as positive_float_arg
@@ -323,7 +323,8 @@ def run_image(args: argparse.Namespace) -> int:
                          control=control_from(args))
     bars: list[tqdm] = []
 
-    warnings = blank_mask_warnings(config.control.masks) if is_main_process() else []
+    warnings = (first_frame_warnings([args.input_images_dir]) + blank_mask_warnings(config.control.masks)
+                if is_main_process() else [])
 
     if is_main_process():
         say_paintings(paintings, args)
@@ -647,8 +648,8 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
                    help="a multi-style model's style N (0-based; default 0; the model file lists their names)")
     g.add_argument("--style_weights", action=WeightList, default=None, metavar="W",
                    help="blend a multi-style model's styles, e.g. 0.3,0.7,0 (or 0.3 0.7 0): one weight per style, "
-                        "normalised to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. 2017). "
-                        "With several --style_image: one weight per painting, their style vectors blended")
+                        "normalised to sum 1; the instance-norm scales and shifts are interpolated (Dumoulin et al. "
+                        "2017). With several --style_image: one weight per painting, their style vectors blended")
 
 
 def control_from(args: argparse.Namespace) -> "Control":  # noqa: F821 (imported below: heavy imports stay lazy)

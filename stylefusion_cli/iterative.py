@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
                      non_negative_float, non_negative_int, positive_float, positive_int, run_cli, start_live,
-                     blank_mask_warnings, in_range, seed, WeightList)
+                     blank_mask_warnings, first_frame_warnings, in_range, seed, WeightList)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress
@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
         tile_size=args.tile_size, tol=args.tol)
     check_output_names(config)
-    warnings = blank_mask_warnings(config.style_masks or ())
+    warnings = (first_frame_warnings([config.content_image, *config.style_images])
+                + blank_mask_warnings(config.style_masks or ()))
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
     output_dir = Path(config.output_dir)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from .common import in_range, info, positive_int, require_model
+from .common import first_frame_warnings, in_range, info, positive_int, require_model
 
 STYLE_IMAGE_HELP = (
     "train: the style image(s) to learn (several: one network, one set of instance-norm scales and shifts per "
@@ -82,6 +83,8 @@ def say_paintings(paintings: list[str], args: argparse.Namespace) -> None:
     if len(paintings) > 1 and len(weights) == len(paintings):  # a count that does not match is refused next
         names = [f"{n} x {w}" for n, w in zip(names, weights)]
     info(f"paintings: {', '.join(names)} (Magenta's arbitrary-style network, style read at {style_size(args)} px)")
+    for line in first_frame_warnings(paintings):
+        info(line)
 
 
 def run_sheet(args: argparse.Namespace) -> int:
@@ -100,7 +103,14 @@ def run_sheet(args: argparse.Namespace) -> int:
                          model_paths=models, style_size=style_size(args), stroke_scale=args.stroke_scale,
                          tile=args.max_size or TILE,
                          device=resolve_device(args.device), precision=args.precision)
+    warnings = first_frame_warnings([config.photo, *config.style_images])
     with tqdm(total=len(config.style_images) + len(models), unit="style", desc="sheet", disable=None) as bar:
-        written = make_sheet(config, lambda caption: bar.update(1))
+
+        def on_done(caption: str) -> None:
+            while warnings:  # after the first picture: the run has passed its checks
+                bar.write(warnings.pop(0), file=sys.stderr)
+            bar.update(1)
+
+        written = make_sheet(config, on_done)
     info(f"wrote {written}: {args.input_images_dir} in {bar.total} style(s)")
     return 0

@@ -46,3 +46,14 @@ def test_single_process_is_main(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("RANK", "3")
     assert cli_common.is_main_process()
+
+
+def test_first_frame_warnings_name_only_files_of_several_frames(tmp_path):
+    from PIL import Image
+
+    one, two, text = tmp_path / "one.png", tmp_path / "two.tiff", tmp_path / "text.jpg"
+    Image.new("RGB", (8, 8)).save(one)
+    Image.new("RGB", (8, 8)).save(two, save_all=True, append_images=[Image.new("RGB", (8, 8), "red")] * 2)
+    text.write_text("not an image")
+    lines = cli_common.first_frame_warnings([one, two, text, tmp_path / "missing.jpg", None])
+    assert lines == [f"warning: {two} holds 3 frames (animated or multi-page): only the first is used"]

@@ -148,6 +148,16 @@ def test_unusual_image_modes_are_converted(files, tmp_path, mode):
     assert Image.open(out / "final.jpg").size == (40, 32)
 
 
+def test_an_animated_style_image_is_named_and_its_first_frame_used(files, tmp_path):
+    style = tmp_path / "anim.gif"
+    stripes((48, 48)).save(style, save_all=True, append_images=[scene((48, 48))])  # 2 frames
+    r = run_script("stylefusion.py", *args(files, tmp_path / "out", "--style_image", style, "--epochs", "1"))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {style} holds 2 frames" in r.stderr and "only the first is used" in r.stderr, r.stderr
+    assert "content.jpg holds" not in r.stderr
+    assert (tmp_path / "out" / "final.jpg").is_file()
+
+
 def test_a_shorter_rerun_names_the_earlier_runs_epoch_images(files, tmp_path):
     # Re-running into the same folder with fewer epochs leaves the longer run's later epochs: said, not mixed in.
     out = tmp_path / "out"
