@@ -392,6 +392,7 @@ def run_video(args: argparse.Namespace) -> int:
 
     from .common import Interrupted, stop_signals
     from stylefusion.core.errors import ConfigError, Stopped
+    from stylefusion.core.images import temp_files_of
     from stylefusion.run.video import VideoConfig, VideoProgress, stylize_video
 
     if args.video_input is None:
@@ -434,6 +435,10 @@ def run_video(args: argparse.Namespace) -> int:
     info(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} at "
           f"{float(result.fps):.4g} fps, audio {result.audio}, {result.elapsed_s:.1f} s "
           f"({result.frames / max(result.elapsed_s, 1e-9):.2f} frames/s){flicker}")
+    left = temp_files_of(result.output)
+    if left:  # ours was renamed onto the output: these are another run's, or a killed run's
+        info(f"note: {len(left)} temporary file(s) next to the output, e.g. {left[0].name}, are from another run "
+             "in progress or one that was killed; delete them if no other run is writing")
     if result.pix_fmt != "yuv420p":
         info(f"note: the frame size is odd, so the video is H.264 {result.pix_fmt} (High 4:4:4 profile), which "
              "browsers and QuickTime cannot play; use --max_size for an even size in plain 4:2:0")

@@ -51,6 +51,18 @@ def test_design_command_writes_the_video(files: dict[str, Path]) -> None:
         assert container.streams.audio and container.streams.video[0].average_rate == 24
 
 
+def test_a_killed_runs_temporary_file_is_pointed_out_not_deleted(files: dict[str, Path]) -> None:
+    out = files["dir"] / "again.mp4"
+    left = files["dir"] / ".again.0123456789ab.tmp.mp4"  # what a SIGKILLed run into the same output leaves
+    left.write_bytes(b"half a video")
+    result = run("--video_input", str(files["clip"]), "--video_output", str(out), "--model_path",
+                 str(files["model"]), "--max_size", "32")
+    assert result.returncode == 0, result.stderr
+    assert "1 temporary file(s) next to the output, e.g. .again.0123456789ab.tmp.mp4" in result.stderr, result.stderr
+    assert left.read_bytes() == b"half a video" and out.is_file()
+    assert [p.name for p in files["dir"].glob(".again.*")] == [left.name]  # the run's own was renamed
+
+
 @pytest.mark.parametrize("case", ["missing video", "not a video", "no decodable frames", "no model file",
                                   "not a transformer", "output is the input"])
 def test_bad_input_is_one_line_without_traceback(files: dict[str, Path], case: str) -> None:

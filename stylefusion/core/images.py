@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import re
@@ -227,6 +228,13 @@ def _create_temp_file(path: Path) -> Path:
         os.close(fd)
         return tmp
     raise FileExistsError(f"cannot find a free temporary name next to {path}")
+
+
+def temp_files_of(path: str | os.PathLike) -> list[Path]:
+    """The temporary files (of _create_temp_file's naming) next to `path`: another run's in progress, or left by a
+    run killed outright (SIGKILL, power loss), which had no chance to remove its own."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.stem)}.{'[0-9a-f]' * 12}.tmp{glob.escape(path.suffix)}"))
 
 
 @contextlib.contextmanager
