@@ -256,3 +256,25 @@ def test_lr_and_blend_weights_use_the_shared_checks(tmp_path, images, kw, messag
     with pytest.raises(ConfigError, match=message):
         stylize(config(tmp_path, content, style, **kw))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_never_ends_on_an_image_worse_than_one_it_evaluated(tmp_path, images):
+    """A far too long L-BFGS step (lr 1e4) blows the image up; the run ends on the best image it evaluated (here
+    the start, step 1's), and the last epoch image is that image too. Without the guard its loss is ~1000x."""
+    content, style, _ = images
+    result = stylize(config(tmp_path, content, style, init="content", pyramid_levels=1, lr=1e4, steps_per_epoch=2))
+    rows = read_log(result.loss_log)
+    assert float(rows[1]["total"]) > 10 * float(rows[0]["total"])  # the overshoot the guard is for
+    assert result.final_loss == pytest.approx(float(rows[0]["total"]), rel=1e-4)
+    start = resize_to(load_image(content), (48, 64))
+    final = load_image(result.final_path)
+    assert (final - start).abs().mean() < 2 / 255  # the start (png rounding)
+    assert torch.equal(load_image(result.epoch_paths[-1]), final)
+
+
+def test_a_good_last_step_is_kept_and_its_loss_reported(tmp_path, images):
+    content, style, _ = images
+    result = stylize(config(tmp_path, content, style, steps_per_epoch=15))
+    rows = read_log(result.loss_log)
+    # The final image is the one after the last step: its loss is below the last logged one (the image before it).
+    assert result.final_loss < float(rows[-1]["total"])

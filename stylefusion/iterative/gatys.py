@@ -650,6 +650,30 @@ def _loss_log(output_dir: Path, inputs: list) -> LossLog:
     return LossLog(path, LOG_COLUMNS, int_columns=("step", "epoch", "height", "width"), formats={"seconds": ".3f"})
 
 
+class _BestSoFar:
+    """The lowest-loss image a size's steps have evaluated, so the run never ends on a worse one.
+
+    Not in Gatys et al. (neither does neural-style-pt guard it): L-BFGS without a line search now and then takes a
+    step that raises the loss 100-1000x, and a step's loss is that of the image it starts from, so an image saved
+    right after such a step (a run of 2-3 steps) would be one no loss was ever computed for.
+    """
+
+    def __init__(self) -> None:
+        self.total, self.image, self._before = math.inf, None, None
+
+    def before_step(self, image: torch.Tensor) -> None:
+        """Remember the image the next step evaluates (its loss comes with the step)."""
+        if self._before is None or self._before.shape != image.shape:  # a new size: a new objective
+            self.total, self._before, self.image = math.inf, torch.empty_like(image), torch.empty_like(image)
+        self._before.copy_(image.detach())
+
+    def after_step(self, total: float) -> None:
+        """The loss of the remembered image (in the user's weights, comparable across the boost's steps)."""
+        if total < self.total:
+            self.total = total
+            self.image.copy_(self._before)
+
+
 def _step(optimizer: torch.optim.Optimizer, image: torch.Tensor, clamp: bool,
           make_closure: Callable[[list[LossTerms]], Callable[[], torch.Tensor]],
           pyramid: ImagePyramid | None = None) -> list[float]:
@@ -743,6 +767,7 @@ def stylize(config: IterativeConfig,
     converged_size: tuple[int, int] | None = None
     values = [math.nan] * 4
     boost: ContentBoost | None = None
+    best = _BestSoFar()
 
     log = _loss_log(s.output_dir, s.inputs)
     try:
@@ -771,11 +796,13 @@ def stylize(config: IterativeConfig,
                                            time.perf_counter() - start, tile=(done, passes)))
 
             for done in range(1, epoch_steps + 1):
+                best.before_step(image)
                 step_loss, factor = _boosted(loss_fn, boost, step)
                 values = _step(optimizer, image, config.optimizer == "adam", lambda terms: _closure(
                     optimizer, image, step_loss, targets, grams, tile, loss_scale, (device, precision), terms,
                     on_tile if callback else None), pyramid)
                 values = _unboosted(values, factor)
+                best.after_step(values[3])
                 if boost is None:  # the start's own losses (the first step's) set the boost
                     boost = content_boost(values[0], values[1], config.content_boost_steps)
                 step += 1
@@ -800,9 +827,24 @@ def stylize(config: IterativeConfig,
     finally:
         log.close()
 
+    final_loss, went_back = _end_on_best(image, best, loss_fn, targets, grams, tile, (device, precision))
     final = _finish(image, content, config.preserve_color)
+    if went_back and result_paths:  # the last epoch's image was the worse one: it becomes the final one too
+        _save(final, result_paths[-1], s.inputs)
     final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
-    return IterativeResult(final.cpu(), final_path, result_paths, log.path, values[3], steps=step)
+    return IterativeResult(final.cpu(), final_path, result_paths, log.path, final_loss, steps=step)
+
+
+def _end_on_best(image: torch.Tensor, best: _BestSoFar, loss_fn: PerceptualLoss, targets: dict, grams: dict,
+                 tile: int | None, run: tuple[torch.device, str]) -> tuple[float, bool]:
+    """The loss of the image the last step left (one forward pass); `image` goes back to the best one evaluated
+    when that is lower. Returns the loss of the image the run ends on, and whether it went back."""
+    total = _losses_at(image, loss_fn, targets, grams, tile, run)[3]
+    if total <= best.total or best.image is None:
+        return total, False
+    with torch.no_grad():
+        image.copy_(best.image)
+    return best.total, True
 
 
 def _converged(convergence: Convergence, factor: float, total: float) -> bool:
