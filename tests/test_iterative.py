@@ -1,12 +1,15 @@
 """Iterative style transfer with the real bundled VGG-19 at <= 64 px."""
 
 import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from stylefusion.core.color import rgb_to_yuv
-from stylefusion.core.errors import ConfigError
+from stylefusion.core.errors import ConfigError, MemoryBudgetError
 from stylefusion.core.images import load_image, resize_to, scaled_size
 from stylefusion.iterative.gatys import IterativeConfig, LossScale, epoch_scales, scale_schedule, stylize
 
@@ -229,6 +232,31 @@ def test_memory_plan_tiles_and_shortens_history_to_fit():
     assert big.tile is not None and 1 <= big.history < 30 and big.estimate <= 12 * GB
     forced = plan_memory(384, 512, layers, ["relu4_2"], 512 * 512, 100, 8 * GB, tile=64)
     assert forced.tile == 64
+
+
+def test_a_style_far_larger_than_the_content_is_planned_in_tiles():
+    from stylefusion.iterative.memory_plan import GB, plan_memory
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
+    # --style_scale 40 at --image_size 96: the style's forward pass (~2.6 GB) would not fit a 2 GB budget.
+    plan = plan_memory(72, 96, layers, ["relu4_2"], 3840 * 2880, 2, 2 * GB)
+    assert plan.tile is not None and plan.estimate <= 2 * GB
+    with pytest.raises(MemoryBudgetError, match="--style_scale"):
+        plan_memory(72, 96, layers, ["relu4_2"], 3840 * 2880, 2, 1.2 * GB)
+
+
+def test_a_large_style_scale_runs_within_max_memory(tmp_path, images):
+    """--style_scale 30 on a 64 px run: a 1920 px style whose untiled Gram pass peaked ~3.6 GB; within 2 GiB now."""
+    content, style, _ = images
+    code = (f"import resource; from stylefusion.iterative.gatys import IterativeConfig, stylize; "
+            f"stylize(IterativeConfig(content_image={str(content)!r}, style_images=[{str(style)!r}], "
+            f"output_dir={str(tmp_path / 'out')!r}, epochs=1, steps_per_epoch=2, image_size=64, style_scale=30, "
+            f"max_memory=2, device='cpu')); "
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) <= 2 * 2 ** 30
+    assert (tmp_path / "out" / "final.jpg").is_file()
 
 
 def test_loss_log_keeps_its_name_columns_and_formats(tmp_path, images):

@@ -19,6 +19,9 @@ GB = 2 ** 30  # --max_memory is in GiB, as in image and video modes
 BASE_BYTES = 1.0e9
 # Forward + backward through relu5_1 with grad, per input pixel: measured 2.3 KB at 512x384, 2.5 KB at 1024x768.
 ACTIVATION_BYTES_PER_PX = 2600
+# The style images' Gram targets: one forward pass without grad through relu5_1, the five style layers' maps kept
+# for their Grams: measured 707-717 B per style pixel (fp32 CPU, 1024x768 and 2048x1536 peak RSS).
+STYLE_FORWARD_BYTES_PER_PX = 750
 # Each --style_masks region adds a mask-weighted copy of every style layer's features, kept for backward:
 # measured +256 MB peak RSS for 2 regions at 512x384 (1.33 -> 1.59 GB), i.e. ~650 B per pixel and region.
 GUIDED_BYTES_PER_PX = 650
@@ -76,16 +79,21 @@ def plan_memory(height: int, width: int, layers: Iterable[str], content_layers: 
     per_history = 2 * RGB_BYTES_PER_PX * px * (1 + EXTRA_PX_FACTOR if pyramid else 1)
     left = budget - fixed_bytes(height, width, content_layers, style_px) - (
         PYRAMID_BUFFERS * RGB_BYTES_PER_PX * px if pyramid else 0)
-    if tile is None and px * per_px + history * per_history <= left:
-        return MemoryPlan(None, history, budget - left + px * per_px + history * per_history)
+    style_pass = style_px * STYLE_FORWARD_BYTES_PER_PX  # before the steps, freed after: the larger one counts
+    if tile is None and max(px * per_px + history * per_history, style_pass) <= left:
+        return MemoryPlan(None, history, budget - left + max(px * per_px + history * per_history, style_pass))
     halo, align = halo_px(layers), alignment(layers)
+
+    def style_window(core: int) -> float:  # the style images are cut into tiles of the same core size
+        return min(style_px, (core + 2 * halo) ** 2) * STYLE_FORWARD_BYTES_PER_PX
     if tile is None:
         room = max(left - history * per_history, left / 2)
-        tile = max(height, width)
-        while tile > MIN_TILE and _window_px(height, width, tile, halo, align) * per_px > room:
+        tile = max(height, width, round(style_px ** 0.5))
+        while tile > MIN_TILE and max(_window_px(height, width, tile, halo, align) * per_px,
+                                      style_window(tile)) > room:
             tile = max(MIN_TILE, int(tile * 0.8))
     activations = _window_px(height, width, tile, halo, align) * per_px
-    fits = int((left - activations) // per_history)
+    fits = int((left - activations) // per_history) if style_window(tile) <= left else 0
     if fits < 1:
         need = budget - left + activations + per_history
         lower = "--image_size or --style_scale" if style_px > px else "--image_size"  # a style larger: its scale
