@@ -12,7 +12,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -150,10 +150,12 @@ def _output_names(relatives: list[Path]) -> list[Path]:
     return names
 
 
-def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) -> ImagePlan:
+def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike,
+                protected: Mapping[str, Sequence[str | os.PathLike]] | None = None) -> ImagePlan:
     """List the images of a file or folder (recursively) and their mirrored output paths; nothing is written.
 
-    Refuses an output folder that is the input folder, and any output path that is an input file.
+    Refuses an output folder that is the input folder, and any output path that is an input file: a photo, or
+    one of the other files the run reads, `protected` (option name -> paths: paintings, masks, model files).
     """
     source, out = Path(input_path), Path(output_dir)
     if not source.exists():
@@ -179,11 +181,23 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike) ->
                                   + (f"; {len(unreadable)} unreadable, e.g. {unreadable[0][1]}" if unreadable else ""))
     names = _output_names([path.relative_to(root) for path in inputs])
     pairs = tuple((path, out / name) for path, name in zip(inputs, names))
-    resolved_inputs = {path.resolve() for path in inputs}
-    for path, target in pairs:
-        if target.resolve() in resolved_inputs:
-            raise OutputError(f"refusing to overwrite an input file: {target} (choose another --output_images_dir)")
+    resolved_inputs = {path.resolve(): "" for path in inputs}
+    for option, paths in (protected or {}).items():
+        resolved_inputs.update((Path(path).resolve(), f", the {option}") for path in paths)
+    for path, target in pairs:  # every output, before anything is written: the whole run is refused
+        if (what := resolved_inputs.get(target.resolve())) is not None:
+            whose = f"{what}, with the result of {path}" if what else ""
+            raise OutputError(f"refusing to overwrite an input file: {target}{whose} (choose another "
+                              f"--output_images_dir)")
     return ImagePlan(source, out, pairs, single, tuple(unreadable))
+
+
+def _protected(config: ImageConfig) -> dict[str, list[str | os.PathLike]]:
+    """The files besides the photos that a run reads, by option: paintings, masks, model files."""
+    models = config.model_path
+    models = [] if models is None else [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    return {"--style_image": list(config.style_images), "--mask": list(config.control.masks),
+            "--model_path": models}
 
 
 @dataclass
@@ -348,7 +362,7 @@ def stylize_folder(config: ImageConfig, callback: Callable[[ImageProgress], Any]
     device = image_device(config.device)
     check_precision(config.precision, device)
     rank, world_size = distributed_context()
-    plan = plan_images(config.input, config.output).shard(rank, world_size)
+    plan = plan_images(config.input, config.output, _protected(config)).shard(rank, world_size)
     check_source(config.model_path, Paintings(tuple(config.style_images)), network)
     if device.type == "cuda" and device.index is not None:  # torchrun's cuda:LOCAL_RANK ("cuda" alone: current)
         torch.cuda.set_device(device)
