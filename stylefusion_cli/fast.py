@@ -270,6 +270,8 @@ def run_train(args: argparse.Namespace) -> int:
         with stop_signals(on_signal):  # repeats within 2 s (terminal + torchrun forwarding) are ignored
             result = train(config, on_progress if main_rank else None, stop,
                            warn=(lambda message: tqdm.write(f"warning: {message}", file=sys.stderr))
+                           if main_rank else None,
+                           note=(lambda message: tqdm.write(f"note: {message}", file=sys.stderr))
                            if main_rank else None)
     finally:
         if bar:

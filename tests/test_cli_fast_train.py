@@ -137,3 +137,33 @@ def test_train_defaults_come_from_train_config():
     for name in ("epochs", "image_size", "lr", "content_weight", "style_weight", "tv_weight", "stability_weight",
                  "content_layers", "style_layers", "vgg_weights", "checkpoint_interval", "preview_interval"):
         assert parser.get_default(name) == defaults[name], name
+
+
+@pytest.mark.parametrize("name", ["m_loss.png", "m_loss.csv", "m_previews/step_00000001.jpg"])
+def test_a_style_image_at_a_by_product_name_is_refused_in_one_line(data, tmp_path, name):
+    # The run's loss curve, loss log and previews are named after the model: a style image there was replaced.
+    style = tmp_path / name
+    style.parent.mkdir(exist_ok=True)
+    style.write_bytes(data["style"].read_bytes())
+    proc = run(*_args(data, tmp_path, **{"--style_image": str(style), "--max_steps": "1", "--preview_interval": "1"}))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: refusing to overwrite an input file: {style} is where "
+                                                   "this run writes its "), proc.stderr
+    assert style.read_bytes() == data["style"].read_bytes()
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == \
+        sorted({name, *([name.split("/")[0]] if "/" in name else [])})
+
+
+def test_resume_with_another_lr_and_batch_size_says_so_in_one_note(data, tmp_path):
+    first = run(*_args(data, tmp_path, **{"--max_steps": "1", "--batch_size": "1"}))
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "m.pth").unlink()
+    resumed = run(*_args(data, tmp_path, **{"--max_steps": "2", "--batch_size": "3", "--lr": "0.1"}), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    notes = [line for line in resumed.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: resuming with --lr 0.1 and --batch_size 3; the checkpoint was trained with lr 0.001, "
+                     "batch_size 1"], resumed.stderr
+    assert resumed.stderr.index("note:") < resumed.stderr.index("saved model to")
+    settings = load_model(tmp_path / "m.pth")[1]
+    assert settings["steps"] == 2 and settings["lr"] == 0.1 and settings["batch_size"] == 3

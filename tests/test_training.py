@@ -13,7 +13,7 @@ from PIL import Image
 from fast_train_data import IMAGE_SIZE, data, make_dataset, make_style, one_thread  # noqa: F401 (fixtures)
 from stylefusion.training.dataset import ContentImages, EpochSampler, collate, epoch_order, find_images, resize_crop
 from stylefusion.core.device import cpu_supports_bf16
-from stylefusion.core.errors import ConfigError, DatasetError, ModelError
+from stylefusion.core.errors import ConfigError, DatasetError, ModelError, OutputError
 from stylefusion.core.plotting import draw_loss_curve
 from stylefusion.training.loop import (LOG_COLUMNS, StopFlag, TrainConfig, TrainProgress, train, train_paths,
                                        validate_config)
@@ -218,3 +218,56 @@ def test_auto_precision_means_fp32_for_training():
     assert TrainConfig("s.png", "d", "m.pth").precision == "auto"
     assert training_precision("auto") == "fp32"
     assert [training_precision(p) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+
+
+@pytest.mark.parametrize("name, what", [
+    ("model_loss.png", "loss curve"),
+    ("model_loss.csv", "loss log"),
+    ("model_previews/step_00000001.jpg", "preview"),
+    ("model_checkpoints/checkpoint_step_00000001.pt", "checkpoint"),
+])
+def test_an_input_at_a_by_product_name_is_refused_before_training(data, tmp_path, name, what):
+    # The style image (or pretrained model) where the run writes its loss curve, log, a preview or a checkpoint.
+    _, style = data
+    victim = tmp_path / name
+    victim.parent.mkdir(exist_ok=True)
+    victim.write_bytes(style.read_bytes())
+    field = "pretrained_model_path" if what == "checkpoint" else "style_image"
+    with pytest.raises(OutputError, match=rf"^refusing to overwrite an input file: .*{victim.name} is where this "
+                                          rf"run writes its {what}"):
+        train(config(data, tmp_path, max_steps=1, preview_interval=1, **{field: victim}))
+    assert victim.read_bytes() == style.read_bytes()
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == \
+        sorted({name, *([name.split("/")[0]] if "/" in name else [])})
+
+
+def test_previews_folder_of_a_run_without_previews_may_hold_inputs(data, tmp_path):
+    # With --preview_interval 0 nothing is written there: a style image of that name is no clash.
+    _, style = data
+    victim = tmp_path / "model_previews" / "step_00000001.jpg"
+    victim.parent.mkdir()
+    victim.write_bytes(style.read_bytes())
+    result = train(config(data, tmp_path, max_steps=1, style_image=victim))
+    assert result.step == 1 and victim.read_bytes() == style.read_bytes()
+
+
+def test_resume_with_another_lr_and_batch_size_notes_it_once(data, tmp_path):
+    train(config(data, tmp_path, max_steps=2, batch_size=1))
+    (tmp_path / "model.pth").unlink()  # finished: --resume may continue the run that wrote it
+    notes: list[str] = []
+    result = train(config(data, tmp_path, max_steps=4, batch_size=3, lr=0.1, resume=True), note=notes.append)
+    assert notes == ["resuming with --lr 0.1 and --batch_size 3; the checkpoint was trained with lr 0.001, "
+                     "batch_size 1"]
+    assert result.step == 4
+    # The epoch counts passes over the data (9 files): batch 1 took steps 1-2 to reach image 2, batch 3 covers
+    # images 2-5, 5-8 and 8-9 in steps 3-5, so epoch 0 ends where the images run out, whatever the batch size.
+    with open(tmp_path / "model_loss.csv", newline="") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 0, 0, 0]
+    (tmp_path / "model.pth").unlink()
+    notes.clear()
+    train(config(data, tmp_path, max_steps=6, batch_size=3, lr=0.1, resume=True), note=notes.append)
+    assert notes == []  # the same settings as the checkpoint's: nothing to say
+    with open(tmp_path / "model_loss.csv", newline="") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 0, 0, 0, 0, 1]

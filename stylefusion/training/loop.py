@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -254,6 +255,29 @@ def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
                           f"the run's previews and loss curve would become training images; save it elsewhere")
     inputs = [*style_images(config)] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
     ensure_not_input(paths.model, inputs)
+    _check_by_products(config, paths, inputs)
+
+
+# Files a run writes inside its folders: previews in the previews folder, checkpoints in the checkpoint folder.
+_PREVIEW_NAME = re.compile(r"step_\d+\.jpg", re.IGNORECASE)
+_CHECKPOINT_FILE = re.compile(r"checkpoint_step_\d+\.pt", re.IGNORECASE)
+
+
+def _check_by_products(config: TrainConfig, paths: TrainPaths, inputs: list[str | os.PathLike]) -> None:
+    """Refuse an input (style image, pretrained model) that a run would overwrite or delete: its loss log, loss
+    curve, a preview or a checkpoint (the model itself is checked by _check_model_path)."""
+    files = {paths.loss_log.resolve(): "loss log", paths.loss_curve.resolve(): "loss curve"}
+    folders = [(paths.checkpoint_dir.resolve(), _CHECKPOINT_FILE, "checkpoint")]
+    if config.preview_interval:
+        folders.append((paths.preview_dir.resolve(), _PREVIEW_NAME, "preview"))
+    for item in inputs:
+        path = Path(item).resolve()
+        what = files.get(path) or next((name for folder, pattern, name in folders
+                                        if path.parent == folder and pattern.fullmatch(path.name)), None)
+        if what is not None:
+            raise OutputError(f"refusing to overwrite an input file: {item} is where this run writes its {what}; "
+                              f"move it or choose another --model_save_path"
+                              + (" or --checkpoint_dir" if what == "checkpoint" else ""))
 
 
 def _check_model_not_there(config: TrainConfig, paths: TrainPaths) -> None:
@@ -434,13 +458,29 @@ def _preview(network: nn.Module, image: torch.Tensor, path: Path, precision: str
     return save_image((out.float() / 255.0).clamp(0, 1)[0].cpu(), path)
 
 
+def resume_changes(config: TrainConfig, settings: Mapping[str, Any] | None) -> str | None:
+    """One line naming the options a resumed run may change but changes (learning rate, batch size) against a
+    checkpoint's `settings`, or None when it changes none (or the checkpoint does not record them)."""
+    options = ["lr", "batch_size"] + (["style_norm_lr_scale"] if len(style_images(config)) > 1 else [])
+    recorded = {name: settings.get(name) for name in options} if isinstance(settings, Mapping) else {}
+    changed = [(name, getattr(config, name), old) for name, old in recorded.items()
+               if isinstance(old, (int, float)) and not isinstance(old, bool) and old != getattr(config, name)]
+    if not changed:
+        return None
+    now = " and ".join(f"--{name} {new:g}" for name, new, _ in changed)
+    then = ", ".join(f"{name} {old:g}" for name, _, old in changed)
+    return f"resuming with {now}; the checkpoint was trained with {then}"
+
+
 def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None = None,
-          stop: StopFlag | None = None, warn: Callable[[str], None] | None = None) -> TrainResult:
+          stop: StopFlag | None = None, warn: Callable[[str], None] | None = None,
+          note: Callable[[str], None] | None = None) -> TrainResult:
     """Train (or resume, or fine-tune) a transformer network for one style (or several: networks/cin.py) and save it.
 
     `callback` receives a TrainProgress after every step on rank 0. Setting `stop` (from a signal handler or
     the callback) ends the run after the current step with a checkpoint, as does reaching `max_steps`.
-    `warn` receives one-line warnings (e.g. resuming from an older checkpoint because the newest is unreadable).
+    `warn` receives one-line warnings (e.g. resuming from an older checkpoint because the newest is unreadable);
+    `note` one-line notes before training starts (e.g. a resumed run that changes --lr or --batch_size).
     """
     stop = stop if stop is not None else StopFlag()
     config = replace(config, precision=training_precision(config.precision))
@@ -472,6 +512,9 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
             if old != value:
                 raise ConfigError(f"cannot resume from {checkpoint_path}: it was trained with {key}={old}, now "
                                   f"{value}; use the same options or another --checkpoint_dir")
+        changes = resume_changes(config, checkpoint.get("settings"))
+        if changes is not None and note is not None:
+            note(changes)
     pretrained = _load_pretrained(config.pretrained_model_path, config.arch, config.compact_width) \
         if config.pretrained_model_path and checkpoint is None else None
     # Truncated at the deepest layer used; loaded before any output folder is made (WeightsError).
