@@ -61,3 +61,30 @@ def test_unknown_extension_and_bad_folder(tmp_path, net):
     (tmp_path / "folder").mkdir()  # a folder as the path: named as one, not as an unknown extension 'folder'
     with pytest.raises(OutputError, match=r"folder is a folder: give a file name ending in \.onnx"):
         export_model(net, tmp_path / "folder")
+
+
+@pytest.mark.parametrize("name", ["ex4", ".pt", ".onnx", "model."])
+def test_a_path_without_extension_is_named_as_such(tmp_path, net, name):
+    # ".pt" alone is a hidden file with no extension (pathlib's reading): not "unknown extension '.pt'".
+    path = tmp_path / name
+    with pytest.raises(ConfigError) as caught:
+        export_format(path)
+    assert str(caught.value) == f"--export_path {path} has no extension: use .onnx (ONNX) or .pt (TorchScript)"
+    with pytest.raises(ConfigError, match="has no extension"):
+        export_model(net, path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match=r"^unknown export extension '\.h5': use \.onnx \(ONNX\) or \.pt"):
+        export_format(tmp_path / "model.h5")
+
+
+def test_cli_export_without_extension_is_one_line(tmp_path, capsys):
+    from stylefusion_cli import fast
+    from stylefusion_cli.common import run_cli
+    from tests.helpers import REPO
+
+    path = tmp_path / "ex4"
+    argv = ["--mode", "export", "--model_path", str(REPO / "models" / "udnie.pth"), "--export_path", str(path)]
+    assert run_cli(fast.main, argv) != 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --export_path {path} has no extension: use .onnx (ONNX) or .pt (TorchScript)"]
+    assert not path.exists()

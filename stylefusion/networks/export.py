@@ -29,9 +29,10 @@ _EXAMPLE_SHAPE = (1, 3, 64, 64)
 def export_format(path: str | os.PathLike) -> str:
     """'ONNX' or 'TorchScript' from the file extension; ConfigError for anything else."""
     suffix = Path(path).suffix.lower()
+    if not suffix:  # "model", or ".pt": a name that starts with its only dot is a hidden file with no extension
+        raise ConfigError(f"--export_path {path} has no extension: use .onnx (ONNX) or .pt (TorchScript)")
     if suffix not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown export extension '{suffix or Path(path).name}': use .onnx (ONNX) or .pt "
-                          f"(TorchScript)")
+        raise ConfigError(f"unknown export extension '{suffix}': use .onnx (ONNX) or .pt (TorchScript)")
     return EXPORT_FORMATS[suffix]
 
 
