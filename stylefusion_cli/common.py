@@ -192,7 +192,8 @@ def non_negative_int(text: str) -> int:
 
 class WeightList(argparse.Action):
     """nargs="+" weights written either way, "0.7,0.3" or "0.7 0.3" (the two CLIs once differed): one list of the
-    comma- and space-separated parts, each checked by the argument's type."""
+    comma- and space-separated parts, each checked by the argument's type; given twice, the lists add up (as the
+    file lists' "extend" does)."""
 
     def __init__(self, *args: object, type: Callable[[str], object] = float, **kwargs: object) -> None:
         # argparse would apply `type` to each space-separated word, before the commas are split: kept for later.
@@ -213,7 +214,7 @@ class WeightList(argparse.Action):
                 raise argparse.ArgumentError(self, str(error)) from None
             except ValueError:
                 raise argparse.ArgumentError(self, f"'{part}' is not a number") from None
-        setattr(namespace, self.dest, weights)
+        setattr(namespace, self.dest, (getattr(namespace, self.dest, None) or []) + weights)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -101,7 +101,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", required=True, choices=MODES,
                    help="train a model; stylise images, a video or a camera with a model or any painting; export "
                         "a network; compare styles on one photo (sheet); download models")
-    g.add_argument("--model_path", nargs="+", default=None, metavar="PATH",
+    g.add_argument("--model_path", nargs="+", action="extend", default=None, metavar="PATH",
                    help="trained model file (.pth); webcam and sheet take several (webcam keys switch between "
                         "them); with --mask, one per mask")
     g.add_argument("--batch_size", type=positive_int, default=None,
@@ -643,7 +643,7 @@ def add_control_args(parser: argparse.ArgumentParser) -> None:
                         "content-only point in its feature space to interpolate towards). With --style_image the "
                         "style vector moves from the painting's towards the photo's own (Magenta's identity "
                         "interpolation): 0 renders the photo in its own style, a restyled photo, not a copy")
-    g.add_argument("--mask", nargs="+", default=None, metavar="PATH",
+    g.add_argument("--mask", nargs="+", action="extend", default=None, metavar="PATH",
                    help="greyscale image(s), white = stylise: only these regions get the style, the rest stays "
                         "the input exactly; a transparent pixel counts as black. Give --model_path once per mask "
                         "for a style per region (later masks over earlier ones). A mask is resized to each image; "

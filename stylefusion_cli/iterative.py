@@ -51,12 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("images")
     io.add_argument("--content_image", default=None,
                     help="content photo (default: the demo photo, the same as data/city.jpg)")
-    io.add_argument("--style_image", nargs="+", default=None, metavar="IMAGE",
+    io.add_argument("--style_image", nargs="+", action="extend", default=None, metavar="IMAGE",
                     help="one or more style images (default: the demo style, the same as data/udnie.jpg)")
     io.add_argument("--style_blend_weights", action=WeightList, type=non_negative_float, default=None, metavar="W",
                     help="one weight per style image, e.g. 0.7 0.3 or 0.7,0.3 (default: equal); with --style_masks "
                          "it scales that style's region (default 1 each)")
-    io.add_argument("--style_masks", nargs="+", default=None, metavar="MASK",
+    io.add_argument("--style_masks", nargs="+", action="extend", default=None, metavar="MASK",
                     help="one greyscale mask per style image: that style only where the mask is white, partly "
                          "where grey, not where black or transparent (uncovered areas keep the content; "
                          "overlaps mix). Any "

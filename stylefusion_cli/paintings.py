@@ -25,7 +25,7 @@ STYLE_SIZE_HELP = (
 def add_painting_args(parser: argparse.ArgumentParser) -> None:
     """--style_image and --style_size: the style to learn (train), or the painting to use now (the other modes)."""
     g = parser.add_argument_group("style images (train: the style to learn; other modes: any painting, now)")
-    g.add_argument("--style_image", nargs="+", default=None, metavar="PATH", help=STYLE_IMAGE_HELP)
+    g.add_argument("--style_image", nargs="+", action="extend", default=None, metavar="PATH", help=STYLE_IMAGE_HELP)
     g.add_argument("--style_size", type=positive_int, default=None, metavar="PX", help=STYLE_SIZE_HELP)
     g.add_argument("--stroke_scale", type=stroke_scale_arg, default=None, metavar="S",
                    help="paintings: auto (default) runs the network at 512 px on the longest side (at most 2x "

@@ -201,3 +201,15 @@ def test_tiles_and_scale_steps_from_the_command_line(files, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["epoch_001.png", "epoch_002.png", "final.png", "loss_log.csv"]
     assert Image.open(out / "final.png").size == (96, 80)
     assert len((out / "loss_log.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_a_repeated_list_option_adds_to_the_list():
+    """--style_image a --style_image b: both styles (argparse's default kept only b, silently)."""
+    from stylefusion_cli.iterative import build_parser
+
+    a = build_parser().parse_args(["--style_image", "a.jpg", "--style_image", "b.jpg", "c.jpg",
+                                   "--style_masks", "m1.png", "--style_masks", "m2.png", "m3.png",
+                                   "--style_blend_weights", "1", "--style_blend_weights", "2,3"])
+    assert a.style_image == ["a.jpg", "b.jpg", "c.jpg"] and a.style_masks == ["m1.png", "m2.png", "m3.png"]
+    assert a.style_blend_weights == [1.0, 2.0, 3.0]
+    assert build_parser().parse_args([]).style_image is None  # not given: the demo's style

@@ -282,6 +282,15 @@ def test_style_weights_either_way(words: list[str]) -> None:
     assert build_parser().parse_args(["--mode", "image", "--style_weights", *words]).style_weights == [0.3, 0.7, 0.0]
 
 
+def test_repeated_paintings_masks_and_models_add_up() -> None:
+    from stylefusion_cli.fast import build_parser
+
+    a = build_parser().parse_args(["--mode", "image", "--style_image", "a.jpg", "--style_image", "b.jpg",
+                                   "--mask", "l.png", "--mask", "r.png", "--model_path", "x.pth", "--model_path",
+                                   "y.pth"])
+    assert (a.style_image, a.mask, a.model_path) == (["a.jpg", "b.jpg"], ["l.png", "r.png"], ["x.pth", "y.pth"])
+
+
 def test_style_weights_not_numbers_is_one_line(cli_files: dict[str, Path]) -> None:
     result = fast("--mode", "image", "--input_images_dir", cli_files["in"], "--output_images_dir",
                   cli_files["dir"] / "bad_w", "--model_path", cli_files["a"], "--style_weights", "0.5,b")
