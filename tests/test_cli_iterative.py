@@ -116,6 +116,7 @@ BAD = {
     "pyramid with adam": (["--pyramid_levels", "3", "--optimizer", "adam"], "L-BFGS only"),
     "unknown style balance": (["--style_balance", "equal"], "style_balance"),
     "bad scale_steps": (["--scale_steps", "3,0"], "scale_steps"),
+    "too many scales": (["--multiscale", "on", "--num_scales", "4"], "give num_scales 1 or fewer"),
     "tiny tile": (["--tile_size", "8"], "tile_size"),
 }
 

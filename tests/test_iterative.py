@@ -306,3 +306,14 @@ def test_a_good_last_step_is_kept_and_its_loss_reported(tmp_path, images):
     rows = read_log(result.loss_log)
     # The final image is the one after the last step: its loss is below the last logged one (the image before it).
     assert result.final_loss < float(rows[-1]["total"])
+
+
+def test_multiscale_that_runs_at_one_size_says_why(tmp_path, images):
+    from stylefusion.iterative.gatys import multiscale_unused
+
+    content, style, _ = images
+    assert "1 epoch" in multiscale_unused(config(tmp_path, content, style, multiscale=True, image_size=512))
+    assert "no coarser scale" in multiscale_unused(config(tmp_path, content, style, multiscale=True, epochs=4))
+    assert multiscale_unused(config(tmp_path, content, style, multiscale=True, epochs=4, image_size=256)) is None
+    assert multiscale_unused(config(tmp_path, content, style, multiscale=True, epochs=4, num_scales=2)) is None
+    assert multiscale_unused(config(tmp_path, content, style)) is None  # not asked for

@@ -281,6 +281,10 @@ def validate(config: IterativeConfig) -> None:
                           "optimises them directly (leave out --pyramid_levels or use --optimizer lbfgs)")
     if config.num_scales is not None and config.num_scales < 1:
         raise ConfigError("num_scales must be >= 1")
+    if config.multiscale and config.num_scales and config.image_size / 2 ** (config.num_scales - 1) < MIN_WORKING_SIDE:
+        most = int(math.log2(config.image_size / MIN_WORKING_SIDE)) + 1
+        raise ConfigError(f"{config.num_scales} scales halve image_size {config.image_size} below "
+                          f"{MIN_WORKING_SIDE} px: give num_scales {most} or fewer")
     if config.scale_steps is not None:
         if not config.scale_steps or any(not isinstance(n, int) or n < 1 for n in config.scale_steps):
             raise ConfigError(f"scale_steps must be integers >= 1, got {list(config.scale_steps)}")
@@ -428,6 +432,16 @@ def step_plan(config: IterativeConfig) -> list[tuple[int, int]]:
         return [(round(config.image_size / 2 ** k), steps) for k, steps in zip(reversed(range(n)), config.scale_steps)]
     scales = scale_schedule(config.image_size, config.multiscale, config.num_scales)
     return [(longest, config.steps_per_epoch) for longest in epoch_scales(config.epochs, scales)]
+
+
+def multiscale_unused(config: IterativeConfig) -> str | None:
+    """Why a run asked for coarse-to-fine runs at one size only (None when it does not): a line for the CLI."""
+    if not config.multiscale or config.scale_steps is not None or len({s for s, _ in step_plan(config)}) > 1:
+        return None
+    if len(scale_schedule(config.image_size, True, config.num_scales)) == 1:
+        return (f"multiscale runs only at the full size: image_size {config.image_size} leaves no coarser scale "
+                f"of at least {MIN_SCALE} px (num_scales sets their number)")
+    return "multiscale runs only at the full size: the coarse scales take half the epochs, and 1 epoch has no half"
 
 
 def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_hw: tuple[int, int],
