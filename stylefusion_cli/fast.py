@@ -288,8 +288,8 @@ def run_train(args: argparse.Namespace) -> int:
              "run the same command with --resume to continue")
         return 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
     paths = result.paths
-    info(f"saved model to {result.model_path} after {result.step} steps; loss log {paths.loss_log}, "
-         f"loss curve {paths.loss_curve}" + (f", previews in {paths.preview_dir}" if config.preview_interval else ""))
+    info(f"saved model to {result.model_path} after {result.step} step{'s' * (result.step != 1)}; "
+         f"loss log {paths.loss_log}, loss curve {paths.loss_curve}" + (f", previews in {paths.preview_dir}" if config.preview_interval else ""))
     return 0
 
 
@@ -301,7 +301,9 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
                    help="image file, or folder of images (searched recursively; sub-folders are mirrored in "
                         "the output)")
     g.add_argument("--output_images_dir", default="output/images_generated",
-                   help="folder for the stylised images: same relative paths and extensions as the inputs")
+                   help="folder for the stylised images: same relative paths and extensions as the inputs (a "
+                        "format it cannot write, such as GIF or PGM, becomes PNG: x.gif -> x.png). Transparent "
+                        "pixels of a photo are stylised as white; the results have no alpha")
 
 
 def run_image(args: argparse.Namespace) -> int:
@@ -434,7 +436,7 @@ def run_video(args: argparse.Namespace) -> int:
         except Stopped:
             raise Interrupted(stopped_by[0]) from None
     flicker = f", flicker score {result.flicker:.3f}" if result.flicker is not None else ""
-    info(f"wrote {result.output}: {result.frames} frames, {result.width}x{result.height} at "
+    info(f"wrote {result.output}: {result.frames} frame{'s' * (result.frames != 1)}, {result.width}x{result.height} at "
           f"{float(result.fps):.4g} fps, audio {result.audio}, {result.elapsed_s:.1f} s "
           f"({result.frames / max(result.elapsed_s, 1e-9):.2f} frames/s){flicker}")
     left = temp_files_of(result.output)
