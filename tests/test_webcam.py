@@ -95,6 +95,7 @@ def test_records_a_file_camera_at_its_pace(files: dict[str, Path], tmp_path: Pat
     assert result.stop_reason == "max_frames" and result.frames == 5
     # The file is paced like a camera: never more frames than it could deliver in the run time.
     assert 0 < result.frames <= result.captured <= FPS * result.elapsed_s + 1
+    assert result.frames + result.dropped == result.captured  # a frame read but not shown counts as dropped
     assert result.camera_fps == FPS and (result.width, result.height) == (32, 24)
     assert frame_count(out) == (5, 5, 32, 24)
     assert no_temp_files(tmp_path)
@@ -109,7 +110,7 @@ def test_slow_consumer_drops_frames_and_latency_stays_bounded(files: dict[str, P
 
     result = run_webcam(WebcamConfig(camera=str(files["long"]), model_paths=[files["model0"]], max_size=32,
                                      max_frames=6, device="cpu"), slow)
-    assert result.frames == 6 and result.dropped > 0
+    assert result.frames == 6 and result.dropped > 0 and result.frames + result.dropped == result.captured
     # A queue would make the k-th frame wait k * 0.2 s at least; the newest-frame slot hands over a fresh one.
     assert max(ages) < 0.15, ages
 

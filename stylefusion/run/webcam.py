@@ -501,7 +501,9 @@ def run_webcam(config: WebcamConfig, callback: Callable[[WebcamFrame], str | int
     elapsed = time.monotonic() - started
     ordered = sorted(state.latencies)
     return WebcamResult(
-        frames=state.frames, captured=slot.captured, dropped=slot.dropped, width=size[1], height=size[0],
+        # Dropped: every delivered frame not stylised, the one still waiting in the slot at the stop included.
+        frames=state.frames, captured=slot.captured, dropped=max(0, slot.captured - state.frames),
+        width=size[1], height=size[0],
         camera_fps=camera_fps, elapsed_s=elapsed, fps=state.frames / elapsed if elapsed > 0 else 0.0,
         latency_mean_s=state.latency_sum / max(state.frames, 1),
         latency_p95_s=ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0,
