@@ -289,7 +289,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 128 + int(getattr(signal, result.stop_reason, signal.SIGINT))
     paths = result.paths
     info(f"saved model to {result.model_path} after {result.step} step{'s' * (result.step != 1)}; "
-         f"loss log {paths.loss_log}, loss curve {paths.loss_curve}" + (f", previews in {paths.preview_dir}" if config.preview_interval else ""))
+         f"loss log {paths.loss_log}, loss curve {paths.loss_curve}"
+         + (f", previews in {paths.preview_dir}" if config.preview_interval else ""))
     return 0
 
 

@@ -841,24 +841,26 @@ def stylize(config: IterativeConfig,
     finally:
         log.close()
 
-    final_loss, went_back = _end_on_best(image, best, loss_fn, targets, grams, tile, (device, precision))
-    final = _finish(image, content, config.preserve_color)
-    if went_back and result_paths:  # the last epoch's image was the worse one: it becomes the final one too
-        _save(final, result_paths[-1], s.inputs)
+    final, final_loss = _final_image(image, best, lambda: _losses_at(
+        image, loss_fn, targets, grams, tile, (device, precision))[3], content, config.preserve_color,
+        result_paths, s.inputs)
     final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
     return IterativeResult(final.cpu(), final_path, result_paths, log.path, final_loss, steps=step)
 
 
-def _end_on_best(image: torch.Tensor, best: _BestSoFar, loss_fn: PerceptualLoss, targets: dict, grams: dict,
-                 tile: int | None, run: tuple[torch.device, str]) -> tuple[float, bool]:
-    """The loss of the image the last step left (one forward pass); `image` goes back to the best one evaluated
-    when that is lower. Returns the loss of the image the run ends on, and whether it went back."""
-    total = _losses_at(image, loss_fn, targets, grams, tile, run)[3]
+def _final_image(image: torch.Tensor, best: _BestSoFar, loss: Callable[[], float], content: torch.Tensor,
+                 preserve: str, epoch_paths: list[Path], inputs: list) -> tuple[torch.Tensor, float]:
+    """The image the run ends on and its loss: the one the last step left (its loss: one forward pass), or the best
+    one the steps evaluated where that is lower; then the last epoch image is rewritten with it."""
+    total = loss()
     if total <= best.total or best.image is None:
-        return total, False
+        return _finish(image, content, preserve), total
     with torch.no_grad():
         image.copy_(best.image)
-    return best.total, True
+    final = _finish(image, content, preserve)
+    if epoch_paths:
+        _save(final, epoch_paths[-1], inputs)
+    return final, best.total
 
 
 def _converged(convergence: Convergence, factor: float, total: float) -> bool:

@@ -26,8 +26,9 @@ STYLE_FORWARD_BYTES_PER_PX = 750
 # measured +256 MB peak RSS for 2 regions at 512x384 (1.33 -> 1.59 GB), i.e. ~650 B per pixel and region.
 GUIDED_BYTES_PER_PX = 650
 # Image-sized fp32 RGB buffers besides the history: image, its grad, content image, L-BFGS's flat gradient,
-# previous gradient, direction and step, the saved copy and the upsampling source.
-IMAGE_BUFFERS = 10
+# previous gradient, direction and step, the saved copy, the upsampling source, and the best image evaluated so far
+# with the one before each step (gatys._BestSoFar).
+IMAGE_BUFFERS = 12
 # Optimising a pyramid (pyramid.py): its levels and their gradients, and L-BFGS's own buffers 1/3 larger.
 PYRAMID_BUFFERS = 4
 RGB_BYTES_PER_PX = 12
