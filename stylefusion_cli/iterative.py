@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "where grey, not where black or transparent (uncovered areas keep the content; "
                          "overlaps mix). Any "
                          "size, stretched to the content image, but its aspect ratio must match the content's "
-                         "within 1%%. Gatys et al. 2017 guided Gram matrices")
+                         "within 2%%. Gatys et al. 2017 guided Gram matrices")
     io.add_argument("--output_dir", default="output/demo", help="where epoch images, final image and loss log go")
     io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"), help="image file format")
     io.add_argument("--image_size", type=positive_int, default=C.image_size,

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .images import load_pil
 
-MASK_RATIO_TOLERANCE = 0.01  # relative difference of width/height allowed between a mask and the content
+# Relative difference of width/height allowed between a mask and the image it is stretched to: one value for
+# the iterative and the fast paths (a video frame resized by --max_size rounds its sides, hence 2 %, not 1 %).
+MASK_RATIO_TOLERANCE = 0.02
 
 
 def check_mask_count(masks: Sequence[str | os.PathLike] | None, styles: int) -> None:

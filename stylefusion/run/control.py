@@ -25,8 +25,6 @@ from ..core.memory import format_bytes
 
 # Feather width (px, at the image's resolution) when none is given.
 DEFAULT_FEATHER = 16
-# Masks whose aspect ratio differs from the image's by more than this (relative) are refused, not stretched.
-ASPECT_TOLERANCE = 0.02
 # Rows blended at once: bounds the temporaries of a blend to a band, whatever the image size.
 BAND_ROWS = 256
 # Feathers up to this Gaussian sigma (px) are blurred exactly; wider ones on a proportionally smaller map.
@@ -94,7 +92,7 @@ def _exact_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
 def fit_mask(mask: torch.Tensor, height: int, width: int, feather: float, name: str = "mask") -> torch.Tensor:
     """The mask resized to (height, width) and feathered inside its region; refuses another aspect ratio."""
     mh, mw = mask.shape
-    check_mask_ratio(name, (mh, mw), (height, width), "image", ASPECT_TOLERANCE)
+    check_mask_ratio(name, (mh, mw), (height, width), "image")
     if (mh, mw) != (height, width):
         nearest = F.interpolate(mask[None, None], size=(height, width), mode="nearest-exact")[0, 0]
         smooth = F.interpolate(mask[None, None], size=(height, width), mode="bilinear", align_corners=False,
