@@ -543,7 +543,8 @@ def add_export_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("export mode")
     g.add_argument("--export_path", default=None,
                    help="file to write: .onnx (ONNX, dynamic batch/height/width) or .pt (TorchScript); the "
-                        "exported network takes and returns (B, 3, H, W) RGB in 0-255")
+                        "exported network takes (B, 3, H, W) RGB in 0-255 and returns the same shape on the 0-255 "
+                        "scale, not clamped (clamp to 0-255 before saving; docs/fast.md)")
 
 
 def run_export(args: argparse.Namespace) -> int:
