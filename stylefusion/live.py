@@ -31,6 +31,10 @@ from .core.errors import ConfigError
 MAX_PORT = 65535
 MAX_POINTS = 2000            # history points kept per curve; older ones are thinned 2:1 beyond that
 POLL_MS = 1000               # how often the page asks for the state
+# Connections served at once, and how long one may sit without sending its request: idle connections each held a
+# thread and a file descriptor until the run ended, and enough of them made the run's own writes fail (EMFILE).
+MAX_CONNECTIONS = 32
+REQUEST_TIMEOUT_S = 10.0
 _IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                 ".bmp": "image/bmp"}
 
@@ -55,6 +59,38 @@ def _finite(value: Any) -> Any:
     return value
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer serving at most MAX_CONNECTIONS connections at once; the ones beyond are closed."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started to release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _BoundedServer6(_BoundedServer):
+    """The same on IPv6 (a host such as :: or ::1)."""
+
+    address_family = socket.AF_INET6
+
+
 class LiveServer:
     """Serves the live page; `update` stores the latest state, `close` stops the server."""
 
@@ -70,14 +106,18 @@ class LiveServer:
         self._encoded: tuple[int, bytes, str] | None = None  # (version, bytes, content type)
         self._started = time.monotonic()
         self._done = False
+        self._last_poll: float | None = None
+        self._done_seen = threading.Event()
         if not isinstance(port, int) or not 0 <= port <= MAX_PORT:
             raise ConfigError(f"the live page's port must be 0-{MAX_PORT} (0: any free one), got {port}")
+        if not host.strip():  # the socket's "" is every interface: said, not implied
+            raise ConfigError("the live page's host is empty: give 127.0.0.1 (this machine) or 0.0.0.0 (the network)")
+        server = _BoundedServer6 if ":" in host else _BoundedServer
         try:
-            self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+            self._server = server((host, port), _make_handler(self))
         except (OSError, OverflowError, UnicodeError) as exc:  # OverflowError, UnicodeError: odd host names
             reason = getattr(exc, "strerror", None) or exc
             raise ConfigError(f"cannot serve the live page on {host}:{port}: {reason}") from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="live-server", daemon=True)
         self._thread.start()
 
@@ -151,6 +191,9 @@ class LiveServer:
     def state(self) -> dict[str, Any]:
         """The JSON the page polls: latest values, curves, image version."""
         with self._lock:
+            self._last_poll = time.monotonic()
+            if self._done:
+                self._done_seen.set()
             fields = dict(self._fields)
             losses = {k: _finite(v) for k, v in fields.pop("losses", {}).items()}
             return {"title": self.title, **{k: _finite(v) for k, v in fields.items()}, "losses": losses,
@@ -171,6 +214,14 @@ class LiveServer:
         with self._lock:
             self._encoded = (version, data, kind)
         return data, kind
+
+    def finish(self) -> None:
+        """Mark the run finished; a page polling now gets one more poll (up to two intervals) to show it."""
+        self.update(done=True)
+        with self._lock:
+            watched = self._last_poll is not None and time.monotonic() - self._last_poll < 3 * POLL_MS / 1000
+        if watched:
+            self._done_seen.wait(2 * POLL_MS / 1000)
 
     def close(self) -> None:
         """Stop serving and release the port."""
@@ -204,6 +255,10 @@ def _make_handler(live: LiveServer) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "StyleFusionLive"
+        timeout = REQUEST_TIMEOUT_S  # on the socket: a client that sends nothing is dropped
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()  # _send writes no body for HEAD (send_error neither)
 
         def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
             path = self.path.split("?", 1)[0]
@@ -230,6 +285,8 @@ def _make_handler(live: LiveServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
+            if self.command == "HEAD":
+                return
             try:
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
@@ -348,7 +405,11 @@ function render(s) {
   drawCurve(s.history);
 }
 async function poll() {
-  try { const r = await fetch("/state", {cache: "no-store"}); render(await r.json()); }
+  try {
+    const r = await fetch("/state", {cache: "no-store"}), s = await r.json();
+    render(s);
+    if (s.done) return;  // the run has finished and its server is closing: keep "finished" on the page
+  }
   catch (e) { $("status").className = "lost"; $("status").textContent = "connection lost (the run has ended?)"; }
   setTimeout(poll, __POLL_MS__);
 }

@@ -273,6 +273,8 @@ def run_train(args: argparse.Namespace) -> int:
                            if main_rank else None,
                            note=(lambda message: tqdm.write(f"note: {message}", file=sys.stderr))
                            if main_rank else None)
+        if live is not None and not result.stopped:
+            live.finish()  # an open page shows "finished", not "connection lost"
     finally:
         if bar:
             bar[0].close()

@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = stylize(config, on_progress)
+        if live is not None:
+            live.finish()  # an open page shows "finished", not "connection lost"
     except BaseException:
         if not saved:  # nothing to show for the run: leave nothing behind (its log, the folders it made)
             remove_leftovers(output_dir, created, log_existed)

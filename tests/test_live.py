@@ -196,11 +196,12 @@ def test_iterative_cli_serves_the_run(tmp_path: Path) -> None:
     try:
         url = _read_url(proc, time.monotonic() + 60)
         seen: dict[int, dict] = {}
-        images = 0
+        images, finished = 0, False
         while proc.poll() is None:
             try:
                 data = state(url)
-                if data["image_version"]:
+                finished = finished or data["done"]  # the server may close right after this answer
+                if data["image_version"] and not data["done"]:
                     status, kind, body = get(url + "image")
                     assert status == 200 and kind == "image/jpeg"
                     width, height = Image.open(io.BytesIO(body)).size  # a whole image at the working size
@@ -209,7 +210,7 @@ def test_iterative_cli_serves_the_run(tmp_path: Path) -> None:
             except (urllib.error.URLError, ConnectionError):
                 proc.wait(timeout=60)  # only the end of the run closes the server (checked below)
                 break
-            if data.get("step"):
+            if data.get("step") and not data["done"]:
                 seen[data["step"]] = data
             time.sleep(0.05)
         rest = proc.stderr.read()
@@ -218,6 +219,7 @@ def test_iterative_cli_serves_the_run(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert seen and images, f"saw {len(seen)} steps and {images} images"
+    assert finished  # a watching page is shown the end before the server closes (not "connection lost")
     assert "".join(proc.lines + [rest]).count("live view:") == 1
     with (tmp_path / "out" / "loss_log.csv").open() as f:
         log = {int(row["step"]): row for row in csv.DictReader(f)}
@@ -283,3 +285,71 @@ def test_headless_browser_watches_an_iterative_run(tmp_path: Path) -> None:
             assert shown == pytest.approx(float(log[step][name]), rel=1e-5)
         assert "<polyline" in dom  # the curve is drawn
     assert versions == [1, 2]  # the browser loaded (decoded) a new image after each epoch
+
+
+def test_idle_connections_are_bounded_and_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients that connect and send nothing: at most MAX_CONNECTIONS held (each a thread and a file descriptor;
+    enough of them made the run's own writes fail with EMFILE), each dropped after the request timeout."""
+    import socket
+
+    from stylefusion import live as live_module
+
+    monkeypatch.setattr(live_module, "REQUEST_TIMEOUT_S", 0.5)
+    server = LiveServer("idle")
+    clients = []
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        clients = [socket.create_connection(server.address[:2], timeout=5) for _ in range(100)]
+        time.sleep(0.5)
+        held = len(os.listdir("/proc/self/fd")) - before - len(clients)  # the server's side of them
+        assert held <= live_module.MAX_CONNECTIONS + 2, held
+        time.sleep(1.0)  # past the timeout: the page serves again
+        assert get(server.url)[0] == 200
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
+def test_head_requests_and_ipv6(live: LiveServer) -> None:
+    request = urllib.request.Request(live.url + "state", method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "application/json"
+        assert int(response.headers["Content-Length"]) > 0 and response.read() == b""
+    try:
+        server = LiveServer("v6", host="::1")
+    except ConfigError as exc:  # no IPv6 on this machine: the error says so in one line
+        pytest.skip(str(exc))
+    try:
+        assert server.url.startswith("http://[::1]:") and state(server.url)["title"] == "v6"
+    finally:
+        server.close()
+
+
+def test_an_empty_host_is_refused() -> None:
+    with pytest.raises(ConfigError, match="host is empty"):
+        LiveServer("nowhere", host="")
+
+
+def test_finish_lets_a_watching_page_see_it(live: LiveServer) -> None:
+    started = time.monotonic()
+    live.finish()  # nobody watching: no wait
+    assert time.monotonic() - started < 0.5
+    watched = LiveServer("watched")
+    seen = []
+    try:
+        state(watched.url)  # a page has polled
+
+        def poll() -> None:
+            time.sleep(0.3)
+            seen.append(state(watched.url)["done"])
+
+        import threading
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        watched.finish()  # waits for that poll
+        poller.join()
+        assert seen == [True]
+    finally:
+        watched.close()
