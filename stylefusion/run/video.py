@@ -543,6 +543,7 @@ def _make_plan(source: Path, config: VideoConfig) -> tuple[_Plan, int | None, in
             cap = max(1, round(config.duration * fps))
             total = cap if total is None else min(total, cap)
         first = _first_frame(container, stream, source)
+        time_base = stream.time_base  # read while open: PyAV 18.1.1 refuses a closed container's stream's fields
     finally:
         container.close()
     rotation = _rotation_of(first)
@@ -555,8 +556,7 @@ def _make_plan(source: Path, config: VideoConfig) -> tuple[_Plan, int | None, in
                          f"{MIN_INPUT_SIDE} px per side")
     plan = _Plan(input_path=source, height=height, width=width, rotation_k=rotation_k, start=start, end=end,
                  cut=config.start is not None or config.duration is not None, fps=fps,
-                 time_base=_output_time_base(stream.time_base, fps),
-                 snap=float(stream.time_base) if stream.time_base else 0.0)
+                 time_base=_output_time_base(time_base, fps), snap=float(time_base) if time_base else 0.0)
     return plan, total, rotation if rotation_k else 0
 
 
