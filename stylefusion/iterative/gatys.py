@@ -792,16 +792,10 @@ def stylize(config: IterativeConfig,
             tile = s.memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
                 optimizer = pyramid = targets = grams = None  # free the coarser scale's state first
-                content, targets, grams, image, loss_fn = _start_scale(
-                    config, s.loss_fn, s.content_full, s.styles_full, s.init_image, image, size, tile,
-                    (device, precision), generator)
-                if current_size is None and config.stroke_steps:  # the first scale: stroke steps first
-                    progress = IterativeProgress(0, total_steps, epoch, len(plan), size, *[math.nan] * 4, 0.0)
-                    boost = _strokes_first(config, loss_fn, image, (targets, grams), tile, loss_scale,
-                                           (device, precision), s.memory[size].history,
-                                           callback and _stroke_reports(callback, progress,
-                                                                        config.stroke_steps, start))
-                optimizer, pyramid = _make_optimizer(config, image, s.memory[size].history)
+                report = callback and _stroke_reports(callback, IterativeProgress(
+                    0, total_steps, epoch, len(plan), size, *[math.nan] * 4, 0.0), config.stroke_steps, start)
+                content, targets, grams, image, loss_fn, optimizer, pyramid, boost = _enter_scale(
+                    s, image, size, boost, current_size is None, loss_scale, generator, report)
                 current_size = size
                 convergence.reset()
 
@@ -846,6 +840,21 @@ def stylize(config: IterativeConfig,
         result_paths, s.inputs)
     final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
     return IterativeResult(final.cpu(), final_path, result_paths, log.path, final_loss, steps=step)
+
+
+def _enter_scale(s: _Setup, image: torch.Tensor | None, size: tuple[int, int], boost: ContentBoost | None,
+                 first: bool, loss_scale: LossScale, generator: torch.Generator,
+                 report: Callable[[int], None] | None) -> tuple:
+    """A new working size: its targets and loss, the image brought to it, the stroke steps (first size only, with
+    the boost they read from the start) and a fresh optimiser. Returns (content, targets, grams, image, loss_fn,
+    optimizer, pyramid, boost)."""
+    config, run, tile, history = s.config, (s.device, s.precision), s.memory[size].tile, s.memory[size].history
+    content, targets, grams, image, loss_fn = _start_scale(
+        config, s.loss_fn, s.content_full, s.styles_full, s.init_image, image, size, tile, run, generator)
+    if first and config.stroke_steps:
+        boost = _strokes_first(config, loss_fn, image, (targets, grams), tile, loss_scale, run, history, report)
+    optimizer, pyramid = _make_optimizer(config, image, history)
+    return content, targets, grams, image, loss_fn, optimizer, pyramid, boost
 
 
 def _final_image(image: torch.Tensor, best: _BestSoFar, loss: Callable[[], float], content: torch.Tensor,
