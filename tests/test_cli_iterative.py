@@ -21,7 +21,7 @@ def files(tmp_path_factory):
     (d / "adir.jpg").mkdir()
     (d / "afile").write_text("x")
     Image.new("L", (48, 40), 255).save(d / "mask.png")
-    scene((200, 5)).save(d / "strip.png")  # at --image_size 48 its short side would be 1 px (1.2 rounds to 1)
+    scene((1000, 16)).save(d / "strip.png")  # at --image_size 48 its short side would be 1 px (0.77 rounds to 1), 16 px: not too small
     return d
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..core import color
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
-from ..core.errors import ConfigError, check_non_negative
+from ..core.errors import ConfigError, InputImageError, check_non_negative
 from ..core.guided_filter import box_mean, guided_filter
 from ..core.images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
 from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
@@ -97,6 +97,9 @@ ARBITRARY_STEPS = 100
 DEFAULT_STEPS = 300
 # The network sees at least this many pixels on the short side: below it relu5_1 is smaller than 2x2.
 MIN_WORKING_SIDE = 32
+# A content, style or start image with a shorter side under this holds too little to stylise or to take a style from
+# (a 1x1 photo would come out as a flat 512 px square): refused, as the fast modes refuse such paintings.
+MIN_IMAGE_SIDE = 16
 # The coarsest scale of the multi-scale schedule (longest side, px).
 MIN_SCALE = 128
 # loss_log.csv: one row per optimisation step (the file name and columns are part of the CLI's output).
@@ -413,6 +416,15 @@ def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:
         factor = MIN_WORKING_SIDE / min(h, w)
         h, w = max(MIN_WORKING_SIDE, round(h * factor)), max(MIN_WORKING_SIDE, round(w * factor))
     return h, w
+
+
+def _check_tiny(images: list[tuple[str, torch.Tensor]]) -> None:
+    """Refuse an image whose shorter side is under MIN_IMAGE_SIDE, naming it."""
+    for name, image in images:
+        h, w = image.shape[-2:]
+        if min(h, w) < MIN_IMAGE_SIDE:
+            raise InputImageError(f"the {name} is too small ({w}x{h}): it needs at least {MIN_IMAGE_SIDE} px on "
+                                  f"each side")
 
 
 def _check_thin(content_hw: tuple[int, int], image_size: int) -> None:
@@ -742,6 +754,8 @@ def _prepare(config: IterativeConfig) -> _Setup:
     content_full = load_image(config.content_image, max_bytes=host_budget)
     styles_full = [load_image(p, max_bytes=host_budget) for p in config.style_images]
     init_image = load_image(config.init, max_bytes=host_budget) if config.init not in INITS else None
+    _check_tiny([("content image", content_full), *(("style image", st) for st in styles_full),
+                 *([("init image", init_image)] if init_image is not None else [])])
     _check_thin(tuple(content_full.shape[-2:]), config.image_size)
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling)  # on the CPU until the plan has passed
