@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from typing import Callable, Iterator, Sequence
 
 from stylefusion import __version__
@@ -286,8 +287,10 @@ def first_frame_warnings(paths: Sequence[str | os.PathLike | None]) -> list[str]
         if path is None or not os.path.isfile(path):
             continue
         try:
-            with Image.open(path) as img:
-                frames = getattr(img, "n_frames", 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning: the run applies its own limit
+                with Image.open(path) as img:
+                    frames = getattr(img, "n_frames", 1)
         except Exception:  # noqa: BLE001 (not an image, truncated...: the run says so in its own words)
             continue
         if frames > 1:

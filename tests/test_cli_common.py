@@ -57,3 +57,18 @@ def test_first_frame_warnings_name_only_files_of_several_frames(tmp_path):
     text.write_text("not an image")
     lines = cli_common.first_frame_warnings([one, two, text, tmp_path / "missing.jpg", None])
     assert lines == [f"warning: {two} holds 3 frames (animated or multi-page): only the first is used"]
+
+
+def test_first_frame_warnings_print_no_pillow_warning_for_a_large_photo(tmp_path, monkeypatch):
+    """A photo over Pillow's warning size (89 MP by default; here lowered) gets no raw DecompressionBombWarning."""
+    import warnings
+
+    from PIL import Image
+
+    photo = tmp_path / "big.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # 64 px: over the limit, under twice it (a warning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli_common.first_frame_warnings([photo]) == []
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
