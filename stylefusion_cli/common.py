@@ -255,14 +255,14 @@ def require_model(args: argparse.Namespace, mode: str,
     """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
     from pathlib import Path
 
-    from stylefusion.core.errors import ConfigError, ModelError
+    from stylefusion.core.errors import ConfigError, ModelError, not_found
 
     if args.model_path is None:
         raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
     for path in args.model_path if isinstance(args.model_path, list) else [args.model_path]:  # list: one per mask
         if not Path(path).exists():
-            raise ModelError(f"model file not found: {path} (run `python fast_style_transfer.py --mode "
-                             f"download` to fetch the released models into models/, or train one with --mode train)")
+            raise ModelError(not_found("model file", path, " (run `python fast_style_transfer.py --mode download` to "
+                                       "fetch the released models into models/, or train one with --mode train)"))
     return args.model_path
 
 

@@ -469,7 +469,7 @@ def run_webcam(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from stylefusion.core.errors import ConfigError
+    from stylefusion.core.errors import ConfigError, not_found
 
     if args.no_window and not args.video_output:
         raise ConfigError("--no_window needs --video_output (otherwise nothing is shown or saved)")
@@ -488,7 +488,7 @@ def run_webcam(args: argparse.Namespace) -> int:
         require_model(args, "webcam")
     for path in paintings:
         if not os.path.isfile(path):
-            raise ConfigError(f"style image not found: {path}")
+            raise ConfigError(not_found("style image", path))
     from stylefusion.run.webcam import WebcamConfig, WebcamFrame, command_for_key, run_webcam as run
 
     config = WebcamConfig(camera=args.camera, model_paths=models, style_images=paintings,

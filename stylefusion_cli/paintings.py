@@ -51,7 +51,7 @@ def add_sheet_args(parser: argparse.ArgumentParser) -> None:
 
 def paintings_or_model(args: argparse.Namespace, mode: str) -> tuple[list[str], object]:
     """(paintings, model path(s)) of an image/video/webcam/export run: one of them, never both (one line)."""
-    from stylefusion.core.errors import ConfigError
+    from stylefusion.core.errors import ConfigError, not_found
 
     paintings = list(args.style_image or [])
     if paintings and args.model_path is not None:
@@ -61,7 +61,7 @@ def paintings_or_model(args: argparse.Namespace, mode: str) -> tuple[list[str], 
             if Path(path).is_dir():
                 raise ConfigError(f"style image is a directory, not an image file: {path}")
             if not Path(path).is_file():
-                raise ConfigError(f"style image not found: {path}")
+                raise ConfigError(not_found("style image", path))
         return paintings, None
     hint = "a trained model, e.g. models/udnie.pth) or --style_image (any painting, now"
     return [], require_model(args, mode, hint)

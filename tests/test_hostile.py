@@ -144,6 +144,8 @@ def build_inputs(b: Path) -> None:
     make_style(b / "stripes.png")
     (b / "ckpt" / "m_checkpoints" / "checkpoint_step_00000003.pt").write_bytes(b"")
     _png_header_only(b / "huge_header.png", 100000, 100000)
+    (b / "loopa").symlink_to(b / "loopb")  # a loop of symbolic links (Path.resolve raised a bare RuntimeError)
+    (b / "loopb").symlink_to(b / "loopa")
     (b / "masks").mkdir()
     Image.new("L", (48, 32), 0).save(b / "masks" / "black.png")
     left = Image.new("L", (48, 32), 0)
@@ -402,6 +404,16 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                                     "content image is too small (40x3)", 1),
     "iterative-style-too-small": ("iter", [*ITER, *CONTENT, "--style_image", "{b}/tiny.png"],
                                   "style image is too small (40x3)", 1),
+    "iterative-content-is-a-link-loop": ("iter", [*ITER, *STYLE, "--content_image", "{b}/loopa"],
+                                         "loop of symbolic links", 1),
+    "iterative-output-is-a-link-loop": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", "{b}/loopa"],
+                                        "loop of symbolic links", 1),
+    "image-output-is-a-link-loop": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD,
+                                             "--output_images_dir", "{b}/loopa"], "loop of symbolic links", 1),
+    "image-model-is-a-link-loop": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", "{b}/loopa"],
+                                   "model file path is a loop of symbolic links", 1),
+    "train-model-in-a-link-loop": ("fast", [*TRAIN, "--style_image", "{b}/style.png", "--model_save_path",
+                                            "{b}/loopa/m.pth"], "loop of symbolic links", 1),
     "iterative-unknown-optimizer": ("iter", [*ITER, *CONTENT, *STYLE, "--optimizer", "sgd"], "unknown optimizer", 1),
     "iterative-init-missing": ("iter", [*ITER, *CONTENT, *STYLE, "--init", "{b}/nope.png"], "--init", 1),
     "iterative-epochs-0": ("iter", [*ITER, *CONTENT, *STYLE, "--epochs", "0"], "--epochs", 2),

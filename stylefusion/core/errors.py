@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -26,6 +27,10 @@ class WeightsError(StyleFusionError):
 
 class ModelError(StyleFusionError):
     """A transformer model file is missing, corrupt or of another architecture."""
+
+
+class PathError(StyleFusionError):
+    """A path cannot be followed (a loop of symbolic links)."""
 
 
 class DeviceError(StyleFusionError):
@@ -82,9 +87,37 @@ def require_file(path: str | os.PathLike, what: str, error: type[StyleFusionErro
     """Check that `path` is an existing, non-empty regular file; else raise `error` saying which it is not."""
     path = Path(path)
     if not path.exists():
-        raise error(f"{what} not found: {path}")
+        raise error(not_found(what, path))
     if path.is_dir():
         raise error(f"{what} path is a directory, not a file: {path}")
     if path.stat().st_size == 0:
         raise error(f"{what} file is empty (0 bytes): {path}")
     return path
+
+
+def not_found(what: str, path: str | os.PathLike, hint: str = "") -> str:
+    """The message for a path that does not exist: "{what} not found: {path}{hint}", or that it is a loop of
+    symbolic links (which exists() also reports as missing)."""
+    if is_link_loop(path):
+        return f"{what} path is a loop of symbolic links: {path}"
+    return f"{what} not found: {path}{hint}"
+
+
+def is_link_loop(path: str | os.PathLike) -> bool:
+    """Whether following `path` runs into a loop of symbolic links (exists() just says False for one)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """`path` made absolute with its links followed; a loop of them is a one-line PathError (Python 3.11's
+    Path.resolve raises a bare RuntimeError there)."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:
+        raise PathError(f"a loop of symbolic links: {path}") from None
+    except OSError as exc:
+        raise PathError(f"cannot follow the path {path}: {exc.strerror or exc}") from None

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputImageError, OutputError, first_line, require_file
+from .errors import InputImageError, OutputError, first_line, require_file, resolved
 from .memory import format_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -329,7 +329,7 @@ def write_failure(path: Path, exc: BaseException) -> str:
 
 def ensure_not_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
     """Refuse an output path that is one of the inputs (never overwrite an input)."""
-    out = Path(output).resolve()
+    out = resolved(output)
     for item in inputs:
-        if Path(item).resolve() == out:
+        if resolved(item) == out:
             raise OutputError(f"refusing to overwrite an input file: {output}")

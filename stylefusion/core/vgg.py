@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError, WeightsError, first_line
+from .errors import ConfigError, WeightsError, first_line, not_found
 from .weights import load_weights
 
 # torchvision vgg19().features layout: (block, convs in block).
@@ -215,7 +215,7 @@ def _from_features_state(state: dict, what: str) -> list[tuple[torch.Tensor, tor
 
 def _file_weights(path: Path) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], str | None]:
     if not path.exists():
-        raise WeightsError(f"VGG-19 weights file not found: {path} (or use 'caffe' / 'torchvision')")
+        raise WeightsError(not_found("VGG-19 weights file", path, " (or use 'caffe' / 'torchvision')"))
     if path.is_dir():
         raise WeightsError(f"VGG-19 weights path is a directory, not a file: {path}")
     if path.stat().st_size == 0:

@@ -20,7 +20,7 @@ from torch import nn
 from ..core.color import check_mode, preserve_color
 from ..core.device import check_precision, resolve_device
 from ..core.distributed import distributed_context, rank_device
-from ..core.errors import ConfigError, InputImageError, OutputError
+from ..core.errors import ConfigError, InputImageError, OutputError, not_found, resolved
 from ..core.images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_uint8,
                            prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
 from ..core.memory import default_budget
@@ -159,14 +159,14 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     """
     source, out = Path(input_path), Path(output_dir)
     if not source.exists():
-        raise InputImageError(f"input not found: {source}")
+        raise InputImageError(not_found("input", source))
     if out.exists() and not out.is_dir():
         raise OutputError(f"output directory is a file: {out}")
-    out_resolved = out.resolve()
+    out_resolved = resolved(out)
     single = source.is_file()
     root = source.parent if single else source
     unreadable: list[tuple[Path, str]] = []
-    if out_resolved == root.resolve():
+    if out_resolved == resolved(root):
         raise OutputError(f"the output folder {out} is the input folder: the results would overwrite the "
                           f"inputs; choose another --output_images_dir")
     if single:
@@ -181,11 +181,11 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                                   + (f"; {len(unreadable)} unreadable, e.g. {unreadable[0][1]}" if unreadable else ""))
     names = _output_names([path.relative_to(root) for path in inputs])
     pairs = tuple((path, out / name) for path, name in zip(inputs, names))
-    resolved_inputs = {path.resolve(): "" for path in inputs}
+    resolved_inputs = {resolved(path): "" for path in inputs}
     for option, paths in (protected or {}).items():
-        resolved_inputs.update((Path(path).resolve(), f", the {option}") for path in paths)
+        resolved_inputs.update((resolved(path), f", the {option}") for path in paths)
     for path, target in pairs:  # every output, before anything is written: the whole run is refused
-        if (what := resolved_inputs.get(target.resolve())) is not None:
+        if (what := resolved_inputs.get(resolved(target))) is not None:
             whose = f"{what}, with the result of {path}" if what else ""
             raise OutputError(f"refusing to overwrite an input file: {target}{whose} (choose another "
                               f"--output_images_dir)")

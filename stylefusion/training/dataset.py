@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..core.errors import DatasetError, InputImageError
+from ..core.errors import DatasetError, InputImageError, not_found
 from ..core.images import IMAGE_EXTENSIONS, load_pil, pil_to_tensor, walk_images
 
 
@@ -20,7 +20,7 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     """All image files under `root` (recursively, sorted for a stable order), or DatasetError."""
     root = Path(root)
     if not root.exists():
-        raise DatasetError(f"content dataset folder not found: {root}")
+        raise DatasetError(not_found("content dataset folder", root))
     if not root.is_dir():
         raise DatasetError(f"content dataset must be a folder of images, got a file: {root}")
     files = walk_images(root)  # hidden entries (.git, macOS '._x.jpg' forks) skipped; symlinks followed once

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, training_precision
 from ..core.distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
-from ..core.errors import ConfigError, DeviceError, ModelError, OutputError
+from ..core.errors import ConfigError, DeviceError, ModelError, OutputError, not_found, resolved
 from ..core.images import (ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir, remove_empty_tree,
                            save_image, write_failure)
 from ..core.losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
@@ -249,8 +249,8 @@ def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
     """Refuse a model path that is a folder, inside the dataset, or one of the inputs."""
     if paths.model.is_dir():
         raise OutputError(f"--model_save_path is a directory, expected a file name: {paths.model}")
-    dataset = Path(config.content_dataset).resolve()
-    if dataset.is_dir() and paths.model.parent.resolve().is_relative_to(dataset):
+    dataset = resolved(config.content_dataset)
+    if dataset.is_dir() and resolved(paths.model.parent).is_relative_to(dataset):
         raise OutputError(f"--model_save_path {paths.model} is inside --content_dataset {config.content_dataset}: "
                           f"the run's previews and loss curve would become training images; save it elsewhere")
     inputs = [*style_images(config)] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
@@ -266,12 +266,12 @@ _CHECKPOINT_FILE = re.compile(r"checkpoint_step_\d+\.pt", re.IGNORECASE)
 def _check_by_products(config: TrainConfig, paths: TrainPaths, inputs: list[str | os.PathLike]) -> None:
     """Refuse an input (style image, pretrained model) that a run would overwrite or delete: its loss log, loss
     curve, a preview or a checkpoint (the model itself is checked by _check_model_path)."""
-    files = {paths.loss_log.resolve(): "loss log", paths.loss_curve.resolve(): "loss curve"}
-    folders = [(paths.checkpoint_dir.resolve(), _CHECKPOINT_FILE, "checkpoint")]
+    files = {resolved(paths.loss_log): "loss log", resolved(paths.loss_curve): "loss curve"}
+    folders = [(resolved(paths.checkpoint_dir), _CHECKPOINT_FILE, "checkpoint")]
     if config.preview_interval:
-        folders.append((paths.preview_dir.resolve(), _PREVIEW_NAME, "preview"))
+        folders.append((resolved(paths.preview_dir), _PREVIEW_NAME, "preview"))
     for item in inputs:
-        path = Path(item).resolve()
+        path = resolved(item)
         what = files.get(path) or next((name for folder, pattern, name in folders
                                         if path.parent == folder and pattern.fullmatch(path.name)), None)
         if what is not None:
@@ -344,8 +344,8 @@ def _load_pretrained(path: str | os.PathLike, arch: str, width: int | None = Non
     compact `width`, when given)."""
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"pretrained model not found: {path} (fetch the released models with --mode download, "
-                         "or leave out --pretrained_model_path to train from scratch)")
+        raise ModelError(not_found("pretrained model", path, " (fetch the released models with --mode download, or "
+                                   "leave out --pretrained_model_path to train from scratch)"))
     network, _ = load_model(path)  # ModelError for another architecture or a corrupt file
     if network.ARCH != arch:
         raise ConfigError(f"--pretrained_model_path {path} is a {network.ARCH} network and this run trains "
