@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto, fp32, bf16 or fp16 (autocast); auto is bf16 where the CPU/GPU computes it natively, "
                           "else fp32")
     net.add_argument("--max_memory", type=positive_float, default=None, metavar="GB",
-                     help="memory the run may use, in GB; larger images run VGG on tiles (exact gradients) and a "
-                          "shorter L-BFGS history to fit (default: half of the memory available at the start)")
+                     help="memory the run may use, in GB, at most what is available at the start; larger images run "
+                          "VGG on tiles (exact gradients) and a shorter L-BFGS history to fit (default: half of the "
+                          "memory available at the start)")
     net.add_argument("--tile_size", type=positive_int, default=None, metavar="PX",
                      help="force VGG tiles of this core size (default: only when over --max_memory)")
     net.add_argument("--max_pixels", type=positive_float, default=None, metavar="MP",

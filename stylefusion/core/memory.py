@@ -56,6 +56,15 @@ def default_budget(device: torch.device) -> int:
     return 4 << 30 if free is None else int(free * DEFAULT_BUDGET_SHARE)
 
 
+def memory_budget(requested: float | None, device: torch.device) -> int:
+    """The bytes a run may plan with: `requested` (--max_memory), but never more than `device` has free now (a larger
+    budget would let a plan allocate what is not there, and the run fail mid-way); None: default_budget."""
+    if requested is None:
+        return default_budget(device)
+    free = available_memory(device)
+    return int(requested if free is None else min(requested, free))
+
+
 def format_bytes(count: float) -> str:
     """1536 -> '1.5 KB' (powers of 1024, one decimal)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):

@@ -28,7 +28,7 @@ from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, chec
                            style_grams)
 from ..core.losslog import LossLog
 from ..core.masks import check_mask_count, load_masks
-from ..core.memory import default_budget
+from ..core.memory import memory_budget
 from ..core.vgg import VGG19Features, load_vgg19
 from ..networks import magenta_weights
 from ..networks.arbitrary import arbitrary_network
@@ -460,7 +460,7 @@ def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_h
                  style_hws: list[tuple[int, int]], layers: list[str], content_layers: list[str],
                  device: torch.device) -> dict[tuple[int, int], MemoryPlan]:
     """Tiling and L-BFGS history of each working size, raising MemoryBudgetError before anything large exists."""
-    budget = config.max_memory * GB if config.max_memory is not None else default_budget(device)
+    budget = memory_budget(config.max_memory and config.max_memory * GB, device)
     steps: dict[tuple[int, int], int] = {}
     for longest, n in plan:
         size = _working_size(content_hw, longest)
@@ -750,7 +750,7 @@ def _prepare(config: IterativeConfig) -> _Setup:
     style_layers = parse_layer_weights(style_layer_spec(config), "style_layers")  # the names; weights: below
 
     # Refuse, from their headers, images whose decoding alone would not fit the host memory budget.
-    host_budget = config.max_memory * GB if config.max_memory is not None else default_budget(torch.device("cpu"))
+    host_budget = memory_budget(config.max_memory and config.max_memory * GB, torch.device("cpu"))
     content_full = load_image(config.content_image, max_bytes=host_budget)
     styles_full = [load_image(p, max_bytes=host_budget) for p in config.style_images]
     init_image = load_image(config.init, max_bytes=host_budget) if config.init not in INITS else None

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..core.device import autocast, check_precision, resolve_precision
 from ..core.errors import ConfigError, InputImageError, non_finite_output
-from ..core.memory import default_budget
+from ..core.memory import memory_budget
 from ..networks.cin import choose_style
 from ..networks.inference import for_inference
 from ..networks.layers import network_layers
@@ -67,7 +67,7 @@ class Stylizer:
             raise ConfigError(f"the memory budget must be positive, got {max_memory} bytes")
         if tile_size is not None and tile_size < 1:
             raise ConfigError(f"--tile_size must be at least 1, got {tile_size}")
-        self.max_memory = max_memory if max_memory is not None else default_budget(self.device)
+        self.max_memory = memory_budget(max_memory, self.device)
         self.tile_size = tile_size
         # Each architecture states its own peak; a bf16 network holds its activations in half the bytes.
         peak = getattr(network, "PEAK_BYTES_PER_PIXEL", UNTILED_BYTES_PER_PIXEL)

@@ -1,0 +1,28 @@
+"""--max_memory is a budget the run plans with: never more than the machine has free (a hostile run's 100 GB on a
+23 GB machine planned one pass and failed mid-way with an allocator traceback)."""
+
+from __future__ import annotations
+
+import torch
+
+from stylefusion.core.memory import available_memory, default_budget, memory_budget
+from stylefusion.networks.transformer import TransformerNet
+from stylefusion.run.stylizer import Stylizer
+
+CPU = torch.device("cpu")
+
+
+def test_a_budget_over_the_free_memory_is_brought_down_to_it():
+    free = available_memory(CPU)
+    assert free is not None and free > 0
+    assert memory_budget(1 << 50, CPU) <= free  # 1 PB asked
+    assert memory_budget(1 << 20, CPU) == 1 << 20  # a budget under the free memory stands
+    assert memory_budget(None, CPU) == default_budget(CPU)
+
+
+def test_a_stylizer_given_a_huge_budget_tiles_a_photo_that_does_not_fit_the_free_memory():
+    stylizer = Stylizer(TransformerNet(), "cpu", "fp32", max_memory=1 << 50)
+    assert stylizer.max_memory <= available_memory(CPU)
+    # 400 MP: hundreds of GB in one pass, over any test machine's free memory: tiles (0 whole images at a time).
+    assert stylizer.bytes_per_pixel * 20000 * 20000 > available_memory(CPU)
+    assert stylizer.batch_limit(20000, 20000) == 0
