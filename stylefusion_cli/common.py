@@ -110,6 +110,32 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except MemoryError:
         error("out of memory: try a smaller --image_size / --max_size or --batch_size")
         return EXIT_ERROR
+    except RuntimeError as exc:  # torch's allocators raise RuntimeError (CUDA: its OutOfMemoryError subclass)
+        if not is_out_of_memory(exc):
+            raise
+        error(out_of_memory_line(exc))
+        return EXIT_ERROR
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation the system refused (CPU or GPU), not another runtime error."""
+    text = str(exc)
+    return (type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
+            or "out of memory" in text.lower())
+
+
+def out_of_memory_line(exc: BaseException) -> str:
+    """One line for a refused allocation, with its size when torch names it."""
+    import re
+
+    found = re.search(r"(?:tried to )?allocate (\d+(?:\.\d+)?) ?(bytes|[KMGT]iB)", str(exc))
+    size = ""
+    if found:
+        number, unit = float(found.group(1)), found.group(2)
+        scale = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[unit]
+        size = f" (an allocation of {number * scale / (1 << 30):.2f} GB was refused)"
+    return (f"out of memory{size}: the memory this run planned with is not there now (other programs?): lower "
+            f"--max_memory, --image_size / --max_size or --batch_size")
 
 
 def non_negative_float(text: str) -> float:

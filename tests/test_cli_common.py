@@ -72,3 +72,22 @@ def test_first_frame_warnings_print_no_pillow_warning_for_a_large_photo(tmp_path
         warnings.simplefilter("always")
         assert cli_common.first_frame_warnings([photo]) == []
     assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+
+
+def test_a_refused_allocation_is_one_line_and_other_runtime_errors_stay_loud(capsys):
+    """torch's CPU allocator raises a RuntimeError with a C++ trace: the CLI says one line instead."""
+    import pytest
+
+    def refused(argv):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 768000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    assert cli_common.run_cli(refused, []) == cli_common.EXIT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: out of memory (an allocation of 0.72 GB was refused)")
+
+    def bug(argv):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes"):
+        cli_common.run_cli(bug, [])
