@@ -26,3 +26,19 @@ def test_a_stylizer_given_a_huge_budget_tiles_a_photo_that_does_not_fit_the_free
     # 400 MP: hundreds of GB in one pass, over any test machine's free memory: tiles (0 whole images at a time).
     assert stylizer.bytes_per_pixel * 20000 * 20000 > available_memory(CPU)
     assert stylizer.batch_limit(20000, 20000) == 0
+
+
+def test_a_cgroup_v1_limit_counts_where_there_is_no_v2_one(tmp_path, monkeypatch):
+    """A container limited through cgroup v1 (memory.limit_in_bytes) gets its headroom, not the host's free memory."""
+    from stylefusion.core import memory
+
+    v1 = tmp_path / "memory"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text(f"{3 << 30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{1 << 30}\n")
+    monkeypatch.setattr(memory, "_CGROUP_FILES", ((str(tmp_path / "memory.max"), str(tmp_path / "memory.current")),
+                                                  (str(v1 / "memory.limit_in_bytes"), str(v1 / "memory.usage_in_bytes"))))
+    assert memory._cgroup_headroom() == 2 << 30
+    assert available_memory(CPU) <= 2 << 30
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert memory._cgroup_headroom() is None

@@ -10,15 +10,23 @@ import torch
 from .errors import ConfigError
 
 
+# (limit, usage) files of a cgroup v2 and of a cgroup v1 memory controller; v1 says "no limit" with a huge number.
+_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+_NO_LIMIT = 1 << 60
+
+
 def _cgroup_headroom() -> int | None:
-    """Bytes left under this process's cgroup v2 memory limit, or None when there is no limit."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    """Bytes left under this process's cgroup memory limit (v2, else v1), or None when there is no limit."""
+    for limit_file, usage_file in _CGROUP_FILES:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit == "max" or int(limit) >= _NO_LIMIT:
+                return None
+            return int(limit) - int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def available_memory(device: torch.device) -> int | None:
