@@ -212,6 +212,13 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def output_path(text: str) -> str:
+    """argparse type: a path to write to, not empty (an unset shell variable would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a file or folder to write to")
+    return text
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _int_at_least(text, 0)
