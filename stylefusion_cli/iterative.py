@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from stylefusion.core.images import first_missing
-    from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress, multiscale_unused, stylize
+    from stylefusion.iterative.gatys import (IterativeConfig, IterativeProgress, multiscale_unused, style_upscale,
+                                             stylize)
     from stylefusion.live import report_iterative
 
     demo = args.content_image is None and args.style_image is None
@@ -249,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
         tile_size=args.tile_size, tol=args.tol)
     check_output_names(config)
+    upscale = style_upscale(config)
+    if upscale:  # said now: the style's Gram pass comes before the first step's warnings, and may take minutes
+        info(f"warning: --{upscale}")
     unused = multiscale_unused(config)
     warnings = (first_frame_warnings([config.content_image, *config.style_images])
                 + blank_mask_warnings(config.style_masks or ()) + ([f"warning: --{unused}"] if unused else []))

@@ -446,6 +446,36 @@ def step_plan(config: IterativeConfig) -> list[tuple[int, int]]:
     return [(longest, config.steps_per_epoch) for longest in epoch_scales(config.epochs, scales)]
 
 
+# --style_scale bringing a style image over this many times its own size gets a warning: a slow Gram pass (its
+# cost grows with the pixels: --style_scale 100 at 64 px took minutes on a 96 px painting) and no detail it has not.
+STYLE_UPSCALE_WARNING = 4.0
+
+
+def style_upscale(config: IterativeConfig) -> str | None:
+    """A line for the CLI when --style_scale enlarges a style image over STYLE_UPSCALE_WARNING times its own size
+    (image headers only; None when none does or an image cannot be read: the run says that itself). Only a scale
+    over 1 is the user's enlargement: at 1 a small painting is brought to the result's size, as it must be."""
+    from PIL import Image
+
+    if config.style_scale <= 1:
+        return None
+    try:
+        with Image.open(config.content_image) as img:
+            content_hw = img.size[::-1]
+        longest = max(_working_size(content_hw, config.image_size))
+        for path in config.style_images:
+            with Image.open(path) as img:
+                width, height = img.size
+            side = max(MIN_WORKING_SIDE, round(longest * config.style_scale))
+            if min(width, height) >= MIN_IMAGE_SIDE and side > STYLE_UPSCALE_WARNING * max(width, height):
+                return (f"style_scale {config.style_scale:g} enlarges {Path(path).name} ({width}x{height}) to {side} "
+                        f"px on its longest side, {side / max(width, height):.0f}x its own size: slow, and it adds no "
+                        f"detail (style_scale {max(width, height) / longest:.2g} keeps its own size)")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return None
+
+
 def multiscale_unused(config: IterativeConfig) -> str | None:
     """Why a run asked for coarse-to-fine runs at one size only (None when it does not): a line for the CLI."""
     if not config.multiscale or config.scale_steps is not None or len({s for s, _ in step_plan(config)}) > 1:
