@@ -32,7 +32,7 @@ def add_painting_args(parser: argparse.ArgumentParser) -> None:
                         "smaller than the photo) and brings the result to full size with the photo's edges (a guided "
                         "filter): the network learnt its strokes on 256 px crops, so at full resolution they are small "
                         "against a large photo; 1 runs it at full resolution; 2 at half size (strokes twice as "
-                        "large), and so on up to 64")
+                        "large), and so on up to 64 (never below 64 px on the longest side)")
 
 
 def stroke_scale_arg(text: str) -> float | None:

@@ -299,3 +299,13 @@ def test_the_guided_upsample_keeps_flat_colour_and_follows_the_photo() -> None:
     assert (as_bytes.float() - as_float * 255).abs().max() <= 1.0
     # stylised = the photo itself at the working size: the upsampled result is close to the full photo
     assert psnr(as_float.permute(1, 2, 0).numpy() * 255, photo.permute(1, 2, 0).numpy().astype(np.float64)) > 28
+
+
+def test_stroke_scale_never_runs_the_network_below_64_px():
+    """--stroke_scale 64 on a 96x72 photo ran the network at 5 px: a flat colour. It runs at 64x48 now."""
+    from stylefusion.run.painting import stroke_factor
+
+    assert stroke_factor(64, 72, 96) == 1.5
+    assert stroke_factor(2, 2000, 3000) == 2.0  # a large photo: the user's factor
+    assert stroke_factor(4, 40, 50) == 1.0  # smaller than 64 px already: full resolution
+    assert stroke_factor(None, 3000, 4000) == 2.0  # auto as before
