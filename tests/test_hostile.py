@@ -146,6 +146,8 @@ def build_inputs(b: Path) -> None:
     _png_header_only(b / "huge_header.png", 100000, 100000)
     (b / "loopa").symlink_to(b / "loopb")  # a loop of symbolic links (Path.resolve raised a bare RuntimeError)
     (b / "loopb").symlink_to(b / "loopa")
+    (b / "dangling").symlink_to(b / "missing_folder")
+    os.mkfifo(b / "fifo.jpg")
     (b / "masks").mkdir()
     Image.new("L", (48, 32), 0).save(b / "masks" / "black.png")
     left = Image.new("L", (48, 32), 0)
@@ -417,6 +419,10 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "iterative-output-dir-empty": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", ""], "--output_dir: is empty", 2),
     "image-output-dir-empty": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD,
                                         "--output_images_dir", ""], "--output_images_dir: is empty", 2),
+    "iterative-output-is-a-dangling-link": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", "{b}/dangling"],
+                                            "symbolic link to a missing folder", 1),
+    "image-input-is-a-pipe": ("fast", [*IMG, "--input_images_dir", "{b}/fifo.jpg", "--model_path", GOOD],
+                              "neither an image file nor a folder", 1),
     "iterative-unknown-optimizer": ("iter", [*ITER, *CONTENT, *STYLE, "--optimizer", "sgd"], "unknown optimizer", 1),
     "iterative-init-missing": ("iter", [*ITER, *CONTENT, *STYLE, "--init", "{b}/nope.png"], "--init", 1),
     "iterative-epochs-0": ("iter", [*ITER, *CONTENT, *STYLE, "--epochs", "0"], "--epochs", 2),

@@ -334,3 +334,17 @@ def test_style_scale_enlarging_a_style_far_past_its_own_size_is_named(tmp_path):
     assert line is not None and "enlarges s.png (96x96) to 6400 px" in line and "67x its own size" in line
     assert style_upscale(replace(config, style_scale=2)) is None  # 128 px: under 4x its own size
     assert style_upscale(replace(config, image_size=1024)) is None  # scale 1: the painting must meet the result
+
+
+def test_library_config_of_the_wrong_type_is_a_one_line_error(tmp_path):
+    """A single path for style_images was read as a list of its characters ("/ is a directory"), a string
+    image_size raised a bare TypeError: both are ConfigErrors naming the field."""
+    from stylefusion.core.errors import ConfigError
+    from stylefusion.iterative.gatys import IterativeConfig, stylize
+
+    with pytest.raises(ConfigError, match="style_images must be a list of paths"):
+        stylize(IterativeConfig(content_image="c.png", style_images="s.png", output_dir=tmp_path / "o"))
+    with pytest.raises(ConfigError, match="image_size must be an integer, got '64'"):
+        stylize(IterativeConfig(content_image="c.png", style_images=["s.png"], output_dir=tmp_path / "o",
+                                image_size="64"))
+    assert not (tmp_path / "o").exists()

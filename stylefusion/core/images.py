@@ -279,6 +279,8 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"output directory is a file: {path}")
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"output directory is a symbolic link to a missing folder: {path} -> {os.readlink(path)}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -242,6 +242,11 @@ def validate(config: IterativeConfig) -> None:
     """Check options before any heavy work, raising ConfigError with a one-line message."""
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
+    if isinstance(config.style_images, (str, os.PathLike)):  # a string would be read as a list of its characters
+        raise ConfigError(f"style_images must be a list of paths, got one path: {config.style_images}")
+    for name in ("epochs", "image_size"):
+        if isinstance(getattr(config, name), bool) or not isinstance(getattr(config, name), int):
+            raise ConfigError(f"{name} must be an integer, got {getattr(config, name)!r}")
     if config.epochs < 1 or (config.steps_per_epoch is not None and config.steps_per_epoch < 1):
         raise ConfigError("epochs and steps_per_epoch must be >= 1")
     if config.epochs > MAX_EPOCHS:  # the plan lists every epoch: 10^9 of them filled the memory before step 1

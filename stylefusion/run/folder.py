@@ -162,6 +162,8 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         raise InputImageError(not_found("input", source))
     if out.exists() and not out.is_dir():
         raise OutputError(f"output directory is a file: {out}")
+    if not source.is_file() and not source.is_dir():
+        raise InputImageError(f"input is neither an image file nor a folder (a pipe or device?): {source}")
     out_resolved = resolved(out)
     single = source.is_file()
     root = source.parent if single else source
