@@ -122,3 +122,21 @@ def test_multi_style_resume_equals_uninterrupted(data, tmp_path):
     assert [r["total"] for r in _log(tmp_path / "parts")] == [r["total"] for r in _log(tmp_path / "whole")]
     with pytest.raises(ConfigError, match="style_image"):  # other styles: another training
         train(config(data, tmp_path / "parts", style_image=styles[::-1], max_steps=3 * N, resume=True))
+
+
+def test_resume_past_damaged_checkpoints_keeps_the_last_two_intact_ones(data, tmp_path):
+    """A cut-off newest checkpoint and a garbage file with a higher step: the resume falls back once, moves them
+    aside, and the rotation afterwards keeps two good checkpoints (no warning at the next resume)."""
+    train(config(data, tmp_path, max_steps=3, checkpoint_interval=1))
+    directory = train_paths(config(data, tmp_path)).checkpoint_dir
+    newest = directory / "checkpoint_step_00000003.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    (directory / "checkpoint_step_00000999.pt").write_bytes(b"garbage")
+    warnings: list[str] = []
+    resumed = train(config(data, tmp_path, max_steps=5, checkpoint_interval=1, resume=True), warn=warnings.append)
+    assert resumed.resumed_from.name == "checkpoint_step_00000002.pt" and len(warnings) == 1
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "checkpoint_step_00000003.pt.broken", "checkpoint_step_00000004.pt", "checkpoint_step_00000005.pt",
+        "checkpoint_step_00000999.pt.broken"]
+    again = train(config(data, tmp_path, max_steps=6, checkpoint_interval=1, resume=True), warn=warnings.append)
+    assert again.resumed_from.name == "checkpoint_step_00000005.pt" and len(warnings) == 1

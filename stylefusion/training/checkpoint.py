@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -127,26 +128,69 @@ def find_checkpoints(directory: str | os.PathLike) -> list[Path]:
 
 def load_latest_checkpoint(directory: str | os.PathLike, warn: Callable[[str], None] | None = None
                            ) -> tuple[Path, dict[str, Any]]:
-    """The newest checkpoint that reads; unreadable newer ones are passed over with a warning."""
-    unreadable: list[ModelError] = []
+    """The newest checkpoint that reads. Unreadable newer ones are passed over with a warning and, when there is
+    `warn` to say so, renamed to `<name>.broken`: kept for the user, but out of the rotation and of later resumes."""
+    unreadable: list[tuple[Path, ModelError]] = []
     for path in find_checkpoints(directory):
         try:
             state = load_checkpoint(path)
         except ModelError as exc:
-            unreadable.append(exc)
+            unreadable.append((path, exc))
             continue
         if unreadable and warn is not None:
-            newer = f"{len(unreadable)} newer checkpoints are" if len(unreadable) > 1 else "the newer checkpoint is"
-            warn(f"resuming from {path.name} (step {int(state['step'])}) because {newer} unreadable: "
-                 f"{unreadable[0]}")
+            moved = [aside for broken, _ in unreadable if (aside := _move_aside(broken)) is not None]
+            warn(_fallback_warning(path, int(state["step"]), unreadable, moved))
         return path, state
     if unreadable:
-        raise ModelError(f"--resume: no readable checkpoint in {directory}; the newest {unreadable[0]}")
+        raise ModelError(f"--resume: no readable checkpoint in {directory}; the newest {unreadable[0][1]}")
     raise ConfigError(f"--resume: no checkpoint found in {directory}; run without --resume to start")
 
 
+def _move_aside(path: Path) -> Path | None:
+    """Rename an unreadable checkpoint to a free `<name>.broken[N]` (out of the checkpoint names); None if it
+    cannot be renamed. Never deleted: it may be all that is left of a long run."""
+    for n in range(1, 100):
+        target = path.with_name(f"{path.name}.broken{n if n > 1 else ''}")
+        if target.exists():
+            continue
+        try:
+            return path.rename(target)
+        except OSError:
+            return None
+    return None
+
+
+def _fallback_warning(path: Path, step: int, unreadable: list[tuple[Path, ModelError]], moved: list[Path]) -> str:
+    """One line: which checkpoint a resume falls back to, why, and where the unreadable newer ones went."""
+    one = len(unreadable) == 1
+    newer = "the newer checkpoint is" if one else f"{len(unreadable)} newer checkpoints are"
+    if len(moved) == len(unreadable):
+        aside = f"renamed it to {moved[0].name}" if one else "renamed them to *.pt.broken"
+    else:
+        aside = (f"could not rename {'it' if one else f'{len(unreadable) - len(moved)} of them'} aside, so the "
+                 "next --resume warns again")
+    return f"resuming from {path.name} (step {step}) because {newer} unreadable: {unreadable[0][1]}; {aside}"
+
+
+def _looks_intact(path: Path) -> bool:
+    """Whether a checkpoint file passes a cheap check, without unpickling it: a zip archive (torch.save's format)
+    whose index reads and lists a data.pkl. Catches files cut off or overwritten; damage inside the archive
+    only shows when it is loaded (load_latest_checkpoint then moves it aside)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return False
+
+
 def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints in `directory`."""
-    found = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name)))
-    for _, old in found[:-keep]:
-        old.unlink(missing_ok=True)
+    """Delete all but the newest `keep` intact checkpoints in `directory`. A file that fails _looks_intact is
+    neither counted as a kept one (it could not be resumed from) nor deleted (the user's to look at)."""
+    kept = 0
+    for path in find_checkpoints(directory):
+        if not _looks_intact(path):
+            continue
+        if kept < keep:
+            kept += 1
+        else:
+            path.unlink(missing_ok=True)
