@@ -26,6 +26,7 @@ from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_ar
                      first_frame_warnings, WeightList)
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
+from .common import output_path
 from .common import positive_float as positive_float_arg
 from .common import seed as seed_arg
 
@@ -110,8 +111,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max_size", type=positive_int, default=None,
                    help="downscale each input so its longest side is at most N px (default: keep size)")
     g.add_argument("--max_memory", type=positive_float_arg, default=None, metavar="GB",
-                   help="memory the network may use, in GB; a larger image runs in tiles with the "
-                        "same result as one pass (default: half of the memory free at the start)")
+                   help="memory the network may use, in GB, at most what is free at the start; a larger image "
+                        "runs in tiles with the same result as one pass (default: half of the memory free at the "
+                        "start)")
     g.add_argument("--tile_size", type=positive_int, default=None, metavar="N",
                    help="run every image in tiles of about N x N pixels (default: tiles only "
                         "when an image would not fit --max_memory)")
@@ -149,7 +151,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--content_dataset", default="data/train2014",
                    help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
                         "such as train2014/default_class); unreadable files are skipped and counted")
-    g.add_argument("--model_save_path", default="models/new_model.pth",
+    g.add_argument("--model_save_path", default="models/new_model.pth", type=output_path,
                    help="where to write the trained model; its loss log (.csv), loss curve (.png) and previews "
                         "go next to it")
     g.add_argument("--epochs", type=positive_int, default=T.epochs, help="passes over the content dataset")
@@ -187,7 +189,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained_model_path", default=None,
                    help="fine-tune from this model (ours or a pytorch/examples release) instead of starting from "
                         "random weights")
-    g.add_argument("--checkpoint_dir", default=None,
+    g.add_argument("--checkpoint_dir", default=None, type=output_path,
                    help="where checkpoints go and --resume looks (unset: <model name>_checkpoints next to "
                         "--model_save_path)")
     g.add_argument("--checkpoint_interval", type=non_negative_int, default=T.checkpoint_interval,
@@ -303,7 +305,7 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--input_images_dir", default=None,
                    help="image file, or folder of images (searched recursively; sub-folders are mirrored in "
                         "the output)")
-    g.add_argument("--output_images_dir", default="output/images_generated",
+    g.add_argument("--output_images_dir", default="output/images_generated", type=output_path,
                    help="folder for the stylised images: same relative paths and extensions as the inputs (a "
                         "format it cannot write, such as GIF or PGM, becomes PNG: x.gif -> x.png). Transparent "
                         "pixels of a photo are stylised as white; the results have no alpha")
@@ -376,7 +378,7 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("video mode")
     g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
-    g.add_argument("--video_output", default=None,
+    g.add_argument("--video_output", default=None, type=output_path,
                    help="video: the stylised video, .mp4/.m4v/.mov (H.264) or .mkv (default "
                         "output/videos/<input>_<model>.mp4); webcam: record the stream here (default: none)")
     g.add_argument("--start", type=non_negative_float, default=None,
@@ -442,6 +444,8 @@ def run_video(args: argparse.Namespace) -> int:
     info(f"wrote {result.output}: {result.frames} frame{'s' * (result.frames != 1)}, {result.width}x{result.height} at "
           f"{float(result.fps):.4g} fps, audio {result.audio}, {result.elapsed_s:.1f} s "
           f"({result.frames / max(result.elapsed_s, 1e-9):.2f} frames/s){flicker}")
+    if result.undecodable_packets:
+        info(damaged_input_warning(result))
     left = temp_files_of(result.output)
     if left:  # ours was renamed onto the output: these are another run's, or a killed run's
         info(f"note: {len(left)} temporary file(s) next to the output, e.g. {left[0].name}, are from another run "
@@ -452,6 +456,16 @@ def run_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def damaged_input_warning(result: "VideoResult") -> str:  # noqa: F821 (imported inside run_video: lazy)
+    """The warning line for a video whose decoder rejected packets: frames are missing, the run still succeeded."""
+    bad = result.undecodable_packets
+    packets = f"{bad} video packet{'s' * (bad != 1)}"
+    if result.input_frames is not None and result.input_frames > result.frames:  # the container states its count
+        return (f"warning: {result.input_frames - result.frames} of {result.input_frames} frames could not be "
+                f"decoded and were skipped (the input is damaged: {packets} failed to decode)")
+    return f"warning: {packets} of the input failed to decode: the output lacks their frames (the input is damaged)"
+
+
 # ------------------------------------------------------------------------------------------------ webcam
 def add_webcam_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode webcam (it also takes --video_output to record, and --max_size for the working size)."""
@@ -460,7 +474,7 @@ def add_webcam_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no_window", action="store_true", help="no window (record with --video_output)")
     g.add_argument("--max_frames", type=positive_int, default=None,
                    help="stop after this many stylised frames (default: until q/Esc or Ctrl-C)")
-    g.add_argument("--snapshot_dir", default="output/snapshots", help="where the space key saves frames")
+    g.add_argument("--snapshot_dir", default="output/snapshots", type=output_path, help="where the space key saves frames")
 
 
 def run_webcam(args: argparse.Namespace) -> int:
@@ -543,7 +557,7 @@ def run_webcam(args: argparse.Namespace) -> int:
 def add_export_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode export."""
     g = parser.add_argument_group("export mode")
-    g.add_argument("--export_path", default=None,
+    g.add_argument("--export_path", default=None, type=output_path,
                    help="file to write: .onnx (ONNX, dynamic batch/height/width) or .pt (TorchScript); the "
                         "exported network takes (B, 3, H, W) RGB in 0-255 and returns the same shape on the 0-255 "
                         "scale, not clamped (clamp to 0-255 before saving; docs/fast.md)")

@@ -14,7 +14,7 @@ import torch
 from stylefusion.networks.transformer import TransformerNet
 
 from stylefusion.networks.model_files import save_model
-from test_video import make_clip
+from test_video import damage_packets, make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +61,20 @@ def test_a_killed_runs_temporary_file_is_pointed_out_not_deleted(files: dict[str
     assert "1 temporary file(s) next to the output, e.g. .again.0123456789ab.tmp.mp4" in result.stderr, result.stderr
     assert left.read_bytes() == b"half a video" and out.is_file()
     assert [p.name for p in files["dir"].glob(".again.*")] == [left.name]  # the run's own was renamed
+
+
+def test_a_damaged_input_is_written_with_one_warning(files: dict[str, Path], tmp_path: Path) -> None:
+    source = damage_packets(make_clip(tmp_path / "clip.mp4", audio=None, frames=12), tmp_path / "damaged.mp4",
+                            [4, 5, 6])
+    out = tmp_path / "out.mp4"
+    result = run("--video_input", str(source), "--video_output", str(out), "--model_path", str(files["model"]))
+    assert result.returncode == 0 and out.is_file(), result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: 3 of 12 frames could not be decoded and were skipped "
+                        "(the input is damaged: 3 video packets failed to decode)"], result.stderr
+    assert ": 9 frames," in result.stderr  # 9 written + 3 skipped = the 12 the container declares
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 9
 
 
 @pytest.mark.parametrize("case", ["missing video", "not a video", "no decodable frames", "no model file",

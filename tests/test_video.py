@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
@@ -60,6 +61,19 @@ def make_clip(path: Path, width: int = 64, height: int = 48, frames: int = 24, f
             for packet in sound.encode():
                 container.mux(packet)
     return path
+
+
+def damage_packets(source: Path, target: Path, packets: Sequence[int]) -> Path:
+    """Copy `source` with the H.264 length prefix of these video packets (demux order) made impossible, so the
+    decoder rejects exactly them (InvalidData) while the container stays readable."""
+    data = bytearray(source.read_bytes())
+    with av.open(str(source)) as container:
+        found = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    for index in packets:
+        pos, size = found[index]
+        data[pos:pos + 4] = b"\xff\xff\xff\xff"  # a NAL unit longer than its packet
+    target.write_bytes(bytes(data))
+    return target
 
 
 def read_video(path: Path) -> dict:
@@ -192,6 +206,20 @@ def test_start_and_duration_cut_video_and_audio(clip: Path, tmp_path: Path) -> N
     assert got["audio_seconds"] == pytest.approx(0.5, abs=0.05)
     expected = 255 - frame_pattern(6, 64, 48).astype(np.float64)
     assert np.abs(got["frames"][0] - expected).mean() < 6
+
+
+def test_undecodable_packets_are_skipped_and_counted(tmp_path: Path) -> None:
+    source = damage_packets(make_clip(tmp_path / "clip.mp4", audio=None, frames=12), tmp_path / "damaged.mp4",
+                            [4, 5, 6])  # the frames shown 3rd, 5th and 7th (pts order 0, 2, 1, 3, 5, 4, 7, ...)
+    out = tmp_path / "out.mp4"
+    result = stylize_video(config(source, out), network=Negate())
+    assert len(read_video(out)["frames"]) == result.frames == 9  # what decoded is written
+    assert result.undecodable_packets == 3 and result.input_frames == 12
+    cut = stylize_video(config(source, tmp_path / "cut.mp4", duration=0.25), network=Negate())  # frames 0..5
+    assert cut.frames == 4 and cut.undecodable_packets > 0 and cut.input_frames is None  # no count for a cut
+    whole = stylize_video(config(make_clip(tmp_path / "intact.mp4", audio=None, frames=4), tmp_path / "i.mp4"),
+                          network=Negate())
+    assert (whole.frames, whole.undecodable_packets, whole.input_frames) == (4, 0, 4)
 
 
 def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path) -> None:

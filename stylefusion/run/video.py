@@ -3,8 +3,9 @@
 Three stages overlap: a decoder thread turns frames into RGB arrays, the calling thread stylises them in
 batches, an encoder thread writes H.264 and interleaves the input's audio. Bounded queues between the stages
 keep memory constant however long the video is. Frame timestamps are kept, so the output has the input's
-frame count, frame rate (variable rate included) and audio sync. The file is written under a temporary name
-and renamed at the end: an error or Ctrl-C never leaves a half-written video at the output path.
+frame count, frame rate (variable rate included) and audio sync. A damaged input is written with the frames that
+decode; the result says how many packets did not (VideoResult.undecodable_packets). The file is written under a
+temporary name and renamed at the end: an error or Ctrl-C never leaves a half-written video at the output path.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ class VideoResult:
     audio: str                  # "copied", "re-encoded (aac)", "none", or "dropped: <why>"
     flicker: float | None       # flow-free flicker score (see flicker.py), None if not measured
     elapsed_s: float
+    # Video packets the decoder rejected (a damaged input): their frames are missing. With --start/--duration,
+    # counted while reading from the keyframe before the start to the end, so it may include a few outside.
+    undecodable_packets: int = 0
+    input_frames: int | None = None  # the frame count the input states (None: it states none, or a cut)
 
 
 # ----------------------------------------------------------------------------------------------- probing
@@ -285,6 +290,7 @@ class _Plan:
     fps: Fraction
     time_base: Fraction         # of the output video stream
     snap: float                 # frame times this close to a frame slot k/fps are moved onto it (seconds)
+    declared_frames: int | None  # the container's frame count when it states one and no cut is asked for
 
 
 def _output_time_base(input_time_base: Fraction | None, fps: Fraction) -> Fraction:
@@ -294,15 +300,17 @@ def _output_time_base(input_time_base: Fraction | None, fps: Fraction) -> Fracti
     return Fraction(1, fps.numerator * max(1, math.ceil(1000 / fps.numerator)))
 
 
-def _decode_frames(container: Any, stream: Any, plan: _Plan) -> Iterator[_Frame]:
-    """Decoded frames in [start, end), as upright RGB arrays at the output size."""
+def _decode_frames(container: Any, stream: Any, plan: _Plan,
+                   rejected: Callable[[], None] | None = None) -> Iterator[_Frame]:
+    """Decoded frames in [start, end), as upright RGB arrays at the output size; `rejected` is called for each
+    packet the decoder rejects on the way (a damaged input: a frame is missing)."""
     stream.thread_type = "AUTO"
     half_frame = 0.5 / float(plan.fps)
     if plan.start > 0:
         container.seek(int(plan.start / stream.time_base), stream=stream, backward=True)
     coded_h, coded_w = (plan.width, plan.height) if plan.rotation_k % 2 else (plan.height, plan.width)
     index = 0
-    for frame in _iter_frames(container, stream, plan.input_path):
+    for frame in _iter_frames(container, stream, plan.input_path, rejected):
         t = float(frame.time) if frame.time is not None else plan.start + index / float(plan.fps)
         index += 1
         if t < plan.start - half_frame:
@@ -518,13 +526,14 @@ def _write(config: VideoConfig, source: Path, target: Path, plan: _Plan, contain
            callback: Callable[[VideoProgress], None] | None, stop: threading.Event | None) -> VideoResult:
     """Stylise into a temporary file renamed onto `target` when complete."""
     with atomic_path(target) as tmp:
-        frames, pix_fmt, audio_mode, flicker = _run_pipeline(
+        frames, pix_fmt, audio_mode, flicker, undecodable = _run_pipeline(
             plan, tmp, container_format, copy_codecs, rotation, config, stylizer, total, started, callback, stop)
         if frames == 0:
             raise VideoError(f"no video frames in the requested range of {source}"
                              + (f" (--start {config.start:g}s is past the end?)" if config.start else ""))
     return VideoResult(output=target, frames=frames, width=plan.width, height=plan.height, fps=plan.fps,
-                       pix_fmt=pix_fmt, audio=audio_mode, flicker=flicker, elapsed_s=time.perf_counter() - started)
+                       pix_fmt=pix_fmt, audio=audio_mode, flicker=flicker, elapsed_s=time.perf_counter() - started,
+                       undecodable_packets=undecodable, input_frames=plan.declared_frames)
 
 
 def _make_plan(source: Path, config: VideoConfig) -> tuple[_Plan, int | None, int]:
@@ -544,6 +553,8 @@ def _make_plan(source: Path, config: VideoConfig) -> tuple[_Plan, int | None, in
             total = cap if total is None else min(total, cap)
         first = _first_frame(container, stream, source)
         time_base = stream.time_base  # read while open: PyAV 18.1.1 refuses a closed container's stream's fields
+        cut = config.start is not None or config.duration is not None
+        declared = int(stream.frames) if stream.frames and not cut else None
     finally:
         container.close()
     rotation = _rotation_of(first)
@@ -555,8 +566,8 @@ def _make_plan(source: Path, config: VideoConfig) -> tuple[_Plan, int | None, in
         raise VideoError(f"video frames are too small ({upright_w}x{upright_h}{scaled}): the network needs at least "
                          f"{MIN_INPUT_SIDE} px per side")
     plan = _Plan(input_path=source, height=height, width=width, rotation_k=rotation_k, start=start, end=end,
-                 cut=config.start is not None or config.duration is not None, fps=fps,
-                 time_base=_output_time_base(time_base, fps), snap=float(time_base) if time_base else 0.0)
+                 cut=cut, fps=fps, time_base=_output_time_base(time_base, fps),
+                 snap=float(time_base) if time_base else 0.0, declared_frames=declared)
     return plan, total, rotation if rotation_k else 0
 
 
@@ -567,13 +578,18 @@ def _first_frame(container: Any, stream: Any, source: Path) -> Any:
     return frame
 
 
-def _iter_frames(container: Any, stream: Any, source: Path) -> Iterator[Any]:
-    """Decoded frames; packets the decoder rejects are skipped (a damaged file yields what it can)."""
+def _iter_frames(container: Any, stream: Any, source: Path,
+                 rejected: Callable[[], None] | None = None) -> Iterator[Any]:
+    """Decoded frames; packets the decoder rejects are skipped (a damaged file yields what it can) and counted
+    by calling `rejected`."""
     try:
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
             except av.InvalidDataError:
+                # With frame threads the error surfaces a few packets late: counted, but not placed in time.
+                if rejected is not None:
+                    rejected()
                 continue
             yield from frames
     except (av.FFmpegError, ValueError) as exc:  # the demuxer itself failed: the file is cut short or corrupt
@@ -597,8 +613,9 @@ def _output_frame(image: np.ndarray, t: float, plan: _Plan, pix_fmt: str, last_p
 def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: frozenset[str] | None,
                   rotation: int, config: VideoConfig, stylizer: Stylizer,
                   total: int | None, started: float, callback: Callable[[VideoProgress], None] | None,
-                  cancel: threading.Event | None = None) -> tuple[int, str, str, float | None]:
-    """Run decode / stylise / encode; returns (frames written, pixel format, audio mode, flicker score).
+                  cancel: threading.Event | None = None) -> tuple[int, str, str, float | None, int]:
+    """Run decode / stylise / encode; returns (frames written, pixel format, audio mode, flicker score,
+    undecodable video packets).
 
     `cancel` (set by the caller, e.g. from a signal handler) stops every stage at its next frame: Stopped.
     """
@@ -620,7 +637,8 @@ def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: fr
                                            total, started, callback))
         if cancel is not None and cancel.is_set():
             raise Stopped("stopped on request: no partial output left behind")
-        return stages.written, video_out.pix_fmt, audio.mode if audio else "none", meter.score if meter else None
+        return (stages.written, video_out.pix_fmt, audio.mode if audio else "none", meter.score if meter else None,
+                stages.undecodable)
     finally:
         if audio is not None:
             audio.close()
@@ -644,11 +662,16 @@ class _Stages:
         self.decoded: queue.Queue = queue.Queue(maxsize=2 * batch)   # single frames
         self.stylised: queue.Queue = queue.Queue(maxsize=2)          # whole batches
         self.written = 0
+        self.undecodable = 0                       # packets the decoder rejected (written by the decode thread)
+
+    def _rejected(self) -> None:
+        """Count a video packet the decoder rejected: its frame is missing from the output."""
+        self.undecodable += 1
 
     def decode(self) -> None:
         count = 0
         try:
-            for frame in _decode_frames(self.source, self.source.streams.video[0], self.plan):
+            for frame in _decode_frames(self.source, self.source.streams.video[0], self.plan, self._rejected):
                 _put(self.decoded, frame, self.halt)
                 count += 1
         except VideoError as exc:
