@@ -423,6 +423,8 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                                             "symbolic link to a missing folder", 1),
     "image-input-is-a-pipe": ("fast", [*IMG, "--input_images_dir", "{b}/fifo.jpg", "--model_path", GOOD],
                               "neither an image file nor a folder", 1),
+    "video-output-is-a-folder": ("fast", [*VID, "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
+                                          "--video_output", "{b}/imgs"], "--video_output is a folder", 1),
     "iterative-unknown-optimizer": ("iter", [*ITER, *CONTENT, *STYLE, "--optimizer", "sgd"], "unknown optimizer", 1),
     "iterative-init-missing": ("iter", [*ITER, *CONTENT, *STYLE, "--init", "{b}/nope.png"], "--init", 1),
     "iterative-epochs-0": ("iter", [*ITER, *CONTENT, *STYLE, "--epochs", "0"], "--epochs", 2),

@@ -481,6 +481,8 @@ def _check_config(config: VideoConfig) -> tuple[Path, Path, str, frozenset[str] 
     color.check_mode(config.preserve_color)
     source, target = Path(config.video_input), Path(config.video_output)
     suffix = target.suffix.lower()
+    if target.is_dir():
+        raise OutputError(f"--video_output is a folder: {target} (give a file name, e.g. {target / 'out.mp4'})")
     if suffix not in CONTAINERS:
         raise OutputError(f"unsupported output video extension '{target.suffix}' for {target} "
                           f"(use {', '.join(CONTAINERS)})")

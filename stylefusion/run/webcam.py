@@ -431,6 +431,8 @@ def _check_config(config: WebcamConfig) -> Path | None:
     if config.video_output is None:
         return None
     target = Path(config.video_output)
+    if target.is_dir():
+        raise OutputError(f"--video_output is a folder: {target} (give a file name, e.g. {target / 'out.mp4'})")
     if target.suffix.lower() not in CONTAINERS:
         raise OutputError(f"unsupported output video extension '{target.suffix}' for {target} "
                           f"(use {', '.join(CONTAINERS)})")
