@@ -210,6 +210,16 @@ def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) 
     remove_empty_tree(created)
 
 
+def scale_steps_overrides(args: argparse.Namespace) -> list[str]:
+    """A warning for options --scale_steps replaces (it sets every scale's steps: one epoch each)."""
+    given = [flag for flag, value in (("--epochs", args.epochs), ("--steps_per_epoch", args.steps_per_epoch),
+                                      ("--num_scales", args.num_scales)) if value is not None]
+    given += ["--multiscale on"] if args.multiscale == "on" else []
+    if args.scale_steps is None or not given:
+        return []
+    return [f"warning: {', '.join(given)} not used: --scale_steps sets the scales and their steps (one epoch each)"]
+
+
 def _default(value: int | None, demo: bool, normal: int, for_demo: int) -> int:
     """An option's value: as given, else the demo's or the normal default."""
     return value if value is not None else (for_demo if demo else normal)
@@ -255,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         info(f"warning: --{upscale}")
     unused = multiscale_unused(config)
     warnings = (first_frame_warnings([config.content_image, *config.style_images])
-                + blank_mask_warnings(config.style_masks or ()) + ([f"warning: --{unused}"] if unused else []))
+                + blank_mask_warnings(config.style_masks or ()) + ([f"warning: --{unused}"] if unused else [])
+                + scale_steps_overrides(args))
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
     output_dir = Path(config.output_dir)

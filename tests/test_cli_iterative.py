@@ -214,3 +214,16 @@ def test_a_repeated_list_option_adds_to_the_list():
     assert a.style_image == ["a.jpg", "b.jpg", "c.jpg"] and a.style_masks == ["m1.png", "m2.png", "m3.png"]
     assert a.style_blend_weights == [1.0, 2.0, 3.0]
     assert build_parser().parse_args([]).style_image is None  # not given: the demo's style
+
+
+def test_options_scale_steps_replaces_are_named_in_one_warning():
+    """--scale_steps 2,2 --epochs 5 ran 2 epochs without a word about --epochs."""
+    from stylefusion_cli import iterative
+
+    def warnings(*argv):
+        return iterative.scale_steps_overrides(iterative.build_parser().parse_args(list(argv)))
+
+    assert warnings("--scale_steps", "2,2", "--epochs", "5", "--multiscale", "on") == [
+        "warning: --epochs, --multiscale on not used: --scale_steps sets the scales and their steps (one epoch each)"]
+    assert warnings("--scale_steps", "2,2") == []
+    assert warnings("--epochs", "5") == []
