@@ -167,3 +167,16 @@ def test_resume_with_another_lr_and_batch_size_says_so_in_one_note(data, tmp_pat
     assert resumed.stderr.index("note:") < resumed.stderr.index("saved model to")
     settings = load_model(tmp_path / "m.pth")[1]
     assert settings["steps"] == 2 and settings["lr"] == 0.1 and settings["batch_size"] == 3
+
+
+def test_resume_with_max_steps_already_reached_says_so(data, tmp_path):
+    """--resume --max_steps 1 after 2 steps rewrote the model saying "after 2 steps" and nothing of the cap."""
+    first = run(*_args(data, tmp_path, **{"--max_steps": "2"}))
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "m.pth").unlink()
+    resumed = run(*_args(data, tmp_path, **{"--max_steps": "1"}), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    notes = [line for line in resumed.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the checkpoint is at step 2, at or past --max_steps 1: no step is trained; the model is "
+                     "saved from it"], resumed.stderr
+    assert load_model(tmp_path / "m.pth")[1]["steps"] == 2

@@ -515,6 +515,10 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
         changes = resume_changes(config, checkpoint.get("settings"))
         if changes is not None and note is not None:
             note(changes)
+        done = int(checkpoint.get("step", 0))
+        if config.max_steps is not None and done >= config.max_steps and note is not None:
+            note(f"the checkpoint is at step {done}, at or past --max_steps {config.max_steps}: no step is trained; "
+                 f"the model is saved from it")
     pretrained = _load_pretrained(config.pretrained_model_path, config.arch, config.compact_width) \
         if config.pretrained_model_path and checkpoint is None else None
     # Truncated at the deepest layer used; loaded before any output folder is made (WeightsError).
