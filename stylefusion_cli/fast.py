@@ -474,7 +474,8 @@ def add_webcam_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no_window", action="store_true", help="no window (record with --video_output)")
     g.add_argument("--max_frames", type=positive_int, default=None,
                    help="stop after this many stylised frames (default: until q/Esc or Ctrl-C)")
-    g.add_argument("--snapshot_dir", default="output/snapshots", type=output_path, help="where the space key saves frames")
+    g.add_argument("--snapshot_dir", default="output/snapshots", type=output_path,
+                   help="where the space key saves frames")
 
 
 def run_webcam(args: argparse.Namespace) -> int:

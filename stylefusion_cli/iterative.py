@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
-                     non_negative_float, non_negative_int, output_path, positive_float, positive_int, run_cli, start_live,
-                     blank_mask_warnings, first_frame_warnings, in_range, seed, WeightList)
+                     non_negative_float, non_negative_int, output_path, positive_float, positive_int, run_cli,
+                     start_live, blank_mask_warnings, first_frame_warnings, in_range, seed, WeightList)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "overlaps mix). Any "
                          "size, stretched to the content image, but its aspect ratio must match the content's "
                          "within 2%%. Gatys et al. 2017 guided Gram matrices")
-    io.add_argument("--output_dir", default="output/demo", type=output_path, help="where epoch images, final image and loss log go")
+    io.add_argument("--output_dir", default="output/demo", type=output_path,
+                    help="where epoch images, final image and loss log go")
     io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"), help="image file format")
     io.add_argument("--image_size", type=positive_int, default=C.image_size,
                     help="longest side of the result, px (the image is scaled up or down to it)")

@@ -21,7 +21,8 @@ def files(tmp_path_factory):
     (d / "adir.jpg").mkdir()
     (d / "afile").write_text("x")
     Image.new("L", (48, 40), 255).save(d / "mask.png")
-    scene((1000, 16)).save(d / "strip.png")  # at --image_size 48 its short side would be 1 px (0.77 rounds to 1), 16 px: not too small
+    # At --image_size 48 its short side would be 1 px (0.77 rounds to 1); 16 px is not too small to read.
+    scene((1000, 16)).save(d / "strip.png")
     return d
 
 

@@ -36,8 +36,9 @@ def test_a_cgroup_v1_limit_counts_where_there_is_no_v2_one(tmp_path, monkeypatch
     v1.mkdir()
     (v1 / "memory.limit_in_bytes").write_text(f"{3 << 30}\n")
     (v1 / "memory.usage_in_bytes").write_text(f"{1 << 30}\n")
-    monkeypatch.setattr(memory, "_CGROUP_FILES", ((str(tmp_path / "memory.max"), str(tmp_path / "memory.current")),
-                                                  (str(v1 / "memory.limit_in_bytes"), str(v1 / "memory.usage_in_bytes"))))
+    v2 = (str(tmp_path / "memory.max"), str(tmp_path / "memory.current"))  # absent: no v2 controller
+    monkeypatch.setattr(memory, "_CGROUP_FILES", (v2, (str(v1 / "memory.limit_in_bytes"),
+                                                       str(v1 / "memory.usage_in_bytes"))))
     assert memory._cgroup_headroom() == 2 << 30
     assert available_memory(CPU) <= 2 << 30
     (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
