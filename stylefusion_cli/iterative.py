@@ -261,13 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
         tile_size=args.tile_size, tol=args.tol)
     check_output_names(config)
-    upscale = style_upscale(config)
-    if upscale:  # said now: the style's Gram pass comes before the first step's warnings, and may take minutes
-        info(f"warning: --{upscale}")
-    unused = multiscale_unused(config)
+    unused, upscale = multiscale_unused(config), style_upscale(config)
     warnings = (first_frame_warnings([config.content_image, *config.style_images])
-                + blank_mask_warnings(config.style_masks or ()) + ([f"warning: --{unused}"] if unused else [])
-                + scale_steps_overrides(args))
+                + blank_mask_warnings(config.style_masks or ())
+                + [f"warning: --{line}" for line in (unused, upscale) if line] + scale_steps_overrides(args))
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
     output_dir = Path(config.output_dir)

@@ -451,8 +451,9 @@ def step_plan(config: IterativeConfig) -> list[tuple[int, int]]:
     return [(longest, config.steps_per_epoch) for longest in epoch_scales(config.epochs, scales)]
 
 
-# --style_scale bringing a style image over this many times its own size gets a warning: a slow Gram pass (its
-# cost grows with the pixels: --style_scale 100 at 64 px took minutes on a 96 px painting) and no detail it has not.
+# --style_scale bringing a style image over this many times its own size gets a warning (with the run's others, once it
+# has passed its checks): a slow Gram pass (--style_scale 100 at 64 px took minutes on a 96 px painting) and no
+# detail the painting has not.
 STYLE_UPSCALE_WARNING = 4.0
 
 
