@@ -12,6 +12,7 @@ import torch
 from stylefusion.core.color import rgb_to_yuv
 from stylefusion.core.errors import ConfigError, MemoryBudgetError
 from stylefusion.core.images import load_image, resize_to, scaled_size
+from stylefusion.iterative import gatys
 from stylefusion.iterative.gatys import IterativeConfig, LossScale, epoch_scales, scale_schedule, stylize
 
 from helpers import scene, stripes
@@ -299,6 +300,31 @@ def test_a_run_never_ends_on_an_image_worse_than_one_it_evaluated(tmp_path, imag
     final = load_image(result.final_path)
     assert (final - start).abs().mean() < 2 / 255  # the start (png rounding)
     assert torch.equal(load_image(result.epoch_paths[-1]), final)
+
+
+def test_a_coarse_scale_hands_on_its_best_image_clamped(tmp_path, images):
+    """--scale_steps 2,2: a diverged last step at the coarse scale (values -3.7 .. 5.6 on tubingen x Starry Night)
+    was upsampled into the next one, which started 480x above the coarse loss. It starts from the best image the
+    coarse steps evaluated, clamped to [0, 1], now."""
+    content, style, _ = images
+    seen = []
+    original = gatys._enter_scale
+
+    def spy(s, image, *args):
+        if image is not None:
+            seen.append((image.min().item(), image.max().item()))
+        return original(s, image, *args)
+
+    gatys._enter_scale = spy
+    try:
+        result = stylize(config(tmp_path, content, style, init="content", pyramid_levels=1, lr=1e4,
+                                scale_steps=[2, 2]))
+    finally:
+        gatys._enter_scale = original
+    rows = read_log(result.loss_log)
+    assert float(rows[1]["total"]) > 10 * float(rows[0]["total"])  # the coarse scale's overshoot
+    assert float(rows[2]["total"]) < 3 * float(rows[0]["total"])  # the fine scale starts from the good image
+    assert len(seen) == 1 and 0 <= seen[0][0] and seen[0][1] <= 1
 
 
 def test_a_good_last_step_is_kept_and_its_loss_reported(tmp_path, images):

@@ -815,18 +815,17 @@ def stylize(config: IterativeConfig,
     """Run Gatys et al. style transfer, saving an image per epoch and the final image in config.output_dir."""
     s = _prepare(config)
     config = s.config
-    plan, device, precision = s.plan, s.device, s.precision
+    plan, run = s.plan, (s.device, s.precision)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
 
-    loss_scale = LossScale(needs_grad_scaler(device, precision))
+    loss_scale = LossScale(needs_grad_scaler(*run))
     total_steps = sum(steps for _, steps in plan)
     convergence = Convergence(config.tol)
     result_paths: list[Path] = []
     start = time.perf_counter()
     step = 0
     image: torch.Tensor | None = None
-    optimizer: torch.optim.Optimizer | None = None
     current_size: tuple[int, int] | None = None
     converged_size: tuple[int, int] | None = None
     values = [math.nan] * 4
@@ -839,8 +838,9 @@ def stylize(config: IterativeConfig,
             size = _working_size(tuple(s.content_full.shape[-2:]), longest)
             if size == converged_size:  # --tol: this size's loss has converged, its other epochs are skipped
                 continue
-            tile = s.memory[size].tile
             if size != current_size:  # a new scale: new targets, upsampled image, fresh optimiser state
+                if image is not None:  # the coarser scale hands on its best evaluated image
+                    _better_of(image, best, lambda: _losses_at(image, loss_fn, targets, grams, tile, run)[3])
                 optimizer = pyramid = targets = grams = None  # free the coarser scale's state first
                 report = callback and _stroke_reports(callback, IterativeProgress(
                     0, total_steps, epoch, len(plan), size, *[math.nan] * 4, 0.0), config.stroke_steps, start)
@@ -848,6 +848,7 @@ def stylize(config: IterativeConfig,
                     s, image, size, boost, current_size is None, loss_scale, generator, report)
                 current_size = size
                 convergence.reset()
+            tile = s.memory[size].tile
 
             def on_tile(done: int, passes: int) -> None:
                 callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
@@ -857,7 +858,7 @@ def stylize(config: IterativeConfig,
                 best.before_step(image)
                 step_loss, factor = _boosted(loss_fn, boost, step)
                 values = _step(optimizer, image, config.optimizer == "adam", lambda terms: _closure(
-                    optimizer, image, step_loss, targets, grams, tile, loss_scale, (device, precision), terms,
+                    optimizer, image, step_loss, targets, grams, tile, loss_scale, run, terms,
                     on_tile if callback else None), pyramid)
                 values = _unboosted(values, factor)
                 best.after_step(values[3])
@@ -885,9 +886,8 @@ def stylize(config: IterativeConfig,
     finally:
         log.close()
 
-    final, final_loss = _final_image(image, best, lambda: _losses_at(
-        image, loss_fn, targets, grams, tile, (device, precision))[3], content, config.preserve_color,
-        result_paths, s.inputs)
+    final, final_loss = _final_image(image, best, lambda: _losses_at(image, loss_fn, targets, grams, tile, run)[3],
+                                     content, config.preserve_color, result_paths, s.inputs)
     final_path = _save(final, s.output_dir / f"final.{config.output_format}", s.inputs)
     return IterativeResult(final.cpu(), final_path, result_paths, log.path, final_loss, steps=step)
 
@@ -909,17 +909,26 @@ def _enter_scale(s: _Setup, image: torch.Tensor | None, size: tuple[int, int], b
 
 def _final_image(image: torch.Tensor, best: _BestSoFar, loss: Callable[[], float], content: torch.Tensor,
                  preserve: str, epoch_paths: list[Path], inputs: list) -> tuple[torch.Tensor, float]:
-    """The image the run ends on and its loss: the one the last step left (its loss: one forward pass), or the best
-    one the steps evaluated where that is lower; then the last epoch image is rewritten with it."""
-    total = loss()
-    if total <= best.total or best.image is None:
-        return _finish(image, content, preserve), total
-    with torch.no_grad():
-        image.copy_(best.image)
+    """The image the run ends on and its loss (_better_of); the last epoch image is rewritten when it changed."""
+    total, changed = _better_of(image, best, loss)
     final = _finish(image, content, preserve)
-    if epoch_paths:
+    if changed and epoch_paths:
         _save(final, epoch_paths[-1], inputs)
-    return final, best.total
+    return final, total
+
+
+def _better_of(image: torch.Tensor, best: _BestSoFar, loss: Callable[[], float]) -> tuple[float, bool]:
+    """Leave in `image` the one the last step left (its loss: one forward pass) or the best one its size's steps
+    evaluated where that is lower, clamped to [0, 1]; returns (its loss, whether it was replaced). At the end of a
+    run and of each coarser scale: a diverged last step (-3.7 .. 5.6 after 2 steps at 64 px) upsampled into the next
+    scale started it 480x higher than the last loss."""
+    total = loss()
+    changed = best.image is not None and best.total < total
+    with torch.no_grad():
+        if changed:
+            image.copy_(best.image)
+        image.clamp_(0, 1)
+    return (best.total if changed else total), changed
 
 
 def _converged(convergence: Convergence, factor: float, total: float) -> bool:
