@@ -109,7 +109,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help=f"images per batch (train default {T.batch_size}; image/video default "
                         f"{ImageConfig.batch_size})")
     g.add_argument("--max_size", type=positive_int, default=None,
-                   help="downscale each input so its longest side is at most N px (default: keep size)")
+                   help="downscale each input so its longest side is at most N px (default: keep size; sheet: 384)")
     g.add_argument("--max_memory", type=positive_float_arg, default=None, metavar="GB",
                    help="memory the network may use, in GB, at most what is free at the start; a larger image "
                         "runs in tiles with the same result as one pass (default: half of the memory free at the "
@@ -305,7 +305,7 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("image mode")
     g.add_argument("--input_images_dir", default=None,
                    help="image file, or folder of images (searched recursively; sub-folders are mirrored in "
-                        "the output)")
+                        "the output); sheet mode: one photo")
     g.add_argument("--output_images_dir", default="output/images_generated", type=output_path,
                    help="folder for the stylised images: same relative paths and extensions as the inputs (a "
                         "format it cannot write, such as GIF or PGM, becomes PNG: x.gif -> x.png). Transparent "
@@ -577,6 +577,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
     fmt = export_format(args.export_path)
     if args.style_image:  # a painting: the arbitrary network with its style vector baked in
+        if args.style is not None:  # as image and video modes say
+            raise ConfigError("--style picks a style of a multi-style model: with --style_image, give the paintings "
+                              "themselves (--style_weights blends them)")
         return export_painting(args, fmt)
     require_model(args, "export", "the .pth model to export, or --style_image to export a painting's network")
     ensure_not_input(args.export_path, [args.model_path])

@@ -45,8 +45,8 @@ def add_sheet_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sheet mode: one photo (--input_images_dir) in every --style_image and "
                                   "--model_path, side by side with labels, to choose a style")
     g.add_argument("--sheet_output", default=None, metavar="PATH", type=output_path,
-                   help="the contact sheet, .jpg or .png (default output/sheet_<photo>.jpg); each tile's longest "
-                        "side is --max_size (default 384)")
+                   help="the contact sheet: .jpg, .png, .webp, .bmp, .tif or .ppm (default "
+                        "output/sheet_<photo>.jpg); each tile's longest side is --max_size (default 384)")
 
 
 def paintings_or_model(args: argparse.Namespace, mode: str) -> tuple[list[str], object]:

@@ -425,6 +425,8 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                               "neither an image file nor a folder", 1),
     "video-output-is-a-folder": ("fast", [*VID, "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
                                           "--video_output", "{b}/imgs"], "--video_output is a folder", 1),
+    "export-painting-with-style": ("fast", ["--mode", "export", "--export_path", "{w}/out/x.onnx", "--style_image",
+                                            "{b}/style.png", "--style", "2"], "--style picks a style", 1),
     "iterative-unknown-optimizer": ("iter", [*ITER, *CONTENT, *STYLE, "--optimizer", "sgd"], "unknown optimizer", 1),
     "iterative-init-missing": ("iter", [*ITER, *CONTENT, *STYLE, "--init", "{b}/nope.png"], "--init", 1),
     "iterative-epochs-0": ("iter", [*ITER, *CONTENT, *STYLE, "--epochs", "0"], "--epochs", 2),
@@ -789,5 +791,6 @@ def test_resume_past_a_corrupt_checkpoint_warns_in_one_line(base, tmp_path):
     assert result.rc == 0, result.stderr
     warnings = [line for line in result.lines if line.startswith("warning:")]
     assert warnings == [f"warning: resuming from checkpoint_step_00000001.pt (step 1) because the newer checkpoint "
-                        f"is unreadable: checkpoint {newest} is truncated or damaged (not a readable PyTorch archive)"]
+                        f"is unreadable: checkpoint {newest} is truncated or damaged (not a readable PyTorch archive); "
+                        f"renamed it to checkpoint_step_00000002.pt.broken"]
     assert torch.load(tmp_path / "out" / "m.pth", weights_only=True)["settings"]["steps"] == 3

@@ -158,8 +158,8 @@ def test_schedules():
 def test_tiny_image_is_upscaled_for_the_network(tmp_path):
     from PIL import Image
     tiny, style = tmp_path / "tiny.png", tmp_path / "s.png"
-    scene((8, 8)).save(tiny)
-    stripes((8, 8)).save(style)
+    scene((16, 16)).save(tiny)  # the smallest side read (MIN_IMAGE_SIDE); the network needs 32
+    stripes((16, 16)).save(style)
     result = stylize(config(tmp_path, tiny, style, image_size=32, steps_per_epoch=2))
     assert Image.open(result.final_path).size == (32, 32)
     assert scaled_size(8, 200, 64)[0] >= 1
