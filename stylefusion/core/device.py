@@ -40,6 +40,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def as_device(device: str | torch.device) -> torch.device:
+    """A library caller's device (a --device name or a torch.device) checked to exist here: DeviceError, not
+    torch's RuntimeError from deep inside the first transfer, for CUDA on a machine without it."""
+    if isinstance(device, str):
+        return resolve_device(device)
+    if not isinstance(device, torch.device):
+        raise DeviceError(f"device must be a name (cpu, cuda, ...) or a torch.device, got {device!r}")
+    if device.type == "cuda":
+        return resolve_device(str(device))
+    return device
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
     try:

@@ -37,6 +37,9 @@ def check_blend_weights(blend_weights: Sequence[float] | None, count: int) -> li
     """One finite weight >= 0 per style image, not all zero, normalised to sum to 1 (None: equal weights)."""
     if blend_weights is None:
         return [1.0 / count] * count
+    if isinstance(blend_weights, (str, bytes)):  # its characters would be counted as weights
+        raise ConfigError(f"blend weights must be a list of numbers, got the text {blend_weights!r}")
+    blend_weights = list(blend_weights)
     if len(blend_weights) != count:
         raise ConfigError(f"{count} style images but {len(blend_weights)} blend weights")
     return normalised_weights(blend_weights, "style blend weight")

@@ -240,6 +240,11 @@ def epoch_scales(epochs: int, scales: list[int]) -> list[int]:
 
 def validate(config: IterativeConfig) -> None:
     """Check options before any heavy work, raising ConfigError with a one-line message."""
+    if not isinstance(config, IterativeConfig):
+        raise ConfigError(f"stylize takes an IterativeConfig, got {type(config).__name__}")
+    for name in ("content_image", "output_dir"):
+        if not isinstance(getattr(config, name), (str, os.PathLike)):
+            raise ConfigError(f"{name} must be a path, got {getattr(config, name)!r}")
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
     if isinstance(config.style_images, (str, os.PathLike)):  # a string would be read as a list of its characters

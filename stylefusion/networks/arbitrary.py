@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import as_device
 from ..core.errors import ConfigError, InputImageError, WeightsError
 from ..core.losses import check_blend_weights
 from ..core.memory import default_budget
@@ -257,7 +258,7 @@ def blend_style_vectors(vectors: Sequence[torch.Tensor], weights: Sequence[float
     interpolation of paintings in the style space. ConfigError for a bad or miscounted weight."""
     if not vectors:
         raise ConfigError("no style image given")
-    normalised = check_blend_weights(None if weights is None else list(weights), len(vectors))  # sum 1, no overflow
+    normalised = check_blend_weights(weights, len(vectors))  # sum 1, no overflow
     terms = [v.float() * w for v, w in zip(vectors, normalised) if w != 0.0]
     return torch.stack(terms).sum(0)
 
@@ -278,7 +279,10 @@ def arbitrary_network(style_images: Sequence[StyleImage], weights: Sequence[floa
     Pass `predictor` (load_style_predictor()) to reuse one across calls."""
     if isinstance(style_images, (str, os.PathLike, torch.Tensor)) or hasattr(style_images, "getbands"):
         style_images = [style_images]  # one painting given bare
-    check_blend_weights(None if weights is None else list(weights), len(style_images))  # before any work
+    if not style_images:
+        raise ConfigError("no style image given")
+    device = as_device(device)
+    check_blend_weights(weights, len(style_images))  # before any work
     predictor = predictor or load_style_predictor(device)
     vectors = [style_vector(image, style_size, predictor) for image in style_images]
     return load_arbitrary_net(device).set_style(blend_style_vectors(vectors, weights))

@@ -45,6 +45,9 @@ class Control:
 
     def validate(self, models: int = 1) -> None:
         """Raise ConfigError for a strength outside [0, 1], a negative feather or a model count that fits no mask."""
+        for name, value in (("strength", self.strength), ("feather", self.feather)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"--{name} must be a number, got {value!r}")
         if not (math.isfinite(self.strength) and 0.0 <= self.strength <= 1.0):
             raise ConfigError(f"--strength must be between 0 and 1, got {self.strength}")
         if not (math.isfinite(self.feather) and self.feather >= 0):

@@ -28,7 +28,7 @@ from ..networks.arbitrary import STYLE_SIZE
 from ..networks.inference import retain_freed_memory
 from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
-from .painting import Paintings
+from .painting import Paintings, painting_paths
 from .sources import check_source, controlled_run
 from .stylizer import check_image_size
 from .tiling import TileProgress
@@ -113,6 +113,9 @@ class ImageConfig:
     tile_size: int | None = None               # force tiles of about this side (px)
     retain_freed_memory: bool = True           # keep glibc's freed buffers mapped (process-wide: inference.py)
     control: Control = Control()               # strength, masks (control.py)
+
+    def __post_init__(self) -> None:
+        self.style_images = painting_paths(self.style_images)  # one path given bare is one painting
 
     def options(self) -> ImageOptions:
         """The batching options, checked."""

@@ -20,7 +20,7 @@ from ..core.images import (SAVE_FORMATS, ensure_not_input, load_pil, no_empty_fo
                            prepare_output_dir, resize_longest, save_image, tensor_to_pil)
 from ..networks.arbitrary import STYLE_SIZE
 from ..networks.model_files import load_model
-from .painting import Paintings, each_painting
+from .painting import Paintings, each_painting, painting_paths
 from .stylizer import Stylizer, check_image_size
 
 TILE = 384              # longest side of each rendering, px
@@ -42,6 +42,9 @@ class SheetConfig:
     tile: int = TILE
     device: str | torch.device = "cpu"
     precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "style_images", painting_paths(self.style_images))  # one bare path: one painting
 
 
 def _renderers(config: SheetConfig) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.device import autocast, check_precision, resolve_precision
+from ..core.device import as_device, autocast, check_precision, resolve_precision
 from ..core.errors import ConfigError, InputImageError, non_finite_output
 from ..core.memory import memory_budget
 from ..networks.cin import choose_style
@@ -47,9 +47,12 @@ class Stylizer:
                  channels_last: bool | None = None, max_memory: int | None = None,
                  tile_size: int | None = None) -> None:
         network = getattr(network, "module", network)  # unwrap DistributedDataParallel
+        if not isinstance(network, nn.Module):
+            raise ConfigError(f"Stylizer needs a network (a torch.nn.Module, e.g. from load_model), got "
+                              f"{type(network).__name__}")
         if device is None:
             device = next(network.parameters()).device
-        self.device = torch.device(device)
+        self.device = as_device(device)
         check_precision(precision, self.device)
         precision = self.precision = resolve_precision(precision, self.device)
         # channels_last: faster for the convs on CPU (oneDNN) and CUDA (tensor cores); MPS prefers NCHW.

@@ -35,7 +35,7 @@ from ..networks.arbitrary import STYLE_SIZE
 from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
 from .flicker import FlickerMeter
-from .painting import Paintings
+from .painting import Paintings, painting_paths
 from .sources import check_source, controlled_run
 from .stylizer import Stylizer
 
@@ -81,6 +81,9 @@ class VideoConfig:
     tile_size: int | None = None     # force tiles of about this side (px)
     measure_flicker: bool = True
     control: Control = Control()     # strength, masks (control.py); model_path then may list one model per mask
+
+    def __post_init__(self) -> None:
+        self.style_images = painting_paths(self.style_images)  # one path given bare is one painting
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from ..core.images import (atomic_path, ensure_not_input, first_missing, prepare
 from ..networks.arbitrary import STYLE_SIZE
 from ..networks.model_files import load_model
 from ..networks.transformer import MIN_INPUT_SIDE
-from .painting import Paintings, each_painting
+from .painting import Paintings, each_painting, painting_paths
 from .stylizer import Stylizer
 from .video import CONTAINERS
 
@@ -76,6 +76,9 @@ class WebcamConfig:
     precision: str = "auto"
     crf: int = 20                                 # x264 quality of the recording
     preset: str = "veryfast"                      # x264 speed: the encoder must keep up with the camera
+
+    def __post_init__(self) -> None:
+        self.style_images = painting_paths(self.style_images)  # one path given bare is one painting
 
 
 @dataclass(frozen=True)
