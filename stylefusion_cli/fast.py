@@ -381,7 +381,8 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
     g.add_argument("--video_output", default=None, type=output_path,
                    help="video: the stylised video, .mp4/.m4v/.mov (H.264) or .mkv (default "
-                        "output/videos/<input>_<model>.mp4); webcam: record the stream here (default: none)")
+                        "output/videos/<input>_<model>.mp4, paintings: <input>_<painting>_painting.mp4); webcam: "
+                        "record the stream here (default: none)")
     g.add_argument("--start", type=non_negative_float, default=None,
                    help="start this many seconds into the input (audio is cut to match)")
     g.add_argument("--duration", type=positive_float, default=None,
@@ -408,9 +409,7 @@ def run_video(args: argparse.Namespace) -> int:
     if args.video_input is None:
         raise ConfigError("--mode video needs --video_input (a video file)")
     paintings, models = paintings_or_model(args, "video")
-    first_model = paintings[0] if paintings else models[0] if isinstance(models, list) else models
-    output = args.video_output or str(Path("output") / "videos"
-                                      / f"{Path(args.video_input).stem}_{Path(first_model).stem}.mp4")
+    output = args.video_output or default_video_output(args.video_input, paintings, models)
     say_paintings(paintings, args)
     config = VideoConfig(video_input=args.video_input, video_output=output, model_path=models,
                          style_images=paintings, style_size=style_size(args), stroke_scale=args.stroke_scale,
@@ -455,6 +454,18 @@ def run_video(args: argparse.Namespace) -> int:
         info(f"note: the frame size is odd, so the video is H.264 {result.pix_fmt} (High 4:4:4 profile), which "
              "browsers and QuickTime cannot play; use --max_size for an even size in plain 4:2:0")
     return 0
+
+
+def default_video_output(video: str, paintings: list[str] | None, models: str | list[str] | None) -> str:
+    """output/videos/<input>_<model>.mp4, or for paintings <input>_<painting>[+<painting>...]_painting.mp4: a blend
+    names all its paintings, and a painting named like a model (udnie.jpg, udnie.pth) does not replace its video."""
+    from pathlib import Path
+
+    if paintings:
+        name = "+".join(Path(p).stem for p in paintings) + "_painting"
+    else:
+        name = Path(models[0] if isinstance(models, list) else models).stem
+    return str(Path("output") / "videos" / f"{Path(video).stem}_{name}.mp4")
 
 
 def damaged_input_warning(result: "VideoResult") -> str:  # noqa: F821 (imported inside run_video: lazy)

@@ -102,3 +102,14 @@ def test_bad_input_is_one_line_without_traceback(files: dict[str, Path], case: s
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr and not out.exists()
     assert files["clip"].stat().st_size > 0
+
+
+def test_default_video_name_names_every_painting_and_never_a_models_video():
+    """A blend was named after its first painting only, and udnie.jpg's video replaced udnie.pth's."""
+    from stylefusion_cli.fast import default_video_output
+
+    assert default_video_output("data/maigua.mp4", None, "models/udnie.pth") == "output/videos/maigua_udnie.mp4"
+    assert default_video_output("clip.mov", None, ["a.pth", "b.pth"]) == "output/videos/clip_a.mp4"
+    assert default_video_output("data/maigua.mp4", ["s/udnie.jpg"], None) == "output/videos/maigua_udnie_painting.mp4"
+    assert (default_video_output("data/maigua.mp4", ["s/candy.jpg", "s/udnie.jpg"], None)
+            == "output/videos/maigua_candy+udnie_painting.mp4")
