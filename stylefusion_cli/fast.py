@@ -583,14 +583,13 @@ def run_export(args: argparse.Namespace) -> int:
     from stylefusion.networks.cin import active_style, choose_style
     from stylefusion.networks.export import export_format, export_model
     from stylefusion.networks.model_files import load_model
+    from stylefusion.run.sources import check_no_style_index
 
     if args.export_path is None:
         raise ConfigError("--mode export needs --export_path (a .onnx or .pt file)")
     fmt = export_format(args.export_path)
     if args.style_image:  # a painting: the arbitrary network with its style vector baked in
-        if args.style is not None:  # as image and video modes say
-            raise ConfigError("--style picks a style of a multi-style model: with --style_image, give the paintings "
-                              "themselves (--style_weights blends them)")
+        check_no_style_index(args.style)  # as image and video modes
         return export_painting(args, fmt)
     require_model(args, "export", "the .pth model to export, or --style_image to export a painting's network")
     ensure_not_input(args.export_path, [args.model_path])

@@ -12,7 +12,7 @@ import stat
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -327,6 +327,14 @@ def write_failure(path: Path, exc: BaseException) -> str:
         if os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize < 64 * 1024 ** 2:
             return "No space left on device"
     return "the write failed (disk full or removed?)"
+
+
+def path_list(paths: Any) -> tuple:
+    """A config's list of paths as a tuple: one path given bare is a list of one (a string was read as a list of its
+    characters: "image not found: d"), None an empty one."""
+    if paths is None:
+        return ()
+    return (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
 
 
 def ensure_not_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:

@@ -22,7 +22,8 @@ from ..core import color
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
 from ..core.errors import ConfigError, InputImageError, check_non_negative
 from ..core.guided_filter import box_mean, guided_filter
-from ..core.images import ensure_not_input, load_image, prepare_output_dir, resize_to, save_image, scaled_size
+from ..core.images import (ensure_not_input, load_image, path_list, prepare_output_dir, resize_to, save_image,
+                           scaled_size)
 from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
                            gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
                            style_grams)
@@ -180,6 +181,9 @@ class IterativeConfig:
     precision: str = "auto"
     output_format: str = "jpg"
 
+    def __post_init__(self) -> None:
+        self.style_images = path_list(self.style_images)  # one path given bare is one style image
+
 
 @dataclass
 class IterativeProgress:
@@ -247,8 +251,6 @@ def validate(config: IterativeConfig) -> None:
             raise ConfigError(f"{name} must be a path, got {getattr(config, name)!r}")
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
-    if isinstance(config.style_images, (str, os.PathLike)):  # a string would be read as a list of its characters
-        raise ConfigError(f"style_images must be a list of paths, got one path: {config.style_images}")
     for name in ("epochs", "image_size"):
         if isinstance(getattr(config, name), bool) or not isinstance(getattr(config, name), int):
             raise ConfigError(f"{name} must be an integer, got {getattr(config, name)!r}")
@@ -428,6 +430,11 @@ def _working_size(content_hw: tuple[int, int], longest: int) -> tuple[int, int]:
     return h, w
 
 
+def _style_side(longest: int, style_scale: float) -> int:
+    """The style images' longest side at a working size whose longest side is `longest` (--style_scale)."""
+    return max(MIN_WORKING_SIDE, round(longest * style_scale))
+
+
 def _check_tiny(images: list[tuple[str, torch.Tensor]]) -> None:
     """Refuse an image whose shorter side is under MIN_IMAGE_SIDE, naming it."""
     for name, image in images:
@@ -474,10 +481,10 @@ def style_upscale(config: IterativeConfig) -> str | None:
         with Image.open(config.content_image) as img:
             content_hw = img.size[::-1]
         longest = max(_working_size(content_hw, config.image_size))
+        side = _style_side(longest, config.style_scale)
         for path in config.style_images:
             with Image.open(path) as img:
                 width, height = img.size
-            side = max(MIN_WORKING_SIDE, round(longest * config.style_scale))
             if min(width, height) >= MIN_IMAGE_SIDE and side > STYLE_UPSCALE_WARNING * max(width, height):
                 return (f"style_scale {config.style_scale:g} enlarges {Path(path).name} ({width}x{height}) to {side} "
                         f"px on its longest side, {side / max(width, height):.0f}x its own size: slow, and it adds no "
@@ -508,7 +515,7 @@ def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_h
         steps[size] = steps.get(size, 0) + n
     plans = {}
     for size, n in steps.items():
-        style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
+        style_long = _style_side(max(size), config.style_scale)
         style_px = max(h * w for h, w in (_working_size(s, style_long) for s in style_hws))
         # L-BFGS history fills one entry per step; Adam's two moments cost as much as one entry.
         history = min(config.lbfgs_history, n) if config.optimizer == "lbfgs" else 1
@@ -660,7 +667,7 @@ def _start_scale(config: IterativeConfig, loss_fn: PerceptualLoss, content_full:
     device, precision = run
     content = resize_to(content_full, size)
     target_content = color.luminance(content) if config.preserve_color == "luminance" else content
-    style_long = max(MIN_WORKING_SIDE, round(max(size) * config.style_scale))
+    style_long = _style_side(max(size), config.style_scale)
     styles = [resize_to(s, _working_size(tuple(s.shape[-2:]), style_long)) for s in styles_full]
     with autocast(device, precision):
         targets, grams = _targets(config, loss_fn, target_content, styles, loss_fn.style_layers, tile, device)

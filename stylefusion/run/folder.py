@@ -21,14 +21,14 @@ from ..core.color import check_mode, preserve_color
 from ..core.device import check_precision, resolve_device
 from ..core.distributed import distributed_context, rank_device
 from ..core.errors import ConfigError, InputImageError, OutputError, not_found, resolved
-from ..core.images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, pil_to_uint8,
-                           prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
+from ..core.images import (SAVE_FORMATS, IMAGE_EXTENSIONS, first_missing, is_image_file, load_pil, path_list,
+                           pil_to_uint8, prepare_output_dir, remove_empty_tree, resize_longest, save_image, walk_images)
 from ..core.memory import default_budget
 from ..networks.arbitrary import STYLE_SIZE
 from ..networks.inference import retain_freed_memory
 from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
-from .painting import Paintings, painting_paths
+from .painting import Paintings
 from .sources import check_source, controlled_run
 from .stylizer import check_image_size
 from .tiling import TileProgress
@@ -115,7 +115,7 @@ class ImageConfig:
     control: Control = Control()               # strength, masks (control.py)
 
     def __post_init__(self) -> None:
-        self.style_images = painting_paths(self.style_images)  # one path given bare is one painting
+        self.style_images = path_list(self.style_images)  # one path given bare is one painting
 
     def options(self) -> ImageOptions:
         """The batching options, checked."""

@@ -40,12 +40,6 @@ AUTO_MAX_FACTOR = 2.0
 MIN_WORK_SIDE = 64
 
 
-def painting_paths(images: Any) -> tuple:
-    """The style images of a config as a tuple: one path given bare is one painting (a string was read as a list
-    of its characters: "image not found: d")."""
-    return (images,) if isinstance(images, (str, os.PathLike)) else tuple(images)
-
-
 def stroke_factor(stroke_scale: float | None, height: int, width: int) -> float:
     """How many times smaller than the photo the network runs: stroke_scale, or for None (auto) the factor that
     brings the longest side to WORK_SIDE, at most AUTO_MAX_FACTOR (1: photos up to WORK_SIDE run as they are).

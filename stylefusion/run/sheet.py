@@ -16,11 +16,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..core.errors import ConfigError, OutputError
-from ..core.images import (SAVE_FORMATS, ensure_not_input, load_pil, no_empty_folders_on_failure, pil_to_uint8,
-                           prepare_output_dir, resize_longest, save_image, tensor_to_pil)
+from ..core.images import (SAVE_FORMATS, ensure_not_input, load_pil, no_empty_folders_on_failure, path_list,
+                           pil_to_uint8, prepare_output_dir, resize_longest, save_image, tensor_to_pil)
 from ..networks.arbitrary import STYLE_SIZE
 from ..networks.model_files import load_model
-from .painting import Paintings, each_painting, painting_paths
+from .painting import Paintings, each_painting
 from .stylizer import Stylizer, check_image_size
 
 TILE = 384              # longest side of each rendering, px
@@ -44,7 +44,7 @@ class SheetConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "style_images", painting_paths(self.style_images))  # one bare path: one painting
+        object.__setattr__(self, "style_images", path_list(self.style_images))  # one bare path: one painting
 
 
 def _renderers(config: SheetConfig) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:

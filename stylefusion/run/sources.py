@@ -19,6 +19,13 @@ from .stylizer import Stylizer, controlled, load_networks
 ModelPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 
+def check_no_style_index(style: int | None) -> None:
+    """Paintings have no numbered styles: --style (a multi-style model's) is refused beside them."""
+    if style is not None:
+        raise ConfigError("--style picks a style of a multi-style model: with --style_image, give the paintings "
+                          "themselves (--style_weights blends them)")
+
+
 def check_source(model_path: ModelPaths | None, paintings: Paintings | None, network: nn.Module | None = None) -> None:
     """Exactly one of: model file(s), painting(s), a network (ConfigError naming the options otherwise)."""
     if paintings is not None and paintings.images and model_path is not None:
@@ -35,9 +42,7 @@ def run_stylizers(model_path: ModelPaths | None, paintings: Paintings | None, co
     pixel blend keeps only the masks. `options` go to every Stylizer (device, precision, max_memory, ...)."""
     check_source(model_path, paintings, network)
     if paintings is not None and paintings.images:
-        if control.style is not None:
-            raise ConfigError("--style picks a style of a multi-style model: with --style_image, give the "
-                              "paintings themselves (--style_weights blends them)")
+        check_no_style_index(control.style)
         paintings = replace(paintings, weights=control.style_weights, strength=control.strength)
         stylizers = painting_stylizers(paintings, len(control.masks), per_image, **options)
         return stylizers, {"paintings": painting_names(paintings)}, replace(control, strength=1.0, style_weights=None)

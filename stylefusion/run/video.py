@@ -30,12 +30,12 @@ from ..core import color
 from ..core.device import check_precision, resolve_device
 from ..core.errors import (ConfigError, DeviceError, OutputError, Stopped, VideoError, first_line,
                            is_finite_non_negative, require_file)
-from ..core.images import atomic_path, ensure_not_input, no_empty_folders_on_failure, prepare_output_dir
+from ..core.images import atomic_path, ensure_not_input, no_empty_folders_on_failure, path_list, prepare_output_dir
 from ..networks.arbitrary import STYLE_SIZE
 from ..networks.transformer import MIN_INPUT_SIDE
 from .control import Control, ControlledStylizer
 from .flicker import FlickerMeter
-from .painting import Paintings, painting_paths
+from .painting import Paintings
 from .sources import check_source, controlled_run
 from .stylizer import Stylizer
 
@@ -83,7 +83,7 @@ class VideoConfig:
     control: Control = Control()     # strength, masks (control.py); model_path then may list one model per mask
 
     def __post_init__(self) -> None:
-        self.style_images = painting_paths(self.style_images)  # one path given bare is one painting
+        self.style_images = path_list(self.style_images)  # one path given bare is one painting
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,12 @@ from PIL import Image
 from ..core import color
 from ..core.device import check_precision, resolve_device
 from ..core.errors import ConfigError, DeviceError, ModelError, OutputError, VideoError, require_file
-from ..core.images import (atomic_path, ensure_not_input, first_missing, prepare_output_dir, remove_empty_tree,
-                           save_image)
+from ..core.images import (atomic_path, ensure_not_input, first_missing, path_list, prepare_output_dir,
+                           remove_empty_tree, save_image)
 from ..networks.arbitrary import STYLE_SIZE
 from ..networks.model_files import load_model
 from ..networks.transformer import MIN_INPUT_SIDE
-from .painting import Paintings, each_painting, painting_paths
+from .painting import Paintings, each_painting
 from .stylizer import Stylizer
 from .video import CONTAINERS
 
@@ -78,7 +78,7 @@ class WebcamConfig:
     preset: str = "veryfast"                      # x264 speed: the encoder must keep up with the camera
 
     def __post_init__(self) -> None:
-        self.style_images = painting_paths(self.style_images)  # one path given bare is one painting
+        self.style_images = path_list(self.style_images)  # one path given bare is one painting
 
 
 @dataclass(frozen=True)
