@@ -115,7 +115,8 @@ def add_noise(frames: torch.Tensor, std_255: float, seed: int = 1) -> torch.Tens
     return (frames + torch.randn(frames.shape, generator=generator) * (std_255 / 255.0)).clamp(0, 1)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The experiment's options (--quick shrinks it to a smoke run)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 10 steps, 6 frames")
     parser.add_argument("--stability_weights", default="0,5",
@@ -145,6 +146,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.image_size, args.clip_frames = 10, 64, 6
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     weights = [float(w) for w in args.stability_weights.split(",")]
     clips_wanted = args.clip or [ClipSpec(float(args.shift))]
     # The stability term's perturbation with the asked-for settings changed (None: stability.py's defaults).
@@ -165,6 +171,20 @@ def main() -> int:
     grams = style_grams(vgg, [style], None, style_layers)
     measure = PerceptualLoss(vgg, content_layers, style_layers, content_weight=1.0, style_weight=1.0)
 
+    rows = measure_weights(args, weights, stability_settings, clips, texture, eval_images, measure, grams)
+    print_table(args, rows, clips, reg)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": {k: (v if not isinstance(v, list) else [vars(c) for c in v])
+                                                        for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    return 0
+
+
+def measure_weights(args: argparse.Namespace, weights: list[float],
+                    stability_settings: stability.CompoundRegularization | None, clips: list,
+                    texture: torch.Tensor, eval_images: torch.Tensor, measure: PerceptualLoss,
+                    grams: dict) -> list[dict]:
+    """Train one network per stability weight and score it on every clip (flicker, warping error, losses)."""
+    size, frames = args.image_size, args.clip_frames
     rows = []  # one dict per (weight, clip)
     with tempfile.TemporaryDirectory() as tmp:
         for weight in weights:
@@ -195,7 +215,12 @@ def main() -> int:
                              "style": on_images.style.item(), "content": on_images.content.item(),
                              "style_clip": on_clip.style.item(), "train_s": seconds})
             print(f"trained stability weight {weight:g} in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return rows
 
+
+def print_table(args: argparse.Namespace, rows: list[dict], clips: list, reg: dict) -> None:
+    """The results, one line per (clip, weight), each against the clip's first (baseline) weight."""
+    size, frames = args.image_size, args.clip_frames
     print(f"compound regularisation experiment: {args.steps} steps, {size} px, batch {args.batch_size}, "
           f"{args.precision}, {args.device}, seed {args.seed}; clips of {frames} frames; warping error by "
           f"{rows[0]['flow']} flow" + (f"; regularisation {reg}" if reg else ""))
@@ -215,10 +240,6 @@ def main() -> int:
                   f"{r['train_s']:>8.1f}")
     print("target: flicker >= 30 % lower than the baseline with the style loss (on the images) within 10 %; "
           "floor = flicker of a perfectly consistent output, excess = flicker - floor", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": {k: (v if not isinstance(v, list) else [vars(c) for c in v])
-                                                        for k, v in vars(args).items()}, "rows": rows}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
