@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from fast_train_data import IMAGE_SIZE, make_dataset, make_style
 from stylefusion.networks.model_files import load_model
@@ -35,6 +36,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "junk" / "b.png").write_bytes(b"")
     (root / "a_file").write_text("x")
     torch.save({"fc.weight": torch.zeros(2, 2)}, root / "other_arch.pth")
+    Image.new("RGB", (1000, 16), (200, 40, 40)).save(root / "strip.png")  # 62:1, 4 px high at --style_size 256
     return {"root": root, "dataset": make_dataset(root / "dataset"), "style": make_style(root / "stripes.png")}
 
 
@@ -55,6 +57,7 @@ def _args(data: dict[str, Path], out: Path, **overrides: str) -> list[str]:
     ({"--style_image": None}, "needs --style_image"),
     ({"--batch_size": "0"}, "--batch_size"),
     ({"--image_size": "16"}, "at least 32"),
+    ({"--style_image": "{root}/strip.png", "--style_size": "256"}, r"too thin .* give --style_size 2000"),
     ({"--pretrained_model_path": "{root}/other_arch.pth"}, "another architecture"),
     ({"--model_save_path": "{root}/a_file/m.pth"}, "output directory is a file"),
     ({"--model_save_path": "{root}/dataset/out/m.pth"}, "inside --content_dataset"),

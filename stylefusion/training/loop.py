@@ -31,7 +31,7 @@ from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_
 from ..core.distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
 from ..core.errors import ConfigError, DeviceError, ModelError, OutputError, not_found, resolved
 from ..core.images import (ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir, remove_empty_tree,
-                           save_image, write_failure)
+                           save_image, scaled_size, write_failure)
 from ..core.losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from ..core.losslog import LossLog
 from ..core.memory import check_fits
@@ -185,6 +185,18 @@ def style_images(config: TrainConfig) -> list[Path]:
     """The style image(s) of a run: one, or several for a multi-style network (networks/cin.py)."""
     styles = config.style_image
     return [Path(styles)] if isinstance(styles, (str, os.PathLike)) else [Path(s) for s in styles]
+
+
+def _check_style_image(path: Path, side: int) -> None:
+    """Fail early on a missing or unreadable style image, or one so thin that at `side` (its longest side, as it
+    is read) VGG-19's poolings would leave nothing of its short side."""
+    width, height = load_pil(path).size
+    h, w = scaled_size(height, width, side)
+    if min(h, w) < MIN_IMAGE_SIDE:
+        wanted = math.ceil(max(width, height) * MIN_IMAGE_SIDE / min(width, height))
+        raise ConfigError(f"the style image {path} ({width}x{height}) is too thin for --style_size {side}: it would "
+                          f"be {w}x{h} and VGG-19 needs {MIN_IMAGE_SIDE} px on its short side; crop it or give "
+                          f"--style_size {wanted}")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -493,7 +505,7 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     if not style_images(config):
         raise ConfigError("--style_image needs at least one image")
     for path in style_images(config):
-        load_pil(path)  # fail early on a missing or unreadable style image
+        _check_style_image(path, config.style_size or config.image_size)
     dataset = ContentImages(find_images(config.content_dataset), config.image_size)
     preview_index = dataset.first_readable()
     _check_model_path(config, paths)
