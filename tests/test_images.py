@@ -460,6 +460,18 @@ def test_atomic_path_renames_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]
 
 
+
+@pytest.mark.parametrize("stem", ["b" * 240, "é" * 124])  # 244 and 252 bytes with ".jpg": legal names
+def test_any_legal_output_name_can_be_written_through_its_temporary_file(tmp_path, stem):
+    target = tmp_path / f"{stem}.jpg"
+    save_image(_ramp_tensor(), target)
+    assert load_pil(target).size == (_ramp_tensor().shape[-1], _ramp_tensor().shape[-2])
+    with atomic_path(target) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255
+        assert images.temp_files_of(target) == [tmp]  # a killed run's file is still found by its name
+        tmp.write_bytes(b"x")
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
 # ------------------------------------------------------------------------------------------- resizing
 @pytest.mark.parametrize("shape, longest, expected", [
     ((3, 30, 64), 32, (3, 15, 32)),

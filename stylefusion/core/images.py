@@ -215,10 +215,26 @@ def resize_longest(image: torch.Tensor, longest: int) -> torch.Tensor:
     return resize_to(image, scaled_size(h, w, longest))
 
 
+# The temporary name adds this many characters to the output's: "." + stem + "." + 12 hex digits + ".tmp" + suffix.
+_TEMP_EXTRA = 18
+# The longest file name most file systems take (bytes).
+_NAME_MAX = 255
+
+
+def _temp_stem(path: Path) -> str:
+    """The output's stem as its temporary name carries it: shortened (by whole characters) where the name would
+    otherwise pass _NAME_MAX, so that any output name the file system takes can also be written through a temporary
+    file."""
+    stem = path.stem
+    while stem and len(os.fsencode(stem + path.suffix)) + _TEMP_EXTRA > _NAME_MAX:
+        stem = stem[:-1]
+    return stem
+
+
 def _create_temp_file(path: Path) -> Path:
     """Create an empty, hidden, uniquely named file next to `path` with the permissions open() would give."""
     for _ in range(100):
-        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+        tmp = path.with_name(f".{_temp_stem(path)}.{secrets.token_hex(6)}.tmp{path.suffix}")
         try:
             # Mode 0o666 minus the umask, like a plain open(); tempfile.mkstemp would make it 0o600, and the
             # rename would then leave every output readable by its owner only.
@@ -234,7 +250,8 @@ def temp_files_of(path: str | os.PathLike) -> list[Path]:
     """The temporary files (of _create_temp_file's naming) next to `path`: another run's in progress, or left by a
     run killed outright (SIGKILL, power loss), which had no chance to remove its own."""
     path = Path(path)
-    return sorted(path.parent.glob(f".{glob.escape(path.stem)}.{'[0-9a-f]' * 12}.tmp{glob.escape(path.suffix)}"))
+    return sorted(path.parent.glob(f".{glob.escape(_temp_stem(path))}.{'[0-9a-f]' * 12}.tmp"
+                                   f"{glob.escape(path.suffix)}"))
 
 
 @contextlib.contextmanager
