@@ -131,6 +131,22 @@ def test_cli_strength_zero_and_mask(cli_files: dict[str, Path]) -> None:
     assert not np.array_equal(out[:, :32], src[:, :32]) and not np.array_equal(out[:, 32:], src[:, 32:])
 
 
+
+def test_a_photo_the_mask_does_not_fit_is_skipped_not_the_rest_of_the_folder(cli_files: dict[str, Path]) -> None:
+    d = cli_files["dir"] / "mixed"
+    d.mkdir()
+    for name, size in (("a_landscape.png", (64, 48)), ("b_portrait.png", (48, 64)), ("c_landscape.png", (64, 48))):
+        scene(size).save(d / name)
+    out = cli_files["dir"] / "mixed_out"
+    result = fast("--mode", "image", "--input_images_dir", d, "--output_images_dir", out,
+                  "--model_path", cli_files["a"], "--mask", cli_files["l"])
+    assert result.returncode == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a_landscape.png", "c_landscape.png"]
+    assert "Traceback" not in result.stderr
+    skipped = [line for line in result.stderr.splitlines() if "b_portrait.png" in line]
+    assert len(skipped) == 1 and "aspect ratio" in skipped[0], result.stderr
+    assert "2 stylised, 1 failed" in result.stdout + result.stderr
+
 @pytest.mark.parametrize("extra, needle", [
     (["--strength", "1.5"], "--strength"),
     (["--mask", "{square}"], "aspect ratio"),

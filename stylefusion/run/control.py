@@ -166,17 +166,30 @@ class ControlledStylizer:
         """How many images of this size go through at once (the smallest of the stylizers' limits)."""
         return min(getattr(s, "batch_limit", lambda h, w: 1 << 30)(height, width) for s in self.stylizers)
 
+    def refusal(self, height: int, width: int) -> str | None:
+        """Why an image of this size cannot take the masks (another aspect ratio, or their fitted copies over the
+        memory budget), or None: image mode skips such a photo of a folder instead of ending the run there."""
+        need = (len(self.masks) + MASK_TEMPORARIES) * height * width * 4
+        if self.masks and need > self.max_memory:
+            return (f"{len(self.masks)} mask(s) fitted to a {width}x{height} image need {format_bytes(need)}, more "
+                    f"than the memory budget of {format_bytes(self.max_memory)}: raise --max_memory or lower "
+                    f"--max_size")
+        for name, mask in self.masks:
+            try:
+                check_mask_ratio(name, tuple(mask.shape), (height, width), "image")
+            except ConfigError as exc:
+                return str(exc)
+        return None
+
     def weights(self, height: int, width: int) -> list[torch.Tensor | float]:
         """Per layer: the strength times its fitted mask (kept for the last image size), or the strength alone."""
         strength = self.control.strength
         if not self.masks:
             return [strength]
         if (height, width) not in self._fitted:
-            need = (len(self.masks) + MASK_TEMPORARIES) * height * width * 4
-            if need > self.max_memory:
-                raise ConfigError(f"{len(self.masks)} mask(s) fitted to a {width}x{height} image need "
-                                  f"{format_bytes(need)}, more than the memory budget of "
-                                  f"{format_bytes(self.max_memory)}: raise --max_memory or lower --max_size")
+            refused = self.refusal(height, width)
+            if refused:
+                raise ConfigError(refused)
             # mul, not mul_: fit_mask may return the loaded mask itself (same size, no feather)
             self._fitted = {(height, width): [fit_mask(mask, height, width, self.control.feather, name).mul(strength)
                                               for name, mask in self.masks]}

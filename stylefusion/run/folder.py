@@ -7,6 +7,7 @@ the network on worker threads; same-size photos go through in batches, large one
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -266,6 +267,12 @@ def _decode_budget(stylizer: Callable[[torch.Tensor], torch.Tensor]) -> int | No
     return getattr(stylizer, "max_memory", None) if on_cpu else default_budget(torch.device("cpu"))
 
 
+def _batch_size_for(stylizer: Callable[[torch.Tensor], torch.Tensor], batch_size: int, size: tuple[int, int]) -> int:
+    """How many images of this size go through at once: large ones alone, as the stylizer's budget holds one."""
+    limit = getattr(stylizer, "batch_limit", None)
+    return batch_size if limit is None else max(1, min(batch_size, limit(*size)))
+
+
 def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Tensor],
                    options: ImageOptions = ImageOptions(),
                    callback: Callable[[ImageProgress], Any] | None = None) -> ImageSummary:
@@ -284,6 +291,8 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
 
     def report(item: _Loaded, error: str | None) -> None:
         counts["failed" if error else "stylised"] += 1
+        if error:
+            failures.append((item.source, error))
         if callback is not None:
             callback(ImageProgress(counts["stylised"] + counts["failed"], total, counts["stylised"],
                                    counts["failed"], item.source, error))
@@ -309,23 +318,21 @@ def stylize_images(plan: ImagePlan, stylizer: Callable[[torch.Tensor], torch.Ten
     # Never hold more than this many decoded images waiting for a same-size partner.
     max_pending = 2 * options.batch_size
     pending: dict[tuple[int, int], list[_Loaded]] = {}
-    batch_limit = getattr(stylizer, "batch_limit", None)
-
-    def batch_for(size: tuple[int, int]) -> int:  # large images go alone: the budget holds one at a time
-        return options.batch_size if batch_limit is None else max(1, min(options.batch_size, batch_limit(*size)))
-
+    batch_for = functools.partial(_batch_size_for, stylizer, options.batch_size)
     prefetch_bytes = getattr(stylizer, "max_memory", 4 << 30) // 4
     budget = _decode_budget(stylizer)
+    refusal = getattr(stylizer, "refusal", None)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="load") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="save") as writer:
             for item in _prefetched(plan.pairs, options.max_size, loader, options.batch_size + 1, prefetch_bytes,
                                     budget):
-                if item.error is not None:
-                    if plan.single_file:
-                        raise InputImageError(item.error)
-                    failures.append((item.source, item.error))
-                    report(item, item.error)
+                if item.error is not None and plan.single_file:
+                    raise InputImageError(item.error)
+                refused = None if item.error or plan.single_file or not refusal else refusal(*item.image.shape[-2:])
+                error = item.error or (refused and f"{item.source}: {refused}")  # refused: a portrait, landscape masks
+                if error:  # skipped
+                    report(item, error)
                     continue
                 size = (item.image.shape[-2], item.image.shape[-1])
                 bucket = pending.setdefault(size, [])
