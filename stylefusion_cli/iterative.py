@@ -150,7 +150,8 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                           "content; with masks or --preserve_color: content), arbitrary (Magenta's one-pass rendering "
                           "of the content in the style images with the photo's edges and half its own fine texture "
                           "put back, recoloured to their palette; not with --style_masks), recolored (the content in "
-                          "the style's colours), content, noise, style or an image PATH")
+                          "the style's colours), content, noise, style or an image PATH of the photo's aspect ratio "
+                          "(an earlier result, say)")
     opt.add_argument("--content_boost_steps", type=non_negative_int, default=None, metavar="N",
                      help="the content weight starts raised, as far as the start's style loss outweighs its "
                           f"content loss more than {STYLE_PER_CONTENT:g} times, and falls back to --content_weight "

@@ -89,7 +89,9 @@ BAD = {
     "style scale too large": (["--style_scale", "1000"], "lower --image_size or --style_scale"),
     "negative stroke steps": (["--stroke_steps", "-1"], "--stroke_steps"),
     # Thin photos whose 32 px short side would make the result over twice --image_size: refused.
-    "too thin for the size": (["--content_image", "{d}/strip.png"], "give --image_size 1536"),
+    "too thin for the size": (["--content_image", "{d}/strip.png"], "give --image_size 2000"),  # then 2000x32
+    # A start of another shape would be stretched to the photo's (a 1000x16 strip for a 48x40 photo).
+    "init of another shape": (["--init", "{d}/strip.png"], "not the shape of the content image"),
     "zero-byte": (["--content_image", "{d}/empty.jpg"], "empty"),
     "text as jpg": (["--style_image", "{d}/text.jpg"], "not an image"),
     "truncated jpeg": (["--content_image", "{d}/truncated.jpg"], "truncated"),

@@ -130,9 +130,13 @@ def test_init_from_style_and_from_path(tmp_path, images):
     # one tiny Adam step: the result is the start image
     a = stylize(config(tmp_path, content, style, init="style", optimizer="adam", lr=1e-6, steps_per_epoch=1)).image
     assert (a - resize_to(load_image(style), (48, 64))).abs().max() <= 1.5 / 255
-    b = stylize(config(tmp_path, content, style, init=str(style2), optimizer="adam", lr=1e-6,
+    start = tmp_path / "start.png"  # the photo's shape at twice its size (an earlier result, say)
+    stripes((128, 96), seed=7).save(start)
+    b = stylize(config(tmp_path, content, style, init=str(start), optimizer="adam", lr=1e-6,
                        steps_per_epoch=1)).image
-    assert (b - resize_to(load_image(style2), (48, 64))).abs().max() <= 1.5 / 255
+    assert (b - resize_to(load_image(start), (48, 64))).abs().max() <= 1.5 / 255
+    with pytest.raises(ConfigError, match="not the shape"):  # a portrait start for a landscape photo
+        stylize(config(tmp_path, content, style, init=str(style2), optimizer="adam", steps_per_epoch=1))
 
 
 def test_multiscale_runs_coarse_then_fine(tmp_path, images):

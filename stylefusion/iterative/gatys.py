@@ -28,7 +28,7 @@ from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, chec
                            gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
                            style_grams)
 from ..core.losslog import LossLog
-from ..core.masks import check_mask_count, load_masks
+from ..core.masks import MASK_RATIO_TOLERANCE, check_mask_count, load_masks
 from ..core.memory import memory_budget
 from ..core.vgg import VGG19Features, load_vgg19
 from ..networks import magenta_weights
@@ -449,9 +449,19 @@ def _check_thin(content_hw: tuple[int, int], image_size: int) -> None:
     image_size (an 8000x2 strip at 128 px: 128000x32, 9 GB for one step); milder ones are upscaled as before."""
     h, w = _working_size(content_hw, image_size)
     if max(h, w) > 2 * image_size:
+        enough = math.ceil(MIN_WORKING_SIDE * max(content_hw) / min(content_hw))  # its short side then 32 px
         raise ConfigError(f"the content image ({content_hw[1]}x{content_hw[0]}) is too thin for --image_size "
                           f"{image_size}: VGG-19 needs a {MIN_WORKING_SIDE} px short side, which makes it {w}x{h}; "
-                          f"crop it or give --image_size {max(h, w)}")
+                          f"crop it or give --image_size {enough}")
+
+
+def _check_init_shape(init_hw: tuple[int, int], content_hw: tuple[int, int]) -> None:
+    """Refuse an --init image whose aspect ratio is not the photo's: it would be stretched to the photo's shape
+    (a mask of another shape is refused alike, core/masks.py)."""
+    if abs((init_hw[1] / init_hw[0]) / (content_hw[1] / content_hw[0]) - 1) > MASK_RATIO_TOLERANCE:
+        raise ConfigError(f"the --init image ({init_hw[1]}x{init_hw[0]}) is not the shape of the content image "
+                          f"({content_hw[1]}x{content_hw[0]}): it would be stretched to it; crop it to the photo's "
+                          f"aspect ratio or start from the photo (--init content)")
 
 
 def step_plan(config: IterativeConfig) -> list[tuple[int, int]]:
@@ -805,6 +815,8 @@ def _prepare(config: IterativeConfig) -> _Setup:
     _check_tiny([("content image", content_full), *(("style image", st) for st in styles_full),
                  *([("init image", init_image)] if init_image is not None else [])])
     _check_thin(tuple(content_full.shape[-2:]), config.image_size)
+    if init_image is not None:
+        _check_init_shape(tuple(init_image.shape[-2:]), tuple(content_full.shape[-2:]))
     layers = list(dict.fromkeys([*content_layers, *style_layers]))
     vgg = load_vgg19(layers, config.vgg_weights, config.pooling)  # on the CPU until the plan has passed
     config = resolve_start(config, vgg, content_full, styles_full)
