@@ -73,3 +73,16 @@ def test_cli_refuses_an_output_onto_a_painting_or_mask(tmp_path, capsys, option)
     assert lines == [f"error: refusing to overwrite an input file: {victim}, the {option}, with the result of "
                      f"{photo} (choose another --output_images_dir)"]
     assert _digest(victim) == before and [p.name for p in out.iterdir()] == ["a.png"]
+
+
+def test_a_folder_finds_jfif_and_other_formats_pillow_reads(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    picture = Image.new("RGB", (40, 30), (90, 140, 200))
+    picture.save(photos / "download.jfif", format="JPEG")  # what a browser saves a JPEG as on Windows
+    picture.save(photos / "frame.tga")
+    picture.save(photos / "photo.jpg")
+    (photos / "notes.txt").write_text("not an image")
+    plan = plan_images(photos, tmp_path / "out")
+    assert sorted(source.name for source, _ in plan.pairs) == ["download.jfif", "frame.tga", "photo.jpg"]
+    assert plan_images(photos / "download.jfif", tmp_path / "out").single_file  # one such file given alone

@@ -22,7 +22,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import InputImageError, OutputError, first_line, require_file, resolved
 from .memory import format_bytes
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# The files a folder is searched for: photo and painting formats Pillow reads (.jfif: what Windows and browsers
+# save JPEG downloads as; .avif and .jp2 need Pillow built with their libraries, else such a file is skipped, named).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif",
+                    ".jpe", ".avif", ".apng", ".tga", ".pnm", ".pbm", ".jp2", ".pcx", ".qoi")
 # Pillow's format names for the extensions we write.
 SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
                  ".tiff": "TIFF", ".webp": "WEBP", ".ppm": "PPM"}
