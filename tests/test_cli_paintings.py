@@ -176,6 +176,23 @@ def test_sheet_shows_the_photo_in_every_painting_and_model(files) -> None:
     assert sheet.size == (4 * (96 + 8) + 8, 64 + 18 + 16)  # the photo and three renderings in one row
 
 
+
+def test_a_tall_photos_sheet_keeps_its_captions_apart() -> None:
+    from stylefusion.run.sheet import GAP_PX, MIN_CELL_PX, _layout
+
+    tall = Image.new("RGB", (36, 418), (200, 30, 30))
+    sheet = _layout([("photo", tall), ("a_painting.jpg", tall)])
+    assert sheet.size == (2 * (MIN_CELL_PX + GAP_PX) + GAP_PX, 418 + 18 + 2 * GAP_PX)  # cells wider than the tiles
+    left = GAP_PX + (MIN_CELL_PX - 36) // 2  # each tile centred in its cell
+    assert np.array(sheet)[GAP_PX + 10, left + 1].tolist() == [200, 30, 30]
+    assert np.array(sheet)[GAP_PX + 10, left - 1].tolist() == [255, 255, 255]
+
+
+def test_sheet_extension_error_names_every_format_it_writes(files) -> None:
+    code, err = run("--mode", "sheet", "--device", "cpu", "--input_images_dir", files["photo.png"], "--style_image",
+                    PAINTING, "--sheet_output", files["dir"] / "sheet.gif")
+    assert code != 0 and err.count("\n") <= 1 and ".webp" in err and ".tif" in err, err
+
 def test_export_bakes_the_painting_in(files) -> None:
     ort = pytest.importorskip("onnxruntime")
     from stylefusion.run.painting import Paintings, painting_network

@@ -26,6 +26,7 @@ from .stylizer import Stylizer, check_image_size
 TILE = 384              # longest side of each rendering, px
 LABEL_PX = 18           # the caption band under each tile
 GAP_PX = 8
+MIN_CELL_PX = 96        # a narrow tile (a tall photo) still gets a cell wide enough for a readable caption
 MAX_COLUMNS = 5
 
 
@@ -62,16 +63,17 @@ def _renderers(config: SheetConfig) -> list[tuple[str, Callable[[torch.Tensor], 
 def _layout(tiles: list[tuple[str, Image.Image]]) -> Image.Image:
     """The tiles in a grid of at most MAX_COLUMNS, each with its caption underneath."""
     width, height = tiles[0][1].size
+    cell = max(width, MIN_CELL_PX)
     columns = min(MAX_COLUMNS, len(tiles))
     rows = math.ceil(len(tiles) / columns)
-    sheet = Image.new("RGB", (columns * (width + GAP_PX) + GAP_PX, rows * (height + LABEL_PX + GAP_PX) + GAP_PX),
+    sheet = Image.new("RGB", (columns * (cell + GAP_PX) + GAP_PX, rows * (height + LABEL_PX + GAP_PX) + GAP_PX),
                       "white")
     draw = ImageDraw.Draw(sheet)
     for n, (caption, image) in enumerate(tiles):
         row, column = divmod(n, columns)
-        x, y = GAP_PX + column * (width + GAP_PX), GAP_PX + row * (height + LABEL_PX + GAP_PX)
-        sheet.paste(image, (x, y))
-        draw.text((x + 2, y + height + 3), caption[: max(8, width // 7)], fill="black")
+        x, y = GAP_PX + column * (cell + GAP_PX), GAP_PX + row * (height + LABEL_PX + GAP_PX)
+        sheet.paste(image, (x + (cell - width) // 2, y))
+        draw.text((x + 2, y + height + 3), caption[: cell // 7], fill="black")  # ~6 px a character
     return sheet
 
 
@@ -83,7 +85,8 @@ def make_sheet(config: SheetConfig, on_tile: Callable[[str], None] | None = None
         raise ConfigError(f"the sheet's tile side must be at least 16 px, got {config.tile}")
     output = Path(config.output)
     if output.suffix.lower() not in SAVE_FORMATS:
-        raise OutputError(f"unsupported sheet extension '{output.suffix}' for {output} (use .jpg or .png)")
+        raise OutputError(f"unsupported sheet extension '{output.suffix}' for {output} (use "
+                          f"{', '.join(SAVE_FORMATS)})")
     ensure_not_input(output, [config.photo, *config.style_images, *config.model_paths])
     photo = pil_to_uint8(load_pil(config.photo)).float().div_(255.0)
     if max(photo.shape[-2:]) > config.tile:  # smaller photos stay their size
