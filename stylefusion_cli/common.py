@@ -299,15 +299,18 @@ def require_model(args: argparse.Namespace, mode: str,
     return args.model_path
 
 
-def blank_mask_warnings(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """A warning line per mask that is black (or transparent) everywhere: its region gets no style. The CLIs
-    print them once the run has passed its checks (a bad mask's error comes alone)."""
+def mask_warnings(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """A warning line per mask that is black (or transparent) everywhere: its region gets no style; and per mask
+    painted in colour: its grey level is what counts. The CLIs print them once the run has passed its checks (a bad
+    mask's error comes alone)."""
     if not paths:
         return []
-    from stylefusion.core.masks import blank_masks
+    from stylefusion.core.masks import blank_masks, coloured_masks
 
-    return [f"warning: the mask {path} is black everywhere: nothing will be stylised in its region"
-            for path in blank_masks(paths)]
+    return ([f"warning: the mask {path} is black everywhere: nothing will be stylised in its region"
+             for path in blank_masks(paths)]
+            + [f"warning: the mask {path} is in colour: its grey level is used (pure red = 30 % of the style); "
+               f"paint the regions white" for path in coloured_masks(paths)])
 
 
 def first_frame_warnings(paths: Sequence[str | os.PathLike | None]) -> list[str]:

@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, in_range, info,
-                     is_main_process, positive_int, require_model, run_cli, start_live, blank_mask_warnings,
+                     is_main_process, positive_int, require_model, run_cli, start_live, mask_warnings,
                      first_frame_warnings, WeightList)
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
@@ -333,7 +333,7 @@ def run_image(args: argparse.Namespace) -> int:
                          control=control_from(args))
     bars: list[tqdm] = []
 
-    warnings = (first_frame_warnings([args.input_images_dir]) + blank_mask_warnings(config.control.masks)
+    warnings = (first_frame_warnings([args.input_images_dir]) + mask_warnings(config.control.masks)
                 if is_main_process() else [])
 
     if is_main_process():
@@ -427,7 +427,7 @@ def run_video(args: argparse.Namespace) -> int:
         stop.set()  # the pipeline stops at its next frame, never inside FFmpeg
 
     with tqdm(unit="frame", desc="stylising", dynamic_ncols=True, disable=None) as bar, stop_signals(on_signal):
-        warnings = blank_mask_warnings(config.control.masks)
+        warnings = mask_warnings(config.control.masks)
 
         def on_progress(progress: VideoProgress) -> None:
             while warnings:  # at the first frame: the run has passed its checks

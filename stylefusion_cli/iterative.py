@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
                      non_negative_float, non_negative_int, output_path, positive_float, positive_int, run_cli,
-                     start_live, blank_mask_warnings, first_frame_warnings, in_range, seed, WeightList)
+                     start_live, mask_warnings, first_frame_warnings, in_range, seed, WeightList)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output_names(config)
     unused, upscale = multiscale_unused(config), style_upscale(config)
     warnings = (first_frame_warnings([config.content_image, *config.style_images])
-                + blank_mask_warnings(config.style_masks or ())
+                + mask_warnings(config.style_masks or ())
                 + [f"warning: --{line}" for line in (unused, upscale) if line] + scale_steps_overrides(args))
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")

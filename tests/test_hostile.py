@@ -153,6 +153,9 @@ def build_inputs(b: Path) -> None:
     left = Image.new("L", (48, 32), 0)
     left.paste(255, (0, 0, 24, 32))
     left.save(b / "masks" / "left.png")
+    red = Image.new("RGB", (48, 32), (0, 0, 0))
+    red.paste((255, 0, 0), (0, 0, 24, 32))  # a region painted red on a layer: read as 30 % grey
+    red.save(b / "masks" / "red.png")
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
@@ -508,6 +511,10 @@ MUST_WORK: dict[str, tuple[str, list[str], str, str | None]] = {
                                    "{b}/masks/left.png", "--feather", "1e9"], "out/one.png", None),
     "image-black-mask-warns": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD, "--mask",
                                         "{b}/masks/black.png"], "out/one.png", "black everywhere"),
+    "image-red-mask-warns": ("fast", [*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD, "--mask",
+                                      "{b}/masks/red.png"], "out/one.png", "is in colour: its grey level"),
+    "iterative-red-mask-warns": ("iter", [*ITER, *CONTENT, *STYLE, "--style_masks", "{b}/masks/red.png"],
+                                 "out/final.jpg", "is in colour: its grey level"),
 }
 
 

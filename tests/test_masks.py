@@ -229,3 +229,17 @@ def test_cli_masks_run_and_help(tmp_path, files):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["epoch_001.png", "final.png", "loss_log.csv"]
     assert "--style_masks" in run_script("stylefusion.py", "--help").stdout
+
+
+def test_a_mask_painted_in_colour_is_named_and_a_grey_or_transparent_one_is_not(tmp_path):
+    from stylefusion.core.masks import coloured_masks
+
+    red = Image.new("RGB", (40, 30))
+    red.paste((255, 0, 0), (0, 0, 20, 30))
+    grey = Image.new("L", (40, 30), 128)
+    # White where the style goes, transparent elsewhere: the transparent pixels' own colour is never seen.
+    cut_out = Image.new("RGBA", (40, 30), (0, 255, 0, 0))
+    cut_out.paste((255, 255, 255, 255), (0, 0, 20, 30))
+    for name, image in (("red.png", red), ("grey.png", grey), ("cut_out.png", cut_out)):
+        image.save(tmp_path / name)
+    assert coloured_masks([tmp_path / n for n in ("red.png", "grey.png", "cut_out.png")]) == [str(tmp_path / "red.png")]
