@@ -31,9 +31,11 @@ DEMO_CONTENT = DEMO_DIR / "city.jpg"
 DEMO_STYLE = DEMO_DIR / "udnie.jpg"
 # The demo (no --content_image/--style_image) is shorter than a normal run so a newcomer sees a result within two
 # minutes on a 2-core CPU without bf16 (bench/RESULTS.md: "The demo"); it starts from Magenta's rendering, already
-# stylised, so 40 steps refine it. Explicit options override it.
+# stylised, so 40 steps refine it. At 384 px, not the normal 512: at 512 an fp32 step took 3.8 s on a 2-core Intel
+# Xeon restricted to AVX2 (the demo 2 min 42 s there), at 384 2.0 s (1 min 30 s). Explicit options override it.
 DEMO_EPOCHS = 4
 DEMO_STEPS_PER_EPOCH = 10
+DEMO_IMAGE_SIZE = 384
 
 EPILOG = ("Sizes, in px: --image_size is the longest side of the result; --style_scale sizes the style images as a "
           "ratio of it (fast_style_transfer.py: --max_size caps the longest side of each input, --image_size is "
@@ -65,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--output_dir", default="output/demo", type=output_path,
                     help="where epoch images, final image and loss log go")
     io.add_argument("--output_format", default=C.output_format, choices=("jpg", "png"), help="image file format")
-    io.add_argument("--image_size", type=positive_int, default=C.image_size,
-                    help="longest side of the result, px (the image is scaled up or down to it)")
+    io.add_argument("--image_size", type=positive_int, default=None,
+                    help=f"longest side of the result, px (the image is scaled up or down to it; default "
+                         f"{C.image_size}, the demo {DEMO_IMAGE_SIZE})")
     io.add_argument("--style_scale", type=positive_float, default=C.style_scale,
                     help="longest side of each style image as a ratio of the working image's (1: the same; "
                          "smaller: larger brush strokes)")
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         style_blend_weights=args.style_blend_weights, style_masks=args.style_masks,
         epochs=_default(args.epochs, demo, IterativeConfig.epochs, DEMO_EPOCHS),
         steps_per_epoch=_default(args.steps_per_epoch, demo, IterativeConfig.steps_per_epoch, DEMO_STEPS_PER_EPOCH),
-        image_size=args.image_size,
+        image_size=_default(args.image_size, demo, IterativeConfig.image_size, DEMO_IMAGE_SIZE),
         style_scale=args.style_scale, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, content_layers=args.content_layers, style_layers=args.style_layers,
         style_balance=args.style_balance,

@@ -112,6 +112,8 @@ def test_the_demo_has_its_own_shorter_defaults_and_explicit_options_win(monkeypa
             cli.main(argv)
     demo, demo_epochs, normal = seen
     assert (demo.epochs, demo.steps_per_epoch) == (cli.DEMO_EPOCHS, cli.DEMO_STEPS_PER_EPOCH)
+    assert (demo.image_size, normal.image_size) == (cli.DEMO_IMAGE_SIZE, IterativeConfig.image_size)
+    assert cli.DEMO_IMAGE_SIZE < IterativeConfig.image_size
     assert demo.epochs * demo.steps_per_epoch < ARBITRARY_STEPS  # below even the shortest default budget
     assert (demo_epochs.epochs, demo_epochs.steps_per_epoch) == (3, cli.DEMO_STEPS_PER_EPOCH)
     # with images given: the library's default, the step budget for the start (gatys.default_steps)
