@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -216,6 +217,11 @@ def output_path(text: str) -> str:
     """argparse type: a path to write to, not empty (an unset shell variable would mean the current folder)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: give a file or folder to write to")
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):  # it would become a local folder named "file:", "https:", ...
+        raise argparse.ArgumentTypeError(f"is a URL ({text}): only local files are written; give a path")
+    if text.startswith("~"):  # quoted, so the shell left it: a folder named ~ is never what was meant
+        raise argparse.ArgumentTypeError(f"starts with ~ ({text}), which the shell expands only outside quotes: "
+                                         f"write the path out")
     return text
 
 

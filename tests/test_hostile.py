@@ -347,6 +347,11 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "video-image-as-video": ("fast", [*VID, "--video_input", "{b}/one.png", "--model_path", GOOD], "one.png", 1),
     "video-output-extension": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
                                         "--video_output", "{w}/out/o.avi"], "unsupported output video extension", 1),
+    "video-output-url": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
+                                  "--video_output", "file://{w}/out/o.mp4"], "is a URL", 2),
+    "iterative-output-tilde": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", "~/stylefusion-out"], "starts with ~",
+                               2),
+    "iterative-content-url": ("iter", [*ITER, "--content_image", "https://example.com/a.jpg", *STYLE], "a URL?", 1),
     "video-output-is-input": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
                                        "--video_output", "{b}/clip.mp4"], "refusing to overwrite", 1),
     "video-output-is-a-folder": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
@@ -529,6 +534,25 @@ def test_new_surfaces_that_must_work(case, base, tmp_path, processes):
         result.stderr
     assert temp_files(base, tmp_path) == [] and snapshot(base) == before
 
+
+def test_video_names_with_a_colon_are_files_not_protocols(base, tmp_path, monkeypatch, processes):
+    # Bare names, as a user in the clip's folder types them: FFmpeg read "2024-01-01T10:00:00.mp4" as the protocol
+    # "2024-01-01T10" (refused), and "file:o.mp4" as the file o.mp4 (written there; an empty file renamed into place).
+    import av
+
+    shutil.copy(base / "clip.mp4", tmp_path / "2024-01-01T10:00:00.mp4")
+    monkeypatch.chdir(tmp_path)
+    model = ["--model_path", str(base / "models" / "good.pth"), "--device", "cpu"]
+    runs = {"take1:final.mp4": ["--mode", "video", "--video_input", "2024-01-01T10:00:00.mp4"],
+            "file:o.mp4": ["--mode", "video", "--video_input", "2024-01-01T10:00:00.mp4"],
+            "take2:final.mp4": ["--mode", "webcam", "--camera", "2024-01-01T10:00:00.mp4", "--no_window",
+                                "--max_frames", "3"]}
+    for output, argv in runs.items():
+        result = invoke("fast", [*argv, *model, "--video_output", output])
+        assert result.rc == 0, result.stderr
+        with av.open(str(tmp_path / output)) as video:
+            assert sum(1 for _ in video.decode(video=0)) == (3 if "webcam" in argv else 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["2024-01-01T10:00:00.mp4", *runs])
 
 def test_an_all_black_mask_leaves_the_image_as_it_was(base, tmp_path, processes):
     result = invoke("fast", _fill([*IMG, "--input_images_dir", "{b}/one.png", "--model_path", GOOD, "--mask",

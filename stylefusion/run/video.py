@@ -126,11 +126,18 @@ class VideoResult:
 
 
 # ----------------------------------------------------------------------------------------------- probing
+def ffmpeg_path(path: str | os.PathLike) -> str:
+    """A local file's name as FFmpeg must be given it: "file:" and the absolute path, so that a name with a colon
+    ("2024-01-01T10:00:00.mp4", "take1:final.mp4") is never read as a protocol (FFmpeg would refuse it, or open
+    another file)."""
+    return "file:" + os.path.abspath(path)
+
+
 def _open_input(path: Path) -> Any:
     """Open a video file for reading or raise VideoError with the reason."""
     require_file(path, "video", VideoError)
     try:
-        container = av.open(str(path), "r")
+        container = av.open(ffmpeg_path(path), "r")
     except PermissionError:
         raise VideoError(f"permission denied reading video: {path}") from None
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -331,7 +338,7 @@ class _Audio:
 
     def __init__(self, output: Any, plan: _Plan, copy_codecs: frozenset[str] | None, container_format: str):
         self.output, self.plan = output, plan
-        self.input = av.open(str(plan.input_path), "r")
+        self.input = av.open(ffmpeg_path(plan.input_path), "r")
         self.stream_in = self.input.streams.audio[0]
         self.mode, self.stream_out = "none", None
         self._packets: Iterator[Any] | None = None
@@ -624,9 +631,9 @@ def _run_pipeline(plan: _Plan, tmp: Path, container_format: str, copy_codecs: fr
 
     `cancel` (set by the caller, e.g. from a signal handler) stops every stage at its next frame: Stopped.
     """
-    source = av.open(str(plan.input_path), "r")
+    source = av.open(ffmpeg_path(plan.input_path), "r")
     try:
-        output = av.open(str(tmp), "w", format=container_format,
+        output = av.open(ffmpeg_path(tmp), "w", format=container_format,
                          options={"movflags": "+faststart"} if container_format in ("mp4", "mov") else {})
     except (av.FFmpegError, OSError) as exc:
         source.close()

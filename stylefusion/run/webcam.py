@@ -38,7 +38,7 @@ from ..networks.model_files import load_model
 from ..networks.transformer import MIN_INPUT_SIDE
 from .painting import Paintings, each_painting
 from .stylizer import Stylizer
-from .video import CONTAINERS
+from .video import CONTAINERS, ffmpeg_path
 
 # Commands a frame callback may return (or an int: switch to that model index).
 COMMANDS = ("next", "previous", "side_by_side", "snapshot", "quit")
@@ -193,8 +193,8 @@ def open_camera(camera: str | int) -> tuple[cv2.VideoCapture, np.ndarray, float,
     is_file = isinstance(spec, str) and Path(spec).is_file()  # paced like a camera; /dev/video0 is not a file
     if isinstance(spec, str) and "://" not in spec and not Path(spec).exists():
         raise VideoError(f"camera not found: '{spec}' is not a device index, an existing file or a URL")
-    with _quiet_opencv():
-        capture = cv2.VideoCapture(spec)
+    with _quiet_opencv():  # a file by its absolute path: FFmpeg would read "2024-01-01T10:00:00.mp4" as a protocol
+        capture = cv2.VideoCapture(os.path.abspath(spec) if is_file else spec)
         if not capture.isOpened():
             capture.release()
             if is_file:
@@ -253,7 +253,7 @@ class _Recorder:
     def __init__(self, path: Path, size: tuple[int, int], fps: float, config: WebcamConfig) -> None:
         container_format = CONTAINERS[path.suffix.lower()][0]
         try:
-            self.output = av.open(str(path), "w", format=container_format)
+            self.output = av.open(ffmpeg_path(path), "w", format=container_format)
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot write {config.video_output}: {exc}") from None
         self.time_base = Fraction(1, 1000)  # frames carry their capture times: the recording plays in real time
