@@ -490,6 +490,27 @@ def add_webcam_args(parser: argparse.ArgumentParser) -> None:
                    help="where the space key saves frames")
 
 
+def _check_window() -> None:
+    """Open and close an OpenCV window in a child process first: on a display that is gone (a stale DISPLAY after
+    ssh -X, WAYLAND_DISPLAY without X) Qt aborts the whole process with a page of messages, which no handler can
+    turn into one line."""
+    import os
+    import subprocess
+
+    from stylefusion.core.errors import ConfigError
+
+    probe = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "the default"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is None or done.returncode != 0:
+        reason = next(iter(done.stderr.strip().splitlines()), "") if done is not None else "no answer in 30 s"
+        raise ConfigError(f"cannot open the webcam window on display {display} ({reason or 'it failed'}): use "
+                          f"--no_window --video_output PATH")
+
+
 def run_webcam(args: argparse.Namespace) -> int:
     """--mode webcam: stylise a camera live in a window and/or into a recording."""
     import os
@@ -506,6 +527,8 @@ def run_webcam(args: argparse.Namespace) -> int:
     if not args.no_window and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
                                                                          or os.environ.get("WAYLAND_DISPLAY")):
         raise ConfigError("no display for the webcam window (DISPLAY is unset): use --no_window --video_output PATH")
+    if not args.no_window:
+        _check_window()
     models, paintings = args.model_path or [], list(args.style_image or [])
     if not models and not paintings:
         raise ConfigError("--mode webcam needs --model_path (one or more, e.g. models/udnie.pth from --mode "

@@ -206,10 +206,13 @@ def test_cli_sigint_closes_the_recording(files: dict[str, Path], tmp_path: Path)
     (["--camera", "{dir}/text.jpg"], {}, "holds no frame"),  # one line: FFmpeg's own lines silenced
     (["--camera", "{clip}", "--no_window"], {}, "--no_window needs --video_output"),
     (["--camera", "{clip}"], {"DISPLAY": "", "WAYLAND_DISPLAY": ""}, "no display"),
+    # A display that is gone (a stale DISPLAY after ssh -X): Qt aborted the process with a page of messages.
+    (["--camera", "{clip}", "--video_output", "{tmp}/rec.mp4"], {"DISPLAY": ":987", "WAYLAND_DISPLAY": ""},
+     "cannot open the webcam window on display :987"),
     (["--camera", "{clip}", "--model_path", "{dir}/nope.pth"], {}, "model file not found"),
 ])
 def test_cli_bad_input_one_line(files: dict[str, Path], tmp_path: Path, args, env, message) -> None:
-    args = [a.format(dir=files["dir"], clip=files["clip"]) for a in args]
+    args = [a.format(dir=files["dir"], clip=files["clip"], tmp=tmp_path) for a in args]
     if "--model_path" not in args:
         args += ["--model_path", str(files["model0"])]
     if "--no_window" not in args and "DISPLAY" not in env:
