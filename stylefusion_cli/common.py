@@ -93,6 +93,9 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     SIGTERM is treated like Ctrl-C: the work unwinds (temporary files are removed) and the exit code is
     128 + the signal number (130 for SIGINT, 143 for SIGTERM).
     """
+    for name in ("stdout", "stderr"):  # closed (`2>&-`): None, so print() would write to stdout and tqdm fail
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))
     try:
         with stop_signals():
             return main(argv)

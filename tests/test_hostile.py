@@ -825,3 +825,31 @@ def test_resume_past_a_corrupt_checkpoint_warns_in_one_line(base, tmp_path):
                         f"is unreadable: checkpoint {newest} is truncated or damaged (not a readable PyTorch archive); "
                         f"renamed it to checkpoint_step_00000002.pt.broken"]
     assert torch.load(tmp_path / "out" / "m.pth", weights_only=True)["settings"]["steps"] == 3
+
+
+def _closed_stderr() -> None:
+    os.close(2)
+
+
+def test_a_closed_stderr_still_writes_the_result_and_keeps_stdout_clean(base, tmp_path):
+    # Python makes sys.stderr None: print(file=None) went to stdout and tqdm failed (exit 1, nothing written).
+    proc = subprocess.run([sys.executable, str(REPO / "fast_style_transfer.py"), "--mode", "image", "--device", "cpu",
+                           "--input_images_dir", str(base / "one.png"), "--output_images_dir", str(tmp_path / "out"),
+                           "--model_path", str(base / "models" / "good.pth")], env=ENV, stdout=subprocess.PIPE,
+                          preexec_fn=_closed_stderr, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert (tmp_path / "out" / "one.png").is_file()
+
+
+def test_a_deleted_current_folder_is_one_line_not_a_library_load_failure(tmp_path):
+    gone = tmp_path / "gone"
+
+    def enter_then_delete() -> None:
+        gone.mkdir()
+        os.chdir(gone)
+        gone.rmdir()
+
+    proc = subprocess.run([sys.executable, str(REPO / "stylefusion.py"), "--version"], env=ENV, capture_output=True,
+                          text=True, preexec_fn=enter_then_delete, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "current folder no longer exists" in proc.stderr
