@@ -349,6 +349,8 @@ def run_image(args: argparse.Namespace) -> int:
         bars.append(tqdm(unit="tile", desc="tiles", leave=False, disable=None, position=1))
         for _, reason in start.unreadable:  # sub-folders that could not be listed: reported like files
             bars[0].write(f"skipped: {reason}", file=sys.stderr)
+        if start.note:
+            bars[0].write(f"note: {start.note}", file=sys.stderr)
 
     def on_progress(progress: ImageProgress) -> None:
         while warnings and progress.error is None:  # after the first image done: the masks fit the images

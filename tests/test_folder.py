@@ -86,3 +86,16 @@ def test_a_folder_finds_jfif_and_other_formats_pillow_reads(tmp_path):
     plan = plan_images(photos, tmp_path / "out")
     assert sorted(source.name for source, _ in plan.pairs) == ["download.jfif", "frame.tga", "photo.jpg"]
     assert plan_images(photos / "download.jfif", tmp_path / "out").single_file  # one such file given alone
+
+
+def test_an_output_folder_inside_the_input_folder_says_what_it_holds(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (90, 140, 200)).save(photos / "a.jpg")
+    Image.new("RGB", (40, 30), (200, 140, 90)).save(photos / "sub" / "a.jpg")  # a photo, not an earlier result
+    plan = plan_images(photos, photos / "sub")
+    assert [source.name for source, _ in plan.pairs] == ["a.jpg"]  # the output folder is no input
+    assert plan.note is not None and "inside the input folder" in plan.note and "replace 1 of them" in plan.note
+    assert "a.jpg" in plan.note
+    assert plan_images(photos, photos / "new_out").note is None  # nothing there yet: nothing to say
+    assert plan_images(photos, tmp_path / "elsewhere").note is None

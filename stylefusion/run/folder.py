@@ -46,13 +46,14 @@ class ImagePlan:
     pairs: tuple[tuple[Path, Path], ...]
     single_file: bool
     unreadable: tuple[tuple[Path, str], ...] = ()  # sub-folders that could not be listed, and why
+    note: str | None = None  # e.g. images already in an output folder inside the input folder (not inputs)
 
     def shard(self, rank: int, world_size: int) -> "ImagePlan":
         """This process's share under torchrun: every world_size-th file, so N processes take disjoint parts."""
         if world_size <= 1:
             return self
         return ImagePlan(self.input_path, self.output_dir, self.pairs[rank::world_size], self.single_file,
-                         self.unreadable if rank == 0 else ())  # reported once
+                         *((self.unreadable, self.note) if rank == 0 else ((), None)))  # reported once
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class ImageStart:
     output_dir: Path
     model_settings: dict[str, Any]
     unreadable: tuple[tuple[Path, str], ...]
+    note: str | None = None  # the plan's (ImagePlan.note)
 
 
 def _output_names(relatives: list[Path]) -> list[Path]:
@@ -195,7 +197,22 @@ def plan_images(input_path: str | os.PathLike, output_dir: str | os.PathLike,
             whose = f"{what}, with the result of {path}" if what else ""
             raise OutputError(f"refusing to overwrite an input file: {target}{whose} (choose another "
                               f"--output_images_dir)")
-    return ImagePlan(source, out, pairs, single, tuple(unreadable))
+    return ImagePlan(source, out, pairs, single, tuple(unreadable), None if single else _inside_note(out, root, pairs))
+
+
+def _inside_note(out: Path, root: Path, pairs: tuple[tuple[Path, Path], ...]) -> str | None:
+    """Where the output folder lies inside the input folder and already holds images: they are not inputs (the
+    walk skips the output folder, so results are never stylised again), and those a result is named like get
+    replaced, which a photo kept there would not survive: said before anything is written."""
+    if not out.is_dir() or not resolved(out).is_relative_to(resolved(root)):
+        return None
+    held = walk_images(out)
+    if not held:
+        return None
+    replaced = [target for _, target in pairs if target.exists()]
+    named = f" ({', '.join(p.name for p in replaced[:3])}{', ...' if len(replaced) > 3 else ''})" if replaced else ""
+    return (f"{out} is inside the input folder: its {len(held)} image(s) are not stylised; results replace "
+            f"{len(replaced)} of them{named}")
 
 
 def _protected(config: ImageConfig) -> dict[str, list[str | os.PathLike]]:
@@ -388,6 +405,6 @@ def stylize_folder(config: ImageConfig, callback: Callable[[ImageProgress], Any]
     if config.retain_freed_memory:
         retain_freed_memory()  # the network runs over and over: keep its buffers mapped
     if on_start is not None:
-        on_start(ImageStart(len(plan.pairs), rank, world_size, plan.output_dir, settings, plan.unreadable))
+        on_start(ImageStart(len(plan.pairs), rank, world_size, plan.output_dir, settings, plan.unreadable, plan.note))
     summary = stylize_images(plan, stylizer, options, callback)
     return ImageSummary(summary.stylised, summary.failed, summary.failures, plan.unreadable)
