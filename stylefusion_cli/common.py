@@ -292,6 +292,13 @@ def apply_pixel_limit(megapixels: float | None) -> None:
         Image.MAX_IMAGE_PIXELS = int(megapixels * 1e6 / 2)
 
 
+def _this_command() -> str:
+    """How the user ran this program: `python fast_style_transfer.py` from a clone, the console command when
+    installed (whose advice must not name a script the install does not have)."""
+    name = os.path.basename(sys.argv[0] or "") or "fast_style_transfer.py"
+    return f"python {name}" if name.endswith(".py") else name
+
+
 def require_model(args: argparse.Namespace, mode: str,
                   hint: str = "e.g. models/udnie.pth from --mode download") -> str | list[str]:
     """The --model_path a mode needs, checked to exist, with a hint on how to get one."""
@@ -303,8 +310,8 @@ def require_model(args: argparse.Namespace, mode: str,
         raise ConfigError(f"--mode {mode} needs --model_path ({hint})")
     for path in args.model_path if isinstance(args.model_path, list) else [args.model_path]:  # list: one per mask
         if not Path(path).exists():
-            raise ModelError(not_found("model file", path, " (run `python fast_style_transfer.py --mode download` to "
-                                       "fetch the released models into models/, or train one with --mode train)"))
+            raise ModelError(not_found("model file", path, f" (run `{_this_command()} --mode download` to fetch the "
+                                       "released models into models/, or train one with --mode train)"))
     return args.model_path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from stylefusion_cli import common as cli_common
@@ -91,3 +93,17 @@ def test_a_refused_allocation_is_one_line_and_other_runtime_errors_stay_loud(cap
 
     with pytest.raises(RuntimeError, match="shapes"):
         cli_common.run_cli(bug, [])
+
+
+@pytest.mark.parametrize("argv0, shown", [("/usr/local/bin/fast-style-transfer", "fast-style-transfer"),
+                                          ("fast_style_transfer.py", "python fast_style_transfer.py")])
+def test_the_download_advice_names_the_command_the_user_ran(monkeypatch, argv0, shown):
+    # Installed, there is no fast_style_transfer.py to run: the console command's own name is the advice.
+    import argparse
+
+    from stylefusion.core.errors import ModelError
+    from stylefusion_cli.common import require_model
+
+    monkeypatch.setattr(sys, "argv", [argv0])
+    with pytest.raises(ModelError, match=f"run `{shown} --mode download`"):
+        require_model(argparse.Namespace(model_path="udnie"), "image")
