@@ -302,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         if live is not None:
             live.close()
     info(f"final image: {result.final_path} (loss log: {result.loss_log})")
-    stale = earlier_epoch_images(Path(output_dir), {Path(p).name for p in saved})
+    stale = earlier_images(Path(output_dir), {Path(p).name for p in [*saved, result.final_path]})
     if stale:
-        info(f"note: {len(stale)} epoch image(s) in {output_dir} are from an earlier run, not this one "
+        info(f"note: {len(stale)} image(s) in {output_dir} are from an earlier run, not this one "
              f"({stale[0]}{' ... ' + stale[-1] if len(stale) > 1 else ''})")
     return 0
 
@@ -330,10 +330,11 @@ def show_progress(bar: Any, p: "IterativeProgress", tol: float | None, saved: li
                     size=f"{p.size[1]}x{p.size[0]}", refresh=False)
 
 
-def earlier_epoch_images(output_dir: Path, written: set[str]) -> list[str]:
-    """Names of epoch_NNN images in output_dir this run did not write: a longer earlier run's, left beside its."""
-    return sorted(p.name for p in output_dir.glob("epoch_[0-9][0-9][0-9]*.*")
-                  if p.suffix.lower() in (".jpg", ".png") and p.name not in written)
+def earlier_images(output_dir: Path, written: set[str]) -> list[str]:
+    """Names of epoch_NNN and final images in output_dir this run did not write: a longer earlier run's, or one in
+    the other --output_format, left beside its."""
+    found = [*output_dir.glob("epoch_[0-9][0-9][0-9]*.*"), *output_dir.glob("final.*")]
+    return sorted(p.name for p in found if p.suffix.lower() in (".jpg", ".png") and p.name not in written)
 
 
 def command() -> int:

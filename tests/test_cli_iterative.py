@@ -162,14 +162,18 @@ def test_an_animated_style_image_is_named_and_its_first_frame_used(files, tmp_pa
     assert (tmp_path / "out" / "final.jpg").is_file()
 
 
-def test_a_shorter_rerun_names_the_earlier_runs_epoch_images(files, tmp_path):
+def test_a_shorter_rerun_names_the_earlier_runs_images(files, tmp_path):
     # Re-running into the same folder with fewer epochs leaves the longer run's later epochs: said, not mixed in.
     out = tmp_path / "out"
     first = run_script("stylefusion.py", *args(files, out))
     assert first.returncode == 0 and "earlier run" not in first.stderr, first.stderr
     second = run_script("stylefusion.py", *args(files, out, "--epochs", "1"))
     assert second.returncode == 0, second.stderr
-    assert "note: 1 epoch image(s)" in second.stderr and "(epoch_002.jpg)" in second.stderr, second.stderr
+    assert "note: 1 image(s)" in second.stderr and "(epoch_002.jpg)" in second.stderr, second.stderr
+    # In the other format every image of the earlier runs stays beside this run's, final.jpg too.
+    third = run_script("stylefusion.py", *args(files, out, "--epochs", "1", "--output_format", "png"))
+    assert third.returncode == 0, third.stderr
+    assert "note: 3 image(s)" in third.stderr and "(epoch_001.jpg ... final.jpg)" in third.stderr, third.stderr
 
 
 def test_output_dir_is_created_and_inputs_never_overwritten(files, tmp_path):
