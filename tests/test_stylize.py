@@ -344,3 +344,18 @@ def test_stylize_folder_runs_image_mode_in_one_call(tmp_path, net):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a0.png", "a1.png", "a2.png"]
     with pytest.raises(ConfigError, match="batch_size"):
         stylize_folder(ImageConfig(src, tmp_path / "out2", model, batch_size=0))
+
+
+def test_bf16_refused_where_a_setting_hides_it_says_so(monkeypatch):
+    # Under ONEDNN_MAX_CPU_ISA=AVX2 an AVX512-BF16 CPU reports no bf16: the message names the setting too.
+    import stylefusion.core.device as device
+    from stylefusion.core.errors import DeviceError
+
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(DeviceError, match=r"no native bf16 support \(or ONEDNN_MAX_CPU_ISA=AVX2 hides it\)"):
+        device.check_precision("bf16", torch.device("cpu"))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    with pytest.raises(DeviceError, match=r"no native bf16 support; use --precision fp32"):
+        device.check_precision("bf16", torch.device("cpu"))

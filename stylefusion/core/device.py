@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import ContextManager
 
 import torch
@@ -86,7 +87,10 @@ def check_precision(precision: str, device: torch.device) -> None:
         if precision == "fp16":
             raise DeviceError("fp16 is not supported on the CPU; use --precision bf16 or fp32")
         if not cpu_supports_bf16():
-            raise DeviceError("this CPU has no native bf16 support; use --precision fp32")
+            limits = [f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+                      if os.environ.get(name)]
+            why = f" (or {' and '.join(limits)} hides it)" if limits else ""
+            raise DeviceError(f"this CPU has no native bf16 support{why}; use --precision fp32")
     if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise DeviceError("this GPU does not support bf16; use --precision fp16 or fp32")
 
