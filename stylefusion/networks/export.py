@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, ModelError, OutputError, first_line
-from ..core.images import atomic_path
+from ..core.images import atomic_path, no_empty_folders_on_failure, prepare_output_dir
 
 EXPORT_FORMATS = {".onnx": "ONNX", ".pt": "TorchScript"}
 ONNX_OPSET = 17
@@ -53,23 +53,24 @@ def export_model(network: nn.Module, path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise OutputError(f"{path} is a folder: give a file name ending in .onnx (ONNX) or .pt (TorchScript)")
     fmt = export_format(path)
-    if not path.parent.is_dir():
-        raise OutputError(f"output folder does not exist: {path.parent}")
     network = _CroppedToInput(copy.deepcopy(getattr(network, "module", network)).cpu().float().eval())
     example = torch.rand(_EXAMPLE_SHAPE) * 255.0
     try:
-        with atomic_path(path) as tmp, warnings.catch_warnings():
+        # Serialised in memory, then written by Python: torch's own file writers abort the whole process (C++
+        # terminate) when the disk is full, where a Python write raises OSError.
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and constant-folding notices
-            # Serialised in memory, then written by Python: torch's own file writers abort the whole process
-            # (C++ terminate) when the disk is full, where a Python write raises OSError.
-            buffer = io.BytesIO()
             if fmt == "ONNX":
                 _export_onnx(network, example, buffer)
             else:
                 with torch.no_grad():
                     traced = torch.jit.trace(network, example, check_trace=False)
                 torch.jit.save(traced, buffer)
-            tmp.write_bytes(buffer.getvalue())
+        with no_empty_folders_on_failure(path.parent):  # a missing folder is made, as for the other outputs
+            prepare_output_dir(path.parent)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(buffer.getvalue())
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except (RuntimeError, torch.jit.Error) as exc:  # an exporter failure, e.g. an unsupported operator
