@@ -79,9 +79,9 @@ INITS = ("auto", "content", "recolored", "arbitrary", "noise", "style")
 # (bench/RESULTS.md "Time to quality"): from the rendering the mean style error passes the reference's within
 # 10-50 steps on every pair and the content error is the one that lags (with ARBITRARY_STYLE_LAYERS, the photo's
 # edges put back, ARBITRARY_PYRAMID_LEVELS and the content boost of content_boost.py, at 100 steps at parity on all
-# eight pairs, on five of seven pairs added as checks, and on both pairs at 512 px); from the photo, relu1_1 weighs almost nothing
-# in the raw balance and closes slowly: at 512 px golden_gate x The Scream and hoovertowernight x Shipwreck took 80
-# and 180 steps recoloured on the pyramid, amber x Shipwreck was not there in 200.
+# eight pairs, on five of seven pairs added as checks, and on both pairs at 512 px); from the photo, relu1_1 weighs
+# almost nothing in the raw balance and closes slowly: at 512 px golden_gate x The Scream and hoovertowernight x
+# Shipwreck took 80 and 180 steps recoloured on the pyramid, amber x Shipwreck was not there in 200.
 AUTO_PYRAMID_DISTANCE = 0.8
 AUTO_DISTANCE_SIDE = 512  # the distance is taken at this longest side (at most the result's)
 AUTO_PYRAMID_LEVELS = 4

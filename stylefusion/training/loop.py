@@ -90,7 +90,8 @@ class TrainConfig:
     content_layers: str = "relu2_2"
     style_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
     pretrained_model_path: str | os.PathLike | None = None
-    arch: str = "standard"               # network: "standard" (Johnson et al.) or "compact" (networks/compact.py, CPU video)
+    # The network: "standard" (Johnson et al.) or "compact" (networks/compact.py, for video on a CPU).
+    arch: str = "standard"
     # The compact network's residual-stack width; None: compact.COMPACT_CHANNELS, or a fine-tuned or resumed
     # network's own. Wider is slower and closer to the standard network's quality (see networks/compact.py).
     compact_width: int | None = None
