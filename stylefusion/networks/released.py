@@ -204,12 +204,13 @@ def _download_into(models_dir: Path, url: str, timeout: float, callback: Callabl
     """download_released_models once the folder exists."""
     local = _local_path(url)
     if local is not None:
+        if url.startswith("file://") and not url.startswith("file:///"):  # file://a.zip: host "a.zip", no path
+            raise ModelError(f"released models archive not found: {url} (a file:// URL needs an absolute path: "
+                             f"file:///path/to/saved_models.zip)")
         if local.is_dir():
             raise ModelError(f"the released models archive is a folder, not a .zip file: {url}")
-        if not local.is_file():  # named as given: file://relative.zip reads as host "relative.zip", path ""
-            raise ModelError(f"released models archive not found: {url}"
-                             + (" (a file:// URL needs an absolute path: file:///path/to/saved_models.zip)"
-                                if url.startswith("file://") and not url.startswith("file:///") else ""))
+        if not local.is_file():
+            raise ModelError(f"released models archive not found: {url}")
         return install_from_zip(local, models_dir)
     fd, name = tempfile.mkstemp(prefix=".saved_models.", suffix=".tmp.zip", dir=models_dir)
     os.close(fd)
