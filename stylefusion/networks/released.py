@@ -204,7 +204,7 @@ def _download_into(models_dir: Path, url: str, timeout: float, callback: Callabl
     """download_released_models once the folder exists."""
     local = _local_path(url)
     if local is not None:
-        if url.startswith("file://") and not url.startswith("file:///"):  # file://a.zip: host "a.zip", no path
+        if urllib.parse.urlparse(url).netloc not in ("", "localhost"):  # file://a.zip: host "a.zip", no path
             raise ModelError(f"released models archive not found: {url} (a file:// URL needs an absolute path: "
                              f"file:///path/to/saved_models.zip)")
         if local.is_dir():
