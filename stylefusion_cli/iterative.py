@@ -32,7 +32,8 @@ DEMO_STYLE = DEMO_DIR / "udnie.jpg"
 # The demo (no --content_image/--style_image) is shorter than a normal run so a newcomer sees a result within two
 # minutes on a 2-core CPU without bf16 (bench/RESULTS.md: "The demo"); it starts from Magenta's rendering, already
 # stylised, so 40 steps refine it. At 384 px, not the normal 512: at 512 an fp32 step took 3.8 s on a 2-core Intel
-# Xeon restricted to AVX2 (the demo 2 min 42 s there), at 384 2.0 s (1 min 30 s). Explicit options override it.
+# Xeon restricted to AVX2 (the demo 2 min 42 s to 3 min 14 s there), at 384 2.0 s (1 min 31 s to 1 min 42 s).
+# Explicit options override it.
 DEMO_EPOCHS = 4
 DEMO_STEPS_PER_EPOCH = 10
 DEMO_IMAGE_SIZE = 384
