@@ -14,8 +14,9 @@ def _require_current_folder() -> None:
     try:
         _os.getcwd()
     except FileNotFoundError:
-        _sys.stderr.write("error: the current folder no longer exists (deleted while this shell was in it): cd to "
-                          "another folder and run again\n")
+        if _sys.stderr is not None:  # None where stderr is closed
+            _sys.stderr.write("error: the current folder no longer exists (deleted while this shell was in it): cd "
+                              "to another folder and run again\n")
         raise SystemExit(1) from None
 
 

@@ -321,12 +321,17 @@ def mask_warnings(paths: Sequence[str | os.PathLike]) -> list[str]:
     mask's error comes alone)."""
     if not paths:
         return []
-    from stylefusion.core.masks import blank_masks, coloured_masks
+    from stylefusion.core.masks import mask_flags
 
-    return ([f"warning: the mask {path} is black everywhere: nothing will be stylised in its region"
-             for path in blank_masks(paths)]
-            + [f"warning: the mask {path} is in colour: its grey level is used (pure red = 30 % of the style); "
-               f"paint the regions white" for path in coloured_masks(paths)])
+    lines = []
+    for path in paths:
+        blank, coloured = mask_flags(path)
+        if blank:
+            lines.append(f"warning: the mask {path} is black everywhere: nothing will be stylised in its region")
+        elif coloured:
+            lines.append(f"warning: the mask {path} is in colour: its grey level is used (pure red = 30 % of the "
+                         f"style); paint the regions white")
+    return lines
 
 
 def first_frame_warnings(paths: Sequence[str | os.PathLike | None]) -> list[str]:

@@ -407,7 +407,7 @@ def test_masks_count_in_the_memory_budget(tmp_path: Path) -> None:
 
 
 def test_transparent_mask_pixels_count_as_black(tmp_path: Path) -> None:
-    from stylefusion.core.masks import blank_masks, read_mask
+    from stylefusion.core.masks import mask_flags, read_mask
 
     rgba = Image.new("RGBA", (8, 4), (255, 255, 255, 0))  # white, but fully transparent
     rgba.paste((255, 255, 255, 255), (0, 0, 4, 4))        # the left half opaque white
@@ -415,4 +415,4 @@ def test_transparent_mask_pixels_count_as_black(tmp_path: Path) -> None:
     mask = read_mask(tmp_path / "alpha.png")
     assert mask[:, :4].eq(1).all() and mask[:, 4:].eq(0).all()
     Image.new("RGBA", (8, 4), (255, 255, 255, 0)).save(tmp_path / "clear.png")
-    assert blank_masks([tmp_path / "alpha.png", tmp_path / "clear.png"]) == [str(tmp_path / "clear.png")]
+    assert [mask_flags(tmp_path / n)[0] for n in ("alpha.png", "clear.png")] == [False, True]  # black: clear.png

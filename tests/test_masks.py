@@ -232,7 +232,7 @@ def test_cli_masks_run_and_help(tmp_path, files):
 
 
 def test_a_mask_painted_in_colour_is_named_and_a_grey_or_transparent_one_is_not(tmp_path):
-    from stylefusion.core.masks import coloured_masks
+    from stylefusion.core.masks import mask_flags
 
     red = Image.new("RGB", (40, 30))
     red.paste((255, 0, 0), (0, 0, 20, 30))
@@ -242,4 +242,6 @@ def test_a_mask_painted_in_colour_is_named_and_a_grey_or_transparent_one_is_not(
     cut_out.paste((255, 255, 255, 255), (0, 0, 20, 30))
     for name, image in (("red.png", red), ("grey.png", grey), ("cut_out.png", cut_out)):
         image.save(tmp_path / name)
-    assert coloured_masks([tmp_path / n for n in ("red.png", "grey.png", "cut_out.png")]) == [str(tmp_path / "red.png")]
+    assert [mask_flags(tmp_path / n) for n in ("red.png", "grey.png", "cut_out.png")] == [(False, True),
+                                                                                         (False, False),
+                                                                                         (False, False)]

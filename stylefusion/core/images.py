@@ -218,8 +218,9 @@ def resize_longest(image: torch.Tensor, longest: int) -> torch.Tensor:
     return resize_to(image, scaled_size(h, w, longest))
 
 
-# The temporary name adds this many characters to the output's: "." + stem + "." + 12 hex digits + ".tmp" + suffix.
-_TEMP_EXTRA = 18
+# A temporary name is "." + stem + "." + a random token in hex + ".tmp" + suffix: this many characters more.
+_TOKEN_BYTES = 6
+_TEMP_EXTRA = len(".") + len(".") + 2 * _TOKEN_BYTES + len(".tmp")
 # The longest file name most file systems take (bytes).
 _NAME_MAX = 255
 
@@ -237,7 +238,7 @@ def _temp_stem(path: Path) -> str:
 def _create_temp_file(path: Path) -> Path:
     """Create an empty, hidden, uniquely named file next to `path` with the permissions open() would give."""
     for _ in range(100):
-        tmp = path.with_name(f".{_temp_stem(path)}.{secrets.token_hex(6)}.tmp{path.suffix}")
+        tmp = path.with_name(f".{_temp_stem(path)}.{secrets.token_hex(_TOKEN_BYTES)}.tmp{path.suffix}")
         try:
             # Mode 0o666 minus the umask, like a plain open(); tempfile.mkstemp would make it 0o600, and the
             # rename would then leave every output readable by its owner only.
@@ -253,7 +254,7 @@ def temp_files_of(path: str | os.PathLike) -> list[Path]:
     """The temporary files (of _create_temp_file's naming) next to `path`: another run's in progress, or left by a
     run killed outright (SIGKILL, power loss), which had no chance to remove its own."""
     path = Path(path)
-    return sorted(path.parent.glob(f".{glob.escape(_temp_stem(path))}.{'[0-9a-f]' * 12}.tmp"
+    return sorted(path.parent.glob(f".{glob.escape(_temp_stem(path))}.{'[0-9a-f]' * 2 * _TOKEN_BYTES}.tmp"
                                    f"{glob.escape(path.suffix)}"))
 
 

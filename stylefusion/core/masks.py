@@ -38,21 +38,17 @@ def read_mask(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(grey)
 
 
-def coloured_masks(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """The masks painted in colour (over 1 % of their pixels more than 16 levels from grey): read as their grey
-    level, a region painted pure red takes 30 % of the style, not all of it."""
-    found = []
-    for path in paths:
-        rgba = np.asarray(load_pil(path, keep_alpha=True).convert("RGBA"), dtype=np.int16)
-        rgb, opaque = rgba[..., :3], rgba[..., 3] > 0  # a transparent pixel's colour is not seen
-        if (((rgb.max(axis=2) - rgb.min(axis=2)) > 16) & opaque).mean() > 0.01:
-            found.append(str(path))
-    return found
-
-
-def blank_masks(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """The masks that are black (or transparent) everywhere: nothing would be styled in their region."""
-    return [str(path) for path in paths if not bool((read_mask(path) > 0).any())]
+def mask_flags(path: str | os.PathLike) -> tuple[bool, bool]:
+    """(black everywhere, painted in colour) of one mask file, from one decode. Black: every pixel's grey level times
+    its alpha is 0 (as read_mask reads it), nothing would be styled in its region. In colour: over 1 % of its opaque
+    pixels more than 16 levels from grey; read as their grey level, a region painted pure red takes 30 % of the
+    style, not all of it."""
+    img = load_pil(path, keep_alpha=True)
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.int16)
+    opaque = rgba[..., 3] > 0  # a transparent pixel counts as black, and its colour is not seen
+    blank = not bool(((np.asarray(img.convert("L")) > 0) & opaque).any())
+    rgb = rgba[..., :3]
+    return blank, bool((((rgb.max(axis=2) - rgb.min(axis=2)) > 16) & opaque).mean() > 0.01)
 
 
 def check_mask_ratio(name: str, mask_hw: tuple[int, int], image_hw: tuple[int, int], what: str,
