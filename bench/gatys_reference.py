@@ -91,7 +91,8 @@ def main() -> int:
         f = caffe_features(convs, image)
         loss = CONTENT_WEIGHT * F.mse_loss(f[CONTENT_LAYER], content_target)
         loss = loss + sum(STYLE_WEIGHT * F.mse_loss(gram(f[k]), t) for k, t in style_targets.items())
-        tv = (image[:, :, 1:, :] - image[:, :, :-1, :]).abs().sum() + (image[:, :, :, 1:] - image[:, :, :, :-1]).abs().sum()
+        tv = ((image[:, :, 1:, :] - image[:, :, :-1, :]).abs().sum()
+              + (image[:, :, :, 1:] - image[:, :, :, :-1]).abs().sum())
         loss = loss + TV_WEIGHT * tv
         loss.backward()
         return loss

@@ -90,7 +90,8 @@ def time_to_loss(content: Path, style: Path, size: int, steps: int, tmp: Path, p
     cost = sum(r["height"] * r["width"] / area for r in upto)
     at_same_time = [r for r in single if r["seconds"] <= multi[-1]["seconds"]]
     return {"single_at_multi_time": at_same_time[-1]["total"] if at_same_time else None,
-            "cost_hit": cost if hit else None, "target": target, "t_single": t_single, "multi_final": multi[-1]["total"],
+            "cost_hit": cost if hit else None, "target": target, "t_single": t_single,
+            "multi_final": multi[-1]["total"],
             "t_multi_total": multi[-1]["seconds"], "t_hit": hit["seconds"] if hit else None,
             "hit_step": int(hit["step"]) if hit else None, "coarse_steps": len(multi) - len(full)}
 
@@ -122,7 +123,8 @@ def main() -> int:
             for optimizer, precision, sec in step_times(a.content, a.style, a.size, a.timing_steps, tmp):
                 print(f"| {optimizer} | {precision} | {sec:.3f} |", flush=True)
         if a.quality_steps:
-            print(f"\n| precision | loss after {a.quality_steps} L-BFGS steps (scored in fp32) | time (s) |\n|---|---|---|")
+            print(f"\n| precision | loss after {a.quality_steps} L-BFGS steps (scored in fp32) | time (s) |"
+                  "\n|---|---|---|")
             for precision, loss, sec in precision_quality(a.content, a.style, a.size, a.quality_steps, tmp):
                 print(f"| {precision} | {loss:.4g} | {sec:.1f} |", flush=True)
         if a.skip_time_to_loss:

@@ -61,7 +61,8 @@ def main() -> int:
 
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, {a.content.name} + {a.style.name}")
-    print("\n| size | steps | --max_memory GB | tile passes/step | s/step | first step s | peak RSS GB | loss first -> last |")
+    print("\n| size | steps | --max_memory GB | tile passes/step | s/step | first step s | peak RSS GB "
+          "| loss first -> last |")
     print("|---|---|---|---|---|---|---|---|")
     for spec in a.run or ["512:3"]:
         r = subprocess.run([sys.executable, __file__, "--child", spec, "--content", str(a.content), "--style",

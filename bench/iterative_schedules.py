@@ -29,7 +29,8 @@ import torch.nn.functional as F  # noqa: E402
 from stylefusion.core.device import autocast  # noqa: E402
 from stylefusion.core.images import load_image, resize_to, scaled_size  # noqa: E402
 from stylefusion.iterative.gatys import IterativeConfig  # noqa: E402
-from stylefusion.core.losses import PerceptualLoss, content_loss, parse_layer_weights, style_grams, style_loss  # noqa: E402
+from stylefusion.core.losses import (PerceptualLoss, content_loss, parse_layer_weights, style_grams,  # noqa: E402
+                                     style_loss)
 from stylefusion.core.vgg import load_vgg19  # noqa: E402
 
 

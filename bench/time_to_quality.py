@@ -113,7 +113,8 @@ def time_steps(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         reference = Path(tmp) / "ref"
         subprocess.run([sys.executable, str(Path(__file__).with_name("gatys_reference.py")), "--content",
-                        str(SHARED / "content" / f"{content}.jpg"), "--style", str(SHARED / "style" / f"{painting}.jpg"),
+                        str(SHARED / "content" / f"{content}.jpg"),
+                        "--style", str(SHARED / "style" / f"{painting}.jpg"),
                         "--steps", "12", "--snapshots", "12", "--size", "384", "--out", str(reference)], check=True,
                        capture_output=True)
         times = json.loads((reference / "times.json").read_text())["seconds"]
@@ -133,7 +134,8 @@ def time_steps(args: argparse.Namespace) -> int:
                     lambda p: stamps.append(time.perf_counter()) if p.strokes is not None else None)
             with open(folder / "loss_log.csv") as f:
                 seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-            rows.append((f"stylefusion {precision}", statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))))
+            step = statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))
+            rows.append((f"stylefusion {precision}", step))
             rows.append((f"stylefusion {precision}, stroke step",
                          statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))))
     for name, value in rows:
@@ -232,7 +234,8 @@ def main() -> int:
     print("| run | step | seconds | content | " + " | ".join(STYLE_LAYERS) + " | as good as the reference |")
     print("|---|---:|---:|---:|" + "---:|" * len(STYLE_LAYERS) + "---|")
     summary = [f"reference: {ref_step} steps in {ref_seconds:.0f} s"]
-    for name, points in [("reference", ref), *((r.name, retimed(run_points(r), args.run_step_seconds)) for r in args.runs)]:
+    runs = [(r.name, retimed(run_points(r), args.run_step_seconds)) for r in args.runs]
+    for name, points in [("reference", ref), *runs]:
         reached = None
         for step, seconds, image in points:
             s = scorer.score(load(image))

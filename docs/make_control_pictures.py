@@ -11,8 +11,8 @@ Each picture is a row of labelled panels, a small compressed JPEG written atomic
   mask.jpg      the fast model through data/mask_left.png, feathered edge
   multi.jpg     a 2-style network (udnie + mosaic) trained here: style 0, the 50/50 blend, style 1
 Measured with OMP_NUM_THREADS=1 on a shared 2-core CPU: regions 4.5-5.5 min, multi 20 min (its training; 132 s
-with two threads on a quiet one), the fast pictures seconds. The mosaic (bold tiles with dark grout) is drawn by this script as a second, clearly different style; the
-repository has no second painting.
+with two threads on a quiet one), the fast pictures seconds. The mosaic (bold tiles with dark grout) is drawn by this
+script as a second, clearly different style; the repository has no second painting.
 """
 
 from __future__ import annotations

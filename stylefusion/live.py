@@ -371,7 +371,8 @@ function drawCurve(h) {
   const parts = [];
   for (let e = lo; e <= hi; e++) {
     const yy = y(Math.pow(10, e)).toFixed(1);
-    parts.push(`<line x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}" stroke="#eee"/><text x="4" y="${yy}">1e${e}</text>`);
+    parts.push(`<line x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}" stroke="#eee"/>`,
+               `<text x="4" y="${yy}">1e${e}</text>`);
   }
   parts.push(`<text x="${L}" y="${H - 6}">step ${s0}</text><text x="${W - R - 60}" y="${H - 6}">step ${s1}</text>`);
   Object.entries(h.series).forEach(([name, vals], i) => {

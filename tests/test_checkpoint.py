@@ -1,4 +1,5 @@
-"""training/checkpoint.py and core/losslog.py: TrainState round trip, checkpoint names/pruning, the loss-log CSV writer."""
+"""training/checkpoint.py and core/losslog.py: TrainState round trip, checkpoint names/pruning, the loss-log CSV
+writer."""
 
 from __future__ import annotations
 

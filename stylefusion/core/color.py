@@ -52,9 +52,9 @@ def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 def transfer_luminance(stylised: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Keep the stylised image's luminance and the content image's chroma (Cb, Cr)."""
     if content.shape[-2:] != stylised.shape[-2:]:
-        content = torch.nn.functional.interpolate(content.reshape(-1, *content.shape[-3:]),
-                                                  size=stylised.shape[-2:], mode="bilinear",
-                                                  align_corners=False).reshape(*content.shape[:-2], *stylised.shape[-2:])
+        resized = torch.nn.functional.interpolate(content.reshape(-1, *content.shape[-3:]),
+                                                  size=stylised.shape[-2:], mode="bilinear", align_corners=False)
+        content = resized.reshape(*content.shape[:-2], *stylised.shape[-2:])
     ys, yc = rgb_to_yuv(stylised), rgb_to_yuv(content)
     return yuv_to_rgb(torch.cat([ys[..., :1, :, :], yc[..., 1:, :, :]], dim=-3)).clamp(0, 1).to(stylised.dtype)
 

