@@ -11,6 +11,7 @@ file (cin.py) are recognised by their per-style norm tables.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,61 @@ def _check_finite(network: nn.Module, path: Path) -> None:
                          "another model")
 
 
+# What other files a user may hand over as a model start with (file signatures), for a message that names them.
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _read_model_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """The unpickled contents of a model file (weights_only); ModelError naming what the file is when it is not one."""
+    try:
+        return load_weights(path, map_location)
+    except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...
+        error = exc
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_IMAGE_SIGNATURES):
+        raise ModelError(f"{path} is an image, not a model file (a painting goes to --style_image)")
+    if _is_torchscript(path):
+        raise ModelError(f"{path} is a TorchScript export, which only runs elsewhere: give the .pth model it "
+                         "was exported from")
+    if any(s in str(error) for s in ("Unsupported global", "GLOBAL", "Unsupported operand")):
+        # a pickle of code objects, or a plain Python pickle: not a PyTorch weights file
+        raise ModelError(f"{path} is not a plain weights file (refused by weights_only loading)")
+    # torch's own text ("101", "failed finding central directory ...") does not help a user: leave it out.
+    raise ModelError(f"cannot read model file {path} (corrupt or truncated, or not a PyTorch weights file)")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether the file is a TorchScript archive (torch.jit.save: a zip holding code/ and constants.pkl)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def _state_and_settings(data: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, settings) of a loaded model file: ours (format + settings), a released model or a plain state
+    dict; a training checkpoint, or anything else, is a ModelError saying what it is."""
+    settings: Any = {}
+    if isinstance(data, dict) and data.get("format") == MODEL_FORMAT:
+        state, settings = data.get("state_dict"), data.get("settings") or {}
+    elif isinstance(data, dict) and isinstance(data.get("model"), dict) and "optimizer" in data:
+        raise ModelError(f"{path} is a training checkpoint, not a model: resume its run (--mode train --resume, "
+                         "with --max_steps at its step to save the model without training more)")
+    else:
+        state = data
+    if not isinstance(settings, dict):
+        raise ModelError(f"{path} is damaged: its settings entry is not a table ({type(settings).__name__})")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelError(f"{path} does not hold a transformer-network state dict")
+    # A network saved while wrapped in DistributedDataParallel (or DataParallel) prefixes every name with "module."
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, dict(settings)
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model file (ours, or a pytorch/examples released model) as (network in eval mode, settings).
@@ -82,22 +138,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     Weights with NaN/inf, or that turn a small probe image into NaN/inf, raise ModelError.
     """
     path = require_file(path, "model", ModelError)
-    try:
-        data = load_weights(path, map_location)
-    except Exception as exc:  # truncated zip, bad pickle, globals refused by weights_only ...
-        if any(s in str(exc) for s in ("Unsupported global", "GLOBAL", "Unsupported operand")):
-            # a pickle of code objects, or a plain Python pickle: not a PyTorch weights file
-            raise ModelError(f"{path} is not a plain weights file (refused by weights_only loading)") from None
-        # torch's own text ("101", "failed finding central directory ...") does not help a user: leave it out.
-        raise ModelError(f"cannot read model file {path} (corrupt or truncated, or not a PyTorch weights file)"
-                         ) from None
-    settings: dict[str, Any] = {}
-    if isinstance(data, dict) and data.get("format") == MODEL_FORMAT:
-        state, settings = data.get("state_dict"), dict(data.get("settings") or {})
-    else:
-        state = data
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path} does not hold a transformer-network state dict")
+    state, settings = _state_and_settings(_read_model_file(path, map_location), path)
     arch = settings.get("arch") or architecture_of(state) or "standard"  # "standard" then refuses it
     if arch not in KNOWN_ARCHITECTURES:
         raise ModelError(f"{path} holds a network of unknown architecture {arch!r} (this version knows "
