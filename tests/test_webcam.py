@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from helpers import assert_one_line_error
-from stylefusion.core.errors import VideoError
+from stylefusion.core.errors import OutputError, VideoError
 from stylefusion.networks.transformer import TransformerNet
 from stylefusion.networks.model_files import save_model
 from stylefusion.run.webcam import (WebcamConfig, _Captured, _Newest, command_for_key, open_camera, run_webcam,
@@ -99,6 +99,21 @@ def test_records_a_file_camera_at_its_pace(files: dict[str, Path], tmp_path: Pat
     assert result.camera_fps == FPS and (result.width, result.height) == (32, 24)
     assert frame_count(out) == (5, 5, 32, 24)
     assert no_temp_files(tmp_path)
+
+
+def test_a_file_url_camera_is_the_file_it_names(files: dict[str, Path], tmp_path: Path) -> None:
+    """file:///…/clip.mp4 is paced like the path, and a recording over it is refused (it replaced the clip)."""
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(files["long"], clip)
+    before = clip.read_bytes()
+    url = clip.resolve().as_uri()
+    capture, _, fps, is_file = open_camera(url)
+    capture.release()
+    assert is_file and fps == FPS
+    with pytest.raises(OutputError, match="overwrite an input"):
+        run_webcam(WebcamConfig(camera=url, model_paths=[files["model0"]], max_size=32, video_output=clip,
+                                max_frames=2, device="cpu"))
+    assert clip.read_bytes() == before
 
 
 def test_slow_consumer_drops_frames_and_latency_stays_bounded(files: dict[str, Path]) -> None:

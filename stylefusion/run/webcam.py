@@ -15,6 +15,8 @@ import os
 import queue
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,8 +170,15 @@ class _Newest:
 
 
 def _camera_spec(camera: str | int) -> str | int:
+    """A device index, or the file or URL to open: a file:// URL is the file it names (paced as a file, and never
+    the recording's target)."""
     text = str(camera).strip()
-    return int(text) if text.isdigit() else text
+    if text.isdigit():
+        return int(text)
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme.lower() == "file" and parsed.netloc in ("", "localhost"):
+        return urllib.request.url2pathname(parsed.path)
+    return text
 
 
 @contextlib.contextmanager
@@ -441,7 +450,7 @@ def _check_config(config: WebcamConfig) -> Path | None:
                           f"(use {', '.join(CONTAINERS)})")
     if target.is_dir():
         raise OutputError(f"output video path is a directory: {target}")
-    ensure_not_input(target, [*config.model_paths, *config.style_images, str(config.camera)])
+    ensure_not_input(target, [*config.model_paths, *config.style_images, str(_camera_spec(config.camera))])
     return target
 
 
