@@ -228,6 +228,15 @@ def output_path(text: str) -> str:
     return text
 
 
+def output_file(text: str) -> str:
+    """argparse type: a file to write (output_path's checks), not a name ending in a folder separator, which would
+    be written as a file named like the folder."""
+    text = output_path(text)
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"ends in {text[-1]} ({text}): give a file name, not a folder")
+    return text
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _int_at_least(text, 0)

@@ -26,7 +26,7 @@ from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_ar
                      first_frame_warnings, WeightList)
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
-from .common import output_path
+from .common import output_file, output_path
 from .common import positive_float as positive_float_arg
 from .common import seed as seed_arg
 
@@ -152,7 +152,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--content_dataset", default="data/train2014",
                    help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
                         "such as train2014/default_class); unreadable files are skipped and counted")
-    g.add_argument("--model_save_path", default="models/new_model.pth", type=output_path,
+    g.add_argument("--model_save_path", default="models/new_model.pth", type=output_file,
                    help="where to write the trained model; its loss log (.csv), loss curve (.png) and previews "
                         "go next to it")
     g.add_argument("--epochs", type=positive_int, default=T.epochs, help="passes over the content dataset")
@@ -381,7 +381,7 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("video mode")
     g.add_argument("--video_input", default=None, help="video file to stylise (its audio track is kept)")
-    g.add_argument("--video_output", default=None, type=output_path,
+    g.add_argument("--video_output", default=None, type=output_file,
                    help="video: the stylised video, .mp4/.m4v/.mov (H.264) or .mkv (default "
                         "output/videos/<input>_<model>.mp4, paintings: <input>_<painting>_painting.mp4); webcam: "
                         "record the stream here (default: none)")
@@ -399,7 +399,6 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
 def run_video(args: argparse.Namespace) -> int:
     """--mode video: stylise a video with a trained model, keeping its frame rate, size and audio."""
     import threading
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -595,7 +594,7 @@ def run_webcam(args: argparse.Namespace) -> int:
 def add_export_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode export."""
     g = parser.add_argument_group("export mode")
-    g.add_argument("--export_path", default=None, type=output_path,
+    g.add_argument("--export_path", default=None, type=output_file,
                    help="file to write: .onnx (ONNX, dynamic batch/height/width) or .pt (TorchScript); the "
                         "exported network takes (B, 3, H, W) RGB in 0-255 and returns the same shape on the 0-255 "
                         "scale, not clamped (clamp to 0-255 before saving; docs/fast.md)")

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import first_frame_warnings, in_range, info, output_path, positive_int, require_model
+from .common import first_frame_warnings, in_range, info, output_file, positive_int, require_model
 
 STYLE_IMAGE_HELP = (
     "train: the style image(s) to learn (several: one network, one set of instance-norm scales and shifts per "
@@ -44,7 +44,7 @@ def add_sheet_args(parser: argparse.ArgumentParser) -> None:
     """Options of --mode sheet (it also takes --input_images_dir, --style_image, --model_path, --max_size)."""
     g = parser.add_argument_group("sheet mode: one photo (--input_images_dir) in every --style_image and "
                                   "--model_path, side by side with labels, to choose a style")
-    g.add_argument("--sheet_output", default=None, metavar="PATH", type=output_path,
+    g.add_argument("--sheet_output", default=None, metavar="PATH", type=output_file,
                    help="the contact sheet: .jpg, .png, .webp, .bmp, .tif or .ppm (default "
                         "output/sheet_<photo>.jpg); each tile's longest side is --max_size (default 384)")
 
