@@ -182,3 +182,43 @@ def test_design_commands_verbatim(readme: Path) -> None:
     missing = [command for command in DESIGN_COMMANDS if command not in lines]
     assert not missing, f"{_rel(readme)} lacks the original design's command lines:\n" + "\n".join(missing)
 
+
+
+SNIPPET_PAGES = [*LINKED_FILES, REPO / "models" / "README.md"]
+PYTHON_FENCE = re.compile(r"^\s*```python\n(.*?)^\s*```[ \t]*$", re.S | re.M)
+IMPORT = re.compile(r"^\s*from\s+(stylefusion[\w.]*)\s+import\s+\(?([\w, ]+)\)?\s*$"
+                    r"|^\s*import\s+(stylefusion[\w.]*)\s*$", re.M)
+
+
+def _snippet_imports() -> list[tuple[str, str, str | None]]:
+    """(where, module, name or None) for every `from stylefusion... import` / `import stylefusion...` line in the
+    Python blocks of the READMEs, docs/ and models/README.md."""
+    found = []
+    for page in SNIPPET_PAGES:
+        for block in PYTHON_FENCE.findall(page.read_text(encoding="utf-8")):
+            for match in IMPORT.finditer(block):
+                module, names, bare = match.groups()
+                where = _rel(page)
+                if bare:
+                    found.append((where, bare, None))
+                else:
+                    found.extend((where, module, name.strip()) for name in names.split(",") if name.strip())
+    return found
+
+
+def test_python_snippets_import_what_exists() -> None:
+    """What the pages' Python examples import exists (the examples are not run: they write files)."""
+    import importlib
+
+    imports = _snippet_imports()
+    assert len(imports) >= 8  # the READMEs and models/README.md show library use
+    missing = []
+    for where, module, name in imports:
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError:
+            missing.append(f"{where}: {module}")
+            continue
+        if name is not None and not hasattr(loaded, name):
+            missing.append(f"{where}: {module}.{name}")
+    assert not missing, missing
