@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from stylefusion.core.errors import ModelError
+from stylefusion.core.errors import ModelError, OutputError
 from stylefusion.networks.model_files import load_model, save_model
 from stylefusion.networks.transformer import TransformerNet
 from tests.helpers import REPO
@@ -69,3 +69,9 @@ def test_a_network_saved_inside_distributed_data_parallel_loads(saved, tmp_path)
     probe = torch.rand(1, 3, 32, 32) * 255
     with torch.inference_mode():
         assert torch.equal(network(probe), load_model(saved[0])[0](probe))
+
+
+def test_saving_into_a_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(OutputError, match=r"cannot write model .*x\.pth: No such file or directory"):
+        save_model(TransformerNet(), tmp_path / "missing" / "x.pth")
+    assert not (tmp_path / "missing").exists()

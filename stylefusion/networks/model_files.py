@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, ModelError, require_file
+from ..core.errors import ConfigError, ModelError, OutputError, require_file
 from ..core.weights import load_weights
 from .arbitrary import ArbitraryNet
 from .cin import make_conditional, state_style_count
@@ -158,11 +158,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 def save_model(network: nn.Module, path: str | os.PathLike, settings: dict[str, Any] | None = None) -> None:
     """Write weights plus the settings they were trained with (and the network's architecture, "arch"),
-    atomically (temporary name, then rename)."""
-    from ..core.images import atomic_path  # local import: images pulls in Pillow, not needed to run the network
+    atomically (temporary name, then rename); OutputError, in one line, when it cannot be written."""
+    from ..core.images import atomic_path, write_failure  # local: images pulls in Pillow, not needed to run a network
 
     module = getattr(network, "module", network)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        settings = {**dict(settings or {}), "arch": getattr(module, "ARCH", "standard")}
-        torch.save({"format": MODEL_FORMAT, "state_dict": state, "settings": settings}, tmp)
+    settings = {**dict(settings or {}), "arch": getattr(module, "ARCH", "standard")}
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format": MODEL_FORMAT, "state_dict": state, "settings": settings}, tmp)
+    except (OSError, RuntimeError) as exc:  # a full disk surfaces from torch.save as RuntimeError
+        raise OutputError(f"cannot write model {path}: {write_failure(Path(path), exc)}") from None
