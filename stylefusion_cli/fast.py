@@ -683,11 +683,24 @@ def run_download(args: argparse.Namespace) -> int:
                                          offline_hint="offline? download saved_models.zip elsewhere and pass "
                                                       "it with --models_url PATH")
     info("installed (each loads with weights_only=True and runs): " + ", ".join(str(p) for p in paths))
-    renamed = [f"kept {default} (a different model, e.g. StyleFusion's own): the released {name} is saved as {path}"
+    renamed = [f"kept {default} ({_what_is_kept(default)}): the released {name} is saved as {path}"
                for (name, default), path in zip(model_paths(args.models_dir).items(), paths) if path != default]
     if renamed:
         info("; ".join(renamed))
     return 0
+
+
+def _what_is_kept(path: "Path") -> str:  # noqa: F821 (a pathlib.Path)
+    """What the file at a released model's name is, for the download's note: a model, or a damaged leftover."""
+    from stylefusion.core.errors import StyleFusionError
+    from stylefusion.networks.model_files import load_model
+
+    try:
+        load_model(path)
+    except StyleFusionError:
+        return "not a readable model: a partial or damaged file? remove it and run again to install the released " \
+               "one there"
+    return "a different model, e.g. StyleFusion's own"
 
 
 # ----------------------------------------------------------------------------------------------- control

@@ -170,3 +170,17 @@ def test_cli_download_beside_our_udnie_says_so(tmp_path, archive, capsys, monkey
     assert fast_main(["--mode", "download", "--models_url", str(archive)]) == 0
     err = capsys.readouterr().err
     assert "already in models" in err and "udnie_released.pth" in err
+
+
+def test_cli_download_beside_a_damaged_leftover_says_it_is_not_a_model(tmp_path, archive, capsys, monkeypatch):
+    """A cut-off mosaic.pth (an interrupted manual download) is kept, and the note says it is no model, not that it
+    is another model."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    save_model(trained_like_network(1), tmp_path / "whole.pth")
+    (tmp_path / "models" / "mosaic.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:50_000])
+    assert fast_main(["--mode", "download", "--models_url", str(archive)]) == 0
+    kept = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kept ")]
+    assert kept == [f"kept {Path('models/mosaic.pth')} (not a readable model: a partial or damaged file? remove it "
+                    f"and run again to install the released one there): the released mosaic is saved as "
+                    f"{Path('models/mosaic_released.pth')}"]
