@@ -781,9 +781,9 @@ def main(argv: list[str] | None = None) -> int:
              f"(--style_image) is read and rendered, not a --model_path: ignored")
     apply_pixel_limit(args.max_pixels)  # every mode that opens an image: photos, paintings, masks, datasets
     if args.model_path is not None and args.mode not in ("webcam", "sheet"):  # one, except webcam, sheet, masks
-        per_mask = args.mode in ("image", "video") and args.mask and len(args.model_path) == len(args.mask)
-        if len(args.model_path) > 1 and not per_mask:
-            parser.error(f"--mode {args.mode} takes one --model_path" + (" (or one per --mask)" if args.mask else "")
+        masked = args.mode in ("image", "video") and args.mask  # elsewhere --mask was ignored above
+        if len(args.model_path) > 1 and not (masked and len(args.model_path) == len(args.mask)):
+            parser.error(f"--mode {args.mode} takes one --model_path" + (" (or one per --mask)" if masked else "")
                          + f", got {len(args.model_path)}")
         if len(args.model_path) == 1:
             args.model_path = args.model_path[0]

@@ -776,6 +776,15 @@ def test_options_of_another_mode_are_named_in_one_warning(base, tmp_path):
     assert tree(tmp_path / "out") == ["one.png"]
 
 
+def test_export_with_masks_does_not_offer_one_model_per_mask(base, tmp_path):
+    """--mask is ignored in export (one warning): the error for two models must not then offer one per mask."""
+    b = str(base)
+    result = invoke("fast", ["--mode", "export", "--model_path", f"{b}/models/good.pth", f"{b}/models/good.pth",
+                             "--mask", f"{b}/one.png", f"{b}/one.png", "--export_path", str(tmp_path / "x.onnx")])
+    assert result.rc == 2 and result.lines[0] == "warning: --mask does not apply to --mode export and is ignored"
+    assert "--mode export takes one --model_path, got 2 (" in result.lines[1], result.lines
+
+
 def test_painting_options_with_a_model_are_named_in_one_warning(base, tmp_path):
     # --style_size and --stroke_scale shape how a painting is read and rendered; a trained model has no painting.
     result = invoke("fast", ["--mode", "image", "--input_images_dir", str(base / "one.png"), "--output_images_dir",
