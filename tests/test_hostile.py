@@ -311,6 +311,8 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                           "empty (0 bytes)", 1),
     "image-model-is-dir": ("fast", [*IMG, "--input_images_dir", "{b}/imgs", "--model_path", "{b}/models/dir.pth"],
                            "is a directory", 1),
+    "image-model-is-a-device": ("fast", [*IMG, "--input_images_dir", "{b}/imgs", "--model_path", "/dev/zero"],
+                                "is a device or pipe, not a file", 1),
     "image-model-pickled-code": ("fast", [*IMG, "--input_images_dir", "{b}/imgs", "--model_path",
                                           "{b}/models/object.pth"], "not a plain weights file", 1),
     "image-model-plain-pickle": ("fast", [*IMG, "--input_images_dir", "{b}/imgs", "--model_path",

@@ -90,6 +90,8 @@ def require_file(path: str | os.PathLike, what: str, error: type[StyleFusionErro
         raise error(not_found(what, path))
     if path.is_dir():
         raise error(f"{what} path is a directory, not a file: {path}")
+    if not path.is_file():  # /dev/zero, a named pipe: reading would never end, or give what no file holds
+        raise error(f"{what} path is a device or pipe, not a file: {path}")
     if path.stat().st_size == 0:
         raise error(f"{what} file is empty (0 bytes): {path}")
     return path
