@@ -584,7 +584,7 @@ def run_webcam(args: argparse.Namespace) -> int:
 
         raise Interrupted(stopped_by[0])
     recorded = f"; recorded to {result.output}" if result.output else ""
-    info(f"{result.frames} frames at {result.width}x{result.height}, {result.fps:.2f} frames/s, latency "
+    info(f"{result.frames} frame{'' if result.frames == 1 else 's'} at {result.width}x{result.height}, {result.fps:.2f} frames/s, latency "
          f"{result.latency_mean_s * 1000:.0f} ms mean, {result.dropped} of {result.captured} camera frames "
          f"dropped ({result.stop_reason}){recorded}")
     return 128 + stopped_by[0] if stopped_by else 0

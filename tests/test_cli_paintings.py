@@ -252,7 +252,7 @@ def test_greyscale_transparent_and_cmyk_paintings_just_work(files, painting) -> 
 @pytest.mark.parametrize("extra, needle", [
     (["--style_image", "{text.jpg}"], "not an image"),
     (["--style_image", "{empty.jpg}"], "empty"),
-    (["--style_image", "{one_px.png}"], "too small"),
+    (["--style_image", "{one_px.png}"], "one_px.png is too small (1x1)"),  # which of the paintings
     (["--style_image", "{huge_header.png}"], "too large"),
     (["--style_image", "{nope.png}"], "not found"),
     (["--style_image", "{}"], "is a directory"),  # the test folder itself

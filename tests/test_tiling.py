@@ -213,7 +213,7 @@ def test_image_above_the_pixel_limit_names_the_option(cli_case: dict) -> None:
 
     # 70x53 = 3710 pixels, above a 0.001 MP limit: Pillow's decompression-bomb guard refuses it.
     assert_one_line_error(run_image_mode(cli_case, "bomb", "--max_pixels", "0.001"), "--max_pixels",
-                          "too large to open safely", status=("model settings: ",))
+                          "too large to open safely (0.00371 MP)", status=("model settings: ",))
 
 
 def test_video_frames_run_in_tiles(tmp_path) -> None:

@@ -110,7 +110,8 @@ def load_pil(path: str | os.PathLike, max_bytes: int | None = None, keep_alpha: 
         raise InputImageError(f"not an image file (unrecognised format): {path}") from None
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f" ({int(found.group(1)) / 1e6:.3g} MP)" if found else ""
+        megapixels = int(found.group(1)) / 1e6 if found else 0.0
+        size = f" ({megapixels:,.0f} MP)" if megapixels >= 100 else f" ({megapixels:.3g} MP)" if found else ""
         raise InputImageError(f"image is too large to open safely{size}: {path} (Pillow's guard against "
                               f"decompression bombs; if you trust the file, raise the limit with --max_pixels)"
                               ) from None

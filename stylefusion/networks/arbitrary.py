@@ -230,8 +230,9 @@ def style_input(image: StyleImage, style_size: int = STYLE_SIZE) -> torch.Tensor
     x = _as_tensor(image)
     height, width = x.shape[-2:]
     if min(height, width) < MIN_STYLE_SIDE:
-        raise InputImageError(f"style image is too small ({width}x{height}): it needs at least {MIN_STYLE_SIDE} "
-                              f"pixels on each side")
+        named = f" {image}" if isinstance(image, (str, os.PathLike)) else ""
+        raise InputImageError(f"style image{named} is too small ({width}x{height}): it needs at least "
+                              f"{MIN_STYLE_SIDE} pixels on each side")
     keep_h, keep_w = min(height, MAX_STYLE_ASPECT * width), min(width, MAX_STYLE_ASPECT * height)
     top, left = (height - keep_h) // 2, (width - keep_w) // 2
     x, height, width = x[:, top:top + keep_h, left:left + keep_w], keep_h, keep_w
