@@ -53,8 +53,9 @@ def test_install_from_local_archive(tmp_path, archive, how):
 def test_one_bad_model_installs_none(tmp_path):
     bad = build_archive(tmp_path / "bad.zip", corrupt="mosaic")
     models = tmp_path / "models"
-    with pytest.raises(ModelError, match="mosaic.pth .*not a usable model"):
+    with pytest.raises(ModelError, match="mosaic.pth .*not a usable model") as raised:
         install_from_zip(bad, models)
+    assert ".tmp" not in str(raised.value)  # the member's name, not the temporary file it was checked as
     assert list(models.iterdir()) == []  # not even candy, which was fine: all or nothing, no temp files
     assert missing_models(models) == list(RELEASED_MODELS)
 

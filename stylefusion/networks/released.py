@@ -178,7 +178,8 @@ def install_from_zip(archive: str | os.PathLike, models_dir: str | os.PathLike) 
                     try:
                         check_model(tmp)
                     except ModelError as exc:
-                        raise ModelError(f"{info.filename} in {archive} is not a usable model: {exc}") from None
+                        why = str(exc).replace(str(tmp), info.filename)  # the temporary name means nothing to a user
+                        raise ModelError(f"{info.filename} in {archive} is not a usable model: {why}") from None
     except zipfile.BadZipFile:
         raise ModelError(f"{archive} is not a zip archive (a download error page?)") from None
     except OSError as exc:
