@@ -354,6 +354,8 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "iterative-output-tilde": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", "~/stylefusion-out"], "starts with ~",
                                2),
     "iterative-content-url": ("iter", [*ITER, "--content_image", "https://example.com/a.jpg", *STYLE], "a URL?", 1),
+    "video-input-file-url": ("fast", ["--mode", "video", "--video_input", "file:///tmp/sf-no-such/a.mp4", "--model_path",
+                                      GOOD], "a file:// URL: give the path itself, /tmp/sf-no-such/a.mp4", 1),
     "video-output-is-input": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
                                        "--video_output", "{b}/clip.mp4"], "refusing to overwrite", 1),
     "video-output-is-a-folder": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,

@@ -103,7 +103,9 @@ def not_found(what: str, path: str | os.PathLike, hint: str = "") -> str:
     if is_link_loop(path):
         return f"{what} path is a loop of symbolic links: {path}"
     text = str(path)
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", text):  # Path() makes https://x of https:/x
+    if re.match(r"file:/", text, re.I):  # Path() makes file:/x of file:///x
+        hint = f" (a file:// URL: give the path itself, {re.sub(r'^file:/*', '/', text, flags=re.I)})"
+    elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", text):  # Path() makes https://x of https:/x
         hint = " (a URL? only local files are read: download it and give its path)"
     elif text.startswith(("~", "$")):
         hint = " (the shell expands ~ and $VARIABLES only outside quotes: write the path out)"
