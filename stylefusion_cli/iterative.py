@@ -12,7 +12,6 @@ reports errors; the work is in stylefusion/iterative/gatys.py.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_ar
                      start_live, mask_warnings, first_frame_warnings, in_range, seed, WeightList)
 
 if TYPE_CHECKING:
-    from stylefusion.iterative.gatys import IterativeConfig, IterativeProgress
+    from stylefusion.iterative.gatys import IterativeProgress
 
 # The demo images travel with the package (copies of data/city.jpg and data/udnie.jpg), so the installed
 # `stylefusion` command finds them from any folder.
@@ -189,33 +188,6 @@ def epochs_arg(text: str) -> int:
     return int(in_range(text, 1, MAX_EPOCHS, int))
 
 
-def check_output_names(config: "IterativeConfig") -> None:
-    """Refuse, before any work, a run whose log, epoch or final image would overwrite one of its inputs."""
-    from stylefusion.core.images import ensure_not_input
-    from stylefusion.iterative.gatys import INITS
-
-    out, ext = Path(config.output_dir), config.output_format
-    inputs = [config.content_image, *config.style_images, *(config.style_masks or []),
-              *([config.init] if config.init not in INITS else [])]
-    # Only a name that exists can be an input (or a link to one): the epoch images already there, not every one
-    # the run could write (a loop over 10^9 epochs would outlast the run).
-    pattern = rf"epoch_(\d{{3,}})\.{re.escape(ext)}"
-    epochs = [p.name for p in (out.glob(f"epoch_*.{ext}") if out.is_dir() else ())
-              if (m := re.fullmatch(pattern, p.name)) and 1 <= int(m[1]) <= config.epochs]
-    for name in ("loss_log.csv", *epochs, f"final.{ext}"):
-        ensure_not_input(out / name, inputs)
-
-
-def remove_leftovers(output_dir: Path, created: Path | None, log_existed: bool) -> None:
-    """After a run that failed before saving any image: remove its loss log and the folders it made."""
-    from stylefusion.core.images import remove_empty_tree
-
-    log = output_dir / "loss_log.csv"
-    if not log_existed and log.is_file():
-        log.unlink()
-    remove_empty_tree(created)
-
-
 def scale_steps_overrides(args: argparse.Namespace) -> list[str]:
     """A warning for options --scale_steps replaces (it sets every scale's steps: one epoch each)."""
     given = [flag for flag, value in (("--epochs", args.epochs), ("--steps_per_epoch", args.steps_per_epoch),
@@ -241,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_pixel_limit(args.max_pixels)
     from tqdm import tqdm
 
-    from stylefusion.core.images import first_missing
+    from stylefusion.core.images import first_missing, remove_empty_tree
     from stylefusion.iterative.gatys import (IterativeConfig, IterativeProgress, multiscale_unused, style_upscale,
                                              stylize)
     from stylefusion.live import report_iterative
@@ -265,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
         tile_size=args.tile_size, tol=args.tol)
-    check_output_names(config)
     unused, upscale = multiscale_unused(config), style_upscale(config)
     warnings = (first_frame_warnings([config.content_image, *config.style_images])
                 + mask_warnings(config.style_masks or ())
@@ -274,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
     output_dir = Path(config.output_dir)
     created = first_missing(output_dir)
-    log_existed = (output_dir / "loss_log.csv").exists()
     saved: list[Path] = []
 
     bars: list = []  # made at the first step, so an error before any work prints only its one line
@@ -294,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         if live is not None:
             live.finish()  # an open page shows "finished", not "connection lost"
     except BaseException:
-        if not saved:  # nothing to show for the run: leave nothing behind (its log, the folders it made)
-            remove_leftovers(output_dir, created, log_existed)
+        if not saved:  # nothing to show for the run: leave nothing behind (the library removed its log)
+            remove_empty_tree(created)
         raise
     finally:
         for bar in bars:

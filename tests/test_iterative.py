@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stylefusion.core.color import rgb_to_yuv
-from stylefusion.core.errors import ConfigError, MemoryBudgetError
+from stylefusion.core.errors import ConfigError, MemoryBudgetError, OutputError
 from stylefusion.core.images import load_image, resize_to, scaled_size
 from stylefusion.iterative import gatys
 from stylefusion.iterative.gatys import IterativeConfig, LossScale, epoch_scales, scale_schedule, stylize
@@ -374,3 +374,41 @@ def test_library_config_of_the_wrong_type_is_a_one_line_error(tmp_path):
         stylize(IterativeConfig(content_image="c.png", style_images=["s.png"], output_dir=tmp_path / "o",
                                 image_size="64"))
     assert not (tmp_path / "o").exists()
+
+
+def test_an_init_image_from_an_earlier_run_is_never_overwritten(tmp_path, images):
+    """--init out/epoch_002.png with --scale_steps making 3 epochs: refused before any work (it was replaced)."""
+    content, style, _ = images
+    stylize(config(tmp_path, content, style, epochs=2, steps_per_epoch=1, image_size=128))
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(OutputError, match="refusing to overwrite an input file: .*epoch_002.png"):
+        stylize(config(tmp_path, content, style, init=out / "epoch_002.png", scale_steps=(1, 1, 1), image_size=128))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not even epoch_001 was written
+
+
+def test_a_style_image_named_like_a_later_epoch_is_refused_before_any_work(tmp_path, images):
+    content, style, _ = images
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "epoch_002.png").write_bytes(style.read_bytes())
+    with pytest.raises(OutputError, match="refusing to overwrite an input file"):
+        stylize(config(tmp_path, content, out / "epoch_002.png", scale_steps=(1, 1)))
+    assert sorted(p.name for p in out.iterdir()) == ["epoch_002.png"]
+
+
+def test_a_run_stopped_before_its_first_image_leaves_the_earlier_log_as_it_was(tmp_path, images):
+    content, style, _ = images
+    stylize(config(tmp_path, content, style, steps_per_epoch=2))
+    log = tmp_path / "out" / "loss_log.csv"
+    before = log.read_bytes()
+    assert b"\r" not in before and len(before.splitlines()) == 3  # header + 2 steps, Unix line ends
+
+    def stop(progress):
+        if progress.step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stylize(config(tmp_path, content, style, steps_per_epoch=5), stop)
+    assert log.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["epoch_001.png", "final.png", "loss_log.csv"]

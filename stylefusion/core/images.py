@@ -236,7 +236,7 @@ def _temp_stem(path: Path) -> str:
     return stem
 
 
-def _create_temp_file(path: Path) -> Path:
+def create_temp_file(path: Path) -> Path:
     """Create an empty, hidden, uniquely named file next to `path` with the permissions open() would give."""
     for _ in range(100):
         tmp = path.with_name(f".{_temp_stem(path)}.{secrets.token_hex(_TOKEN_BYTES)}.tmp{path.suffix}")
@@ -252,7 +252,7 @@ def _create_temp_file(path: Path) -> Path:
 
 
 def temp_files_of(path: str | os.PathLike) -> list[Path]:
-    """The temporary files (of _create_temp_file's naming) next to `path`: another run's in progress, or left by a
+    """The temporary files (of create_temp_file's naming) next to `path`: another run's in progress, or left by a
     run killed outright (SIGKILL, power loss), which had no chance to remove its own."""
     path = Path(path)
     return sorted(path.parent.glob(f".{glob.escape(_temp_stem(path))}.{'[0-9a-f]' * 2 * _TOKEN_BYTES}.tmp"
@@ -263,7 +263,7 @@ def temp_files_of(path: str | os.PathLike) -> list[Path]:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    tmp_path = _create_temp_file(path)
+    tmp_path = create_temp_file(path)
     try:
         yield tmp_path
         if path.is_file():  # replacing a file: keep its permission bits (set after writing: may be read-only)

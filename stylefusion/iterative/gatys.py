@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -728,10 +729,12 @@ def _save(image: torch.Tensor, path: Path, inputs: list) -> Path:
 
 
 def _loss_log(output_dir: Path, inputs: list) -> LossLog:
-    """The run's loss_log.csv, a row per step (refused when it is one of the inputs)."""
+    """The run's loss_log.csv, a row per step (refused when it is one of the inputs); pending until the first image
+    is saved, so a run that stops before it leaves an earlier run's log as it was."""
     path = output_dir / "loss_log.csv"
     ensure_not_input(path, inputs)
-    return LossLog(path, LOG_COLUMNS, int_columns=("step", "epoch", "height", "width"), formats={"seconds": ".3f"})
+    return LossLog(path, LOG_COLUMNS, int_columns=("step", "epoch", "height", "width"), formats={"seconds": ".3f"},
+                   pending=True)
 
 
 class _BestSoFar:
@@ -795,6 +798,18 @@ class _Setup:
     loss_fn: PerceptualLoss
 
 
+def _check_output_names(output_dir: Path, output_format: str, epochs: int, inputs: list) -> None:
+    """Refuse, before any work, a run whose log, epoch images (`epochs` of them) or final image would overwrite one of
+    its inputs (an --init image from an earlier run, say); each save checks again."""
+    # Only a name that exists can be an input (or a link to one): the epoch images already there, not every one the
+    # run could write (a loop over 10^9 epochs would outlast the run).
+    pattern = rf"epoch_(\d{{3,}})\.{re.escape(output_format)}"
+    existing = [p.name for p in (output_dir.glob(f"epoch_*.{output_format}") if output_dir.is_dir() else ())
+                if (m := re.fullmatch(pattern, p.name)) and 1 <= int(m[1]) <= epochs]
+    for name in ("loss_log.csv", *existing, f"final.{output_format}"):
+        ensure_not_input(output_dir / name, inputs)
+
+
 def _prepare(config: IterativeConfig) -> _Setup:
     """Validate, load the images, plan sizes and memory, then make the output folder and the loss function.
 
@@ -824,8 +839,10 @@ def _prepare(config: IterativeConfig) -> _Setup:
     masks = _masks(config, content_full)  # before any output: a bad mask leaves nothing behind
     plan = step_plan(config)
     memory = _plan_memory(config, plan, content_full, styles_full, layers, list(content_layers), device, precision)
+    inputs = [config.content_image, *config.style_images, *(config.style_masks or []),
+              *([config.init] if config.init not in INITS else [])]
+    _check_output_names(Path(config.output_dir), config.output_format, len(plan), inputs)
     output_dir = prepare_output_dir(config.output_dir)
-    inputs = [config.content_image, *config.style_images, *(config.style_masks or [])]
 
     styles_full = _recoloured_styles(styles_full, content_full, config.preserve_color)
     vgg = vgg.to(device)
@@ -904,6 +921,7 @@ def stylize(config: IterativeConfig,
 
             result_paths.append(_save(_finish(image, content, config.preserve_color),
                                       s.output_dir / f"epoch_{epoch:03d}.{config.output_format}", s.inputs))
+            log.commit()
             if callback:
                 callback(IterativeProgress(step, total_steps, epoch, len(plan), size, *values,
                                            time.perf_counter() - start, saved=result_paths[-1]))
