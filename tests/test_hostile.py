@@ -472,6 +472,14 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                                             "70000"], "0-65535", 2),
     "flags-live-port-70000-iterative": ("iter", [*ITER, *CONTENT, *STYLE, "--live", "--live_port", "70000"],
                                         "0-65535", 2),
+    # Every loss term weighed 0: a traceback from autograd at the first step; now one line before VGG is loaded.
+    "train-every-loss-weight-0": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_weight", "0",
+                                           "--style_weight", "0"],
+                                  "every loss weight is 0 (--content_weight 0, --style_weight 0, --tv_weight 0, "
+                                  "--stability_weight 0): nothing to train", 1),
+    "train-every-layer-weight-0": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_layers",
+                                            "relu2_2:0", "--style_weight", "0"],
+                                   "every loss weight is 0 (--content_layers relu2_2:0, --style_weight 0,", 1),
     "flags-unknown-mode": ("fast", ["--mode", "webcam2"], "invalid choice", 2),
     "flags-unknown-option": ("fast", ["--mode", "image", "--no_such_flag"], "unrecognized arguments", 2),
     "flags-no-mode": ("fast", [], "--mode", 2),
@@ -524,6 +532,8 @@ MUST_WORK: dict[str, tuple[str, list[str], str, str | None]] = {
                                       "{b}/masks/red.png"], "out/one.png", "is in colour: its grey level"),
     "iterative-red-mask-warns": ("iter", [*ITER, *CONTENT, *STYLE, "--style_masks", "{b}/masks/red.png"],
                                  "out/final.jpg", "is in colour: its grey level"),
+    "train-tv-weight-only": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_weight", "0",
+                                      "--style_weight", "0", "--tv_weight", "1"], "out/m.pth", None),
 }
 
 

@@ -244,8 +244,28 @@ def validate_config(config: TrainConfig) -> tuple[dict[str, float], dict[str, fl
         check_weight(name, getattr(config, name))
     if not config.dist_timeout_s > 0:
         raise ConfigError(f"dist_timeout_s must be > 0, got {config.dist_timeout_s}")
-    return (parse_layer_weights(config.content_layers, "content_layers"),
-            parse_layer_weights(config.style_layers, "style_layers"))
+    content_layers = parse_layer_weights(config.content_layers, "content_layers")
+    style_layers = parse_layer_weights(config.style_layers, "style_layers")
+    _check_some_loss(config, content_layers, style_layers)
+    return content_layers, style_layers
+
+
+def _check_some_loss(config: TrainConfig, content_layers: dict[str, float], style_layers: dict[str, float]) -> None:
+    """Refuse a run in which every loss term weighs 0: the loss would not depend on the network (autograd fails on
+    the first step) or every step would leave it as it is. A term weighs 0 by its option or by all its layers'."""
+    def zero(name: str, weight: float, layers: dict[str, float] | None = None) -> str:
+        if weight == 0 or layers is None:
+            return f"--{name}_weight {weight:g}"
+        return f"--{name}_layers " + ",".join(f"{layer}:{w:g}" for layer, w in layers.items())
+
+    content = config.content_weight * sum(content_layers.values())
+    style = config.style_weight * sum(style_layers.values())
+    if content > 0 or style > 0 or config.tv_weight > 0 or config.stability_weight > 0:
+        return
+    terms = [zero("content", config.content_weight, content_layers), zero("style", config.style_weight, style_layers),
+             zero("tv", config.tv_weight), zero("stability", config.stability_weight)]
+    raise ConfigError(f"every loss weight is 0 ({', '.join(terms)}): nothing to train; give --content_weight, "
+                      "--style_weight, --tv_weight or --stability_weight a weight > 0")
 
 
 def check_training_memory(config: TrainConfig, device: torch.device) -> None:
