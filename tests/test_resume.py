@@ -140,3 +140,34 @@ def test_resume_past_damaged_checkpoints_keeps_the_last_two_intact_ones(data, tm
         "checkpoint_step_00000999.pt.broken"]
     again = train(config(data, tmp_path, max_steps=6, checkpoint_interval=1, resume=True), warn=warnings.append)
     assert again.resumed_from.name == "checkpoint_step_00000005.pt" and len(warnings) == 1
+
+
+def test_resume_refuses_another_painting_or_photo_folder_under_the_same_names(data, tmp_path):
+    """The names and the image count matched, so another painting saved as the same file name, or another photo
+    folder as large, resumed silently. The checkpoint now records digests: of the style's bytes, of the names."""
+    import shutil
+
+    dataset, _ = data
+    painting = make_style(tmp_path / "a" / "style.png")
+    another = make_checks(tmp_path / "b" / "style.png")
+    train(config(data, tmp_path / "run", style_image=painting, max_steps=1))
+    with pytest.raises(ConfigError, match=r"the style image style\.png is not the one it was trained with"):
+        train(config(data, tmp_path / "run", style_image=another, max_steps=2, resume=True))
+    renamed = Path(shutil.copytree(dataset, tmp_path / "renamed"))
+    next(renamed.rglob("img_00.jpg")).rename(renamed / "default_class" / "img_99.jpg")
+    with pytest.raises(ConfigError, match=r"--content_dataset holds other files than the ones it was trained with"):
+        train(config(data, tmp_path / "run", style_image=painting, content_dataset=renamed, max_steps=2,
+                     resume=True))
+    moved = shutil.copytree(dataset, tmp_path / "moved")  # the same photos elsewhere: the same relative names
+    assert train(config(data, tmp_path / "run", style_image=painting, content_dataset=moved, max_steps=2,
+                        resume=True)).step == 2
+
+
+def test_checkpoints_without_digests_still_resume(data, tmp_path):
+    """Checkpoints written before the digests were recorded resume (nothing to compare them with)."""
+    first = train(config(data, tmp_path, max_steps=1))
+    state = torch.load(first.checkpoint, weights_only=True)
+    for key in ("style_digest", "dataset_digest"):
+        del state["signature"][key]
+    torch.save(state, first.checkpoint)
+    assert train(config(data, tmp_path, max_steps=2, resume=True)).step == 2

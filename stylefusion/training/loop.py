@@ -14,6 +14,7 @@ only rank 0 writes files; checkpoints hold the unwrapped network, so they resume
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -456,16 +457,58 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
-def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: dict, dataset_size: int
+def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: dict, files: Sequence[Path]
                       ) -> dict[str, Any]:
-    """Options that must not change when resuming, or the continued run would be a different training."""
+    """Options that must not change when resuming, or the continued run would be a different training.
+
+    Besides the names, digests tell another painting saved under the same name (its bytes) and another photo
+    folder of the same size (its sorted relative file names: cheap, no photo is read).
+    """
     names = [path.name for path in style_images(config)]  # one style: a plain name, as before (old checkpoints)
+    root = Path(config.content_dataset)
+    listing = "\n".join(Path(f).relative_to(root).as_posix() for f in files)
     return {"style_image": names[0] if len(names) == 1 else names, "image_size": config.image_size,
             "style_size": config.style_size or config.image_size, "content_layers": content_layers,
             "style_layers": style_layers, "content_weight": config.content_weight,
             "style_weight": config.style_weight, "tv_weight": config.tv_weight,
-            "stability_weight": config.stability_weight, "seed": config.seed, "dataset_size": dataset_size,
-            "vgg_weights": Path(str(config.vgg_weights)).name}
+            "stability_weight": config.stability_weight, "seed": config.seed, "dataset_size": len(files),
+            "vgg_weights": Path(str(config.vgg_weights)).name,
+            "style_digest": [_file_digest(path) for path in style_images(config)],
+            "dataset_digest": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()}
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Signature entries that checkpoints written before they existed lack: then not compared.
+_DIGESTS = ("style_digest", "dataset_digest")
+
+
+def _check_signature(checkpoint: Mapping[str, Any], path: Path | None, signature: Mapping[str, Any]) -> None:
+    """Refuse, in one line naming what changed, to resume a checkpoint trained with other options or inputs."""
+    recorded = checkpoint.get("signature") or {}
+    for key, value in signature.items():
+        old = recorded.get(key)
+        if old == value or (key in _DIGESTS and old is None):
+            continue
+        if key == "style_digest":  # the names matched (checked before): the same name, other contents
+            names = signature["style_image"]
+            names = [names] if isinstance(names, str) else names
+            changed = [name for name, now, then in zip(names, value, old) if now != then] or names
+            raise ConfigError(f"cannot resume from {path}: the style image {', '.join(changed)} is not the one it "
+                              "was trained with (same name, other contents); use that image or another "
+                              "--checkpoint_dir")
+        if key == "dataset_digest":
+            raise ConfigError(f"cannot resume from {path}: --content_dataset holds other files than the ones it was "
+                              "trained with (as many, other names); use the same photos or another --checkpoint_dir")
+        raise ConfigError(f"cannot resume from {path}: it was trained with {key}={old}, now {value}; use the same "
+                          "options or another --checkpoint_dir")
 
 
 def _check_resume_arch(checkpoint: Mapping[str, Any], path: Path | None, arch: str, width: int | None = None
@@ -537,14 +580,10 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
         raise ConfigError(f"{paths.checkpoint_dir} already holds checkpoints of an earlier run: pass --resume to "
                           "continue it, or choose another --checkpoint_dir")
     _check_model_not_there(config, paths)  # after the checkpoints: their message names the run to resume
-    signature = _resume_signature(config, content_layers, style_layers, len(dataset))
+    signature = _resume_signature(config, content_layers, style_layers, dataset.files)
     if checkpoint is not None:
         _check_resume_arch(checkpoint, checkpoint_path, config.arch, config.compact_width)
-        for key, value in signature.items():
-            old = (checkpoint.get("signature") or {}).get(key)
-            if old != value:
-                raise ConfigError(f"cannot resume from {checkpoint_path}: it was trained with {key}={old}, now "
-                                  f"{value}; use the same options or another --checkpoint_dir")
+        _check_signature(checkpoint, checkpoint_path, signature)
         changes = resume_changes(config, checkpoint.get("settings"))
         if changes is not None and note is not None:
             note(changes)
