@@ -12,7 +12,8 @@ from fast_train_data import IMAGE_SIZE, data, make_checks, make_dataset, make_st
 from stylefusion.core.errors import ConfigError, OutputError
 from stylefusion.training.loop import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
                                        load_checkpoint, train, train_paths)
-from stylefusion.networks.model_files import load_model
+from stylefusion.networks.model_files import load_model, save_model
+from stylefusion.networks.transformer import TransformerNet
 
 # 9 files (8 readable + 1 broken) at batch 2: 5 steps per epoch, so N = 7 stops in the middle of epoch 1.
 N = 7
@@ -171,3 +172,32 @@ def test_checkpoints_without_digests_still_resume(data, tmp_path):
         del state["signature"][key]
     torch.save(state, first.checkpoint)
     assert train(config(data, tmp_path, max_steps=2, resume=True)).step == 2
+
+
+def test_resume_replaces_only_a_model_file_of_its_own_run(data, tmp_path):
+    """--resume with another run's --checkpoint_dir replaced an unrelated model at --model_save_path silently;
+    without --resume such a file is protected. The run id in the checkpoints' and the model's settings tells."""
+    train(config(data, tmp_path / "full", max_steps=2))
+    precious = tmp_path / "in" / "precious.pth"
+    precious.parent.mkdir()
+    save_model(TransformerNet(), precious, {"style_image": "udnie.jpg"})
+    before = precious.read_bytes()
+    checkpoints = train_paths(config(data, tmp_path / "full")).checkpoint_dir
+    with pytest.raises(OutputError, match=r"precious\.pth exists and was not written by the run in .*full.*: resuming "
+                                          r"would replace it"):
+        train(config(data, tmp_path / "in", model_save_path=precious, checkpoint_dir=checkpoints, max_steps=3,
+                     resume=True))
+    assert precious.read_bytes() == before and sorted(p.name for p in precious.parent.iterdir()) == ["precious.pth"]
+    resumed = train(config(data, tmp_path / "full", max_steps=3, resume=True))  # its own model: replaced
+    assert load_model(resumed.model_path)[1]["steps"] == 3
+
+
+def test_a_checkpoint_without_a_run_id_replaces_a_model_of_the_same_settings(data, tmp_path):
+    """Checkpoints and models written before run ids: the model's run settings must match the checkpoint's."""
+    first = train(config(data, tmp_path, max_steps=1))
+    for path in (first.checkpoint, first.model_path):
+        state = torch.load(path, weights_only=True)
+        del state["settings"]["run_id"]
+        torch.save(state, path)
+    assert train(config(data, tmp_path, max_steps=2, resume=True)).step == 2
+

@@ -18,6 +18,7 @@ import hashlib
 import math
 import os
 import re
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -37,10 +38,11 @@ from ..core.losses import PerceptualLoss, check_weight, parse_layer_weights, sty
 from ..core.losslog import LossLog
 from ..core.memory import check_fits
 from ..core.vgg import load_vgg19
+from ..core.weights import load_weights
 from ..networks.cin import conditional_norms, make_conditional, select_style, state_style_count
 from ..networks.compact import MAX_COMPACT_CHANNELS, compact_channels
 from ..networks.model_files import ARCHITECTURES, architecture_of, build_network, load_model, save_model
-from ..networks.transformer import clean_state_dict
+from ..networks.transformer import MODEL_FORMAT, clean_state_dict
 from .checkpoint import (CHECKPOINT_FORMAT, TrainState, checkpoint_file, find_checkpoints,  # noqa: F401 (API)
                          find_latest_checkpoint, load_checkpoint, load_latest_checkpoint, prune_checkpoints, rng_state,
                          save_checkpoint, set_rng_state)
@@ -314,11 +316,38 @@ def _check_by_products(config: TrainConfig, paths: TrainPaths, inputs: list[str 
                               + (" or --checkpoint_dir" if what == "checkpoint" else ""))
 
 
-def _check_model_not_there(config: TrainConfig, paths: TrainPaths) -> None:
-    """Refuse to replace a finished model (one shipped, or hours of one's own training) unless resuming its run."""
-    if paths.model.exists() and not config.resume:
+def _check_model_not_there(paths: TrainPaths, checkpoint: Mapping[str, Any] | None) -> None:
+    """Refuse to replace a finished model (one shipped, or hours of one's own training) unless it is the one the
+    resumed run (`checkpoint`'s) wrote: --resume with another run's --checkpoint_dir must not replace it either."""
+    if not paths.model.exists() or (checkpoint is not None and _written_by_run(paths.model, checkpoint)):
+        return
+    if checkpoint is None:
         raise OutputError(f"{paths.model} exists and training would replace it: give another --model_save_path, "
                           f"remove it first, or --resume to continue the run that wrote it")
+    raise OutputError(f"{paths.model} exists and was not written by the run in {paths.checkpoint_dir}: resuming "
+                      f"would replace it; give another --model_save_path or remove it first")
+
+
+# Settings that a run keeps over its resumes: a model file that agrees on all of them with a checkpoint that
+# records no run id (written before run ids) counts as that run's.
+_RUN_SETTINGS = ("style_image", "content_dataset", "content_weight", "style_weight", "tv_weight", "stability_weight",
+                 "content_layers", "style_layers", "image_size", "style_size", "vgg_weights", "seed", "arch")
+
+
+def _written_by_run(model: Path, checkpoint: Mapping[str, Any]) -> bool:
+    """Whether the model file was saved by the run `checkpoint` belongs to: the same run id in both settings (for
+    checkpoints from before run ids: the same run settings, and no run id in the model's)."""
+    try:
+        data = load_weights(model)
+    except Exception:  # unreadable, truncated, not a weights file: not this run's model
+        return False
+    saved = data.get("settings") if isinstance(data, dict) and data.get("format") == MODEL_FORMAT else None
+    recorded = checkpoint.get("settings")
+    if not isinstance(saved, Mapping) or not isinstance(recorded, Mapping):
+        return False
+    if recorded.get("run_id") is not None:
+        return saved.get("run_id") == recorded["run_id"]
+    return "run_id" not in saved and all(saved.get(key) == recorded.get(key) for key in _RUN_SETTINGS)
 
 
 def _new_outputs(config: TrainConfig, paths: TrainPaths) -> list[Path]:
@@ -579,7 +608,7 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     elif find_latest_checkpoint(paths.checkpoint_dir) is not None:
         raise ConfigError(f"{paths.checkpoint_dir} already holds checkpoints of an earlier run: pass --resume to "
                           "continue it, or choose another --checkpoint_dir")
-    _check_model_not_there(config, paths)  # after the checkpoints: their message names the run to resume
+    _check_model_not_there(paths, checkpoint)  # after the checkpoints: their message names the run to resume
     signature = _resume_signature(config, content_layers, style_layers, dataset.files)
     if checkpoint is not None:
         _check_resume_arch(checkpoint, checkpoint_path, config.arch, config.compact_width)
@@ -631,6 +660,9 @@ class _Run:
         network = _new_network(config.arch, len(styles), pretrained, like, config.compact_width).to(device)
         self.network = network.to(memory_format=self.memory_format).train()
         self.style_names = [path.name for path in style_images(config)]
+        # Recorded in the settings of its checkpoints and model: a resume replaces only a model file of its own run.
+        # From os.urandom, so no RNG state of the training changes.
+        self.run_id = secrets.token_hex(8)
         self.optimizer = torch.optim.Adam(optimizer_groups(self.network, config), lr=config.lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, config.precision))
         self.signature = signature
@@ -651,6 +683,9 @@ class _Run:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState.from_dict(checkpoint)
         set_rng_state(checkpoint["rng"], self.device)
+        settings = checkpoint.get("settings")
+        if isinstance(settings, Mapping):  # the same run
+            self.run_id = settings.get("run_id") or self.run_id
 
     def total_steps(self) -> int:
         """Steps this run ends at: the rest of the epochs from the current position, capped by max_steps."""
@@ -677,7 +712,7 @@ class _Run:
                 "batch_size": config.batch_size, "world_size": self.ctx.world_size, "lr": config.lr,
                 "vgg_weights": signature["vgg_weights"],
                 "pretrained_model": Path(config.pretrained_model_path).name if config.pretrained_model_path else None,
-                "seed": config.seed, "precision": config.precision, "arch": config.arch,
+                "seed": config.seed, "precision": config.precision, "arch": config.arch, "run_id": self.run_id,
                 **({"styles": self.style_names, "style_norm_lr_scale": config.style_norm_lr_scale}
                    if len(self.style_names) > 1 else {})}
 
