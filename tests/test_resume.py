@@ -201,3 +201,12 @@ def test_a_checkpoint_without_a_run_id_replaces_a_model_of_the_same_settings(dat
         torch.save(state, path)
     assert train(config(data, tmp_path, max_steps=2, resume=True)).step == 2
 
+
+def test_resume_with_the_epochs_used_up_says_so(data, tmp_path):
+    """A resume with every --epochs done saved the model "after 5 steps" with no word of why none was trained."""
+    assert train(config(data, tmp_path, epochs=1)).step == 5
+    notes: list[str] = []
+    assert train(config(data, tmp_path, epochs=1, max_steps=8, resume=True), note=notes.append).step == 5
+    assert notes == ["the checkpoint is at step 5, the end of --epochs 1: no step is trained; the model is saved from "
+                     "it (raise --epochs to train on)"]
+

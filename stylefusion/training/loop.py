@@ -577,6 +577,22 @@ def resume_changes(config: TrainConfig, settings: Mapping[str, Any] | None) -> s
     return f"resuming with {now}; the checkpoint was trained with {then}"
 
 
+def _resume_notes(config: TrainConfig, checkpoint: Mapping[str, Any], dataset_size: int) -> list[str]:
+    """One-line notes on a resume: another --lr or --batch_size; --max_steps or --epochs already reached (no step
+    is trained)."""
+    settings = checkpoint.get("settings") if isinstance(checkpoint.get("settings"), Mapping) else {}
+    changes = resume_changes(config, settings)
+    notes = [changes] if changes is not None else []
+    done, epoch = int(checkpoint.get("step", 0)), int(checkpoint.get("epoch", 0))
+    if config.max_steps is not None and done >= config.max_steps:
+        notes.append(f"the checkpoint is at step {done}, at or past --max_steps {config.max_steps}: no step is "
+                     "trained; the model is saved from it")
+    elif epoch + (int(checkpoint.get("position", 0)) >= dataset_size) >= config.epochs:
+        notes.append(f"the checkpoint is at step {done}, the end of --epochs {config.epochs}: no step is trained; "
+                     "the model is saved from it (raise --epochs to train on)")
+    return notes
+
+
 def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None = None,
           stop: StopFlag | None = None, warn: Callable[[str], None] | None = None,
           note: Callable[[str], None] | None = None) -> TrainResult:
@@ -613,13 +629,9 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     if checkpoint is not None:
         _check_resume_arch(checkpoint, checkpoint_path, config.arch, config.compact_width)
         _check_signature(checkpoint, checkpoint_path, signature)
-        changes = resume_changes(config, checkpoint.get("settings"))
-        if changes is not None and note is not None:
-            note(changes)
-        done = int(checkpoint.get("step", 0))
-        if config.max_steps is not None and done >= config.max_steps and note is not None:
-            note(f"the checkpoint is at step {done}, at or past --max_steps {config.max_steps}: no step is trained; "
-                 f"the model is saved from it")
+        for line in _resume_notes(config, checkpoint, len(dataset)):
+            if note is not None:
+                note(line)
     pretrained = _load_pretrained(config.pretrained_model_path, config.arch, config.compact_width) \
         if config.pretrained_model_path and checkpoint is None else None
     # Truncated at the deepest layer used; loaded before any output folder is made (WeightsError).
