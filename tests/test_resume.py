@@ -210,3 +210,20 @@ def test_resume_with_the_epochs_used_up_says_so(data, tmp_path):
     assert notes == ["the checkpoint is at step 5, the end of --epochs 1: no step is trained; the model is saved from "
                      "it (raise --epochs to train on)"]
 
+
+def test_resume_records_the_pretrained_model_the_run_started_from(data, tmp_path):
+    """A resume ignores --pretrained_model_path (the checkpoint's weights go on), so it records the checkpointed
+    run's starting model, not the one given (said in a note), nor none when none is given."""
+    start, other = tmp_path / "start.pth", tmp_path / "other.pth"
+    save_model(TransformerNet(), start)
+    save_model(TransformerNet(), other)
+    train(config(data, tmp_path / "run", pretrained_model_path=start, max_steps=1))
+    notes: list[str] = []
+    resumed = train(config(data, tmp_path / "run", pretrained_model_path=other, max_steps=2, resume=True),
+                    note=notes.append)
+    assert notes == [f"--pretrained_model_path {other} is ignored: a resumed run continues from its checkpoint, "
+                     "which started from start.pth"]
+    assert load_model(resumed.model_path)[1]["pretrained_model"] == "start.pth"
+    notes.clear()
+    again = train(config(data, tmp_path / "run", max_steps=3, resume=True), note=notes.append)
+    assert notes == [] and load_model(again.model_path)[1]["pretrained_model"] == "start.pth"

@@ -579,7 +579,7 @@ def resume_changes(config: TrainConfig, settings: Mapping[str, Any] | None) -> s
 
 def _resume_notes(config: TrainConfig, checkpoint: Mapping[str, Any], dataset_size: int) -> list[str]:
     """One-line notes on a resume: another --lr or --batch_size; --max_steps or --epochs already reached (no step
-    is trained)."""
+    is trained); a --pretrained_model_path, which the checkpoint's weights override."""
     settings = checkpoint.get("settings") if isinstance(checkpoint.get("settings"), Mapping) else {}
     changes = resume_changes(config, settings)
     notes = [changes] if changes is not None else []
@@ -590,6 +590,11 @@ def _resume_notes(config: TrainConfig, checkpoint: Mapping[str, Any], dataset_si
     elif epoch + (int(checkpoint.get("position", 0)) >= dataset_size) >= config.epochs:
         notes.append(f"the checkpoint is at step {done}, the end of --epochs {config.epochs}: no step is trained; "
                      "the model is saved from it (raise --epochs to train on)")
+    if config.pretrained_model_path and Path(config.pretrained_model_path).name != settings.get("pretrained_model"):
+        started = (f", which started from {settings['pretrained_model'] or 'random weights'}"
+                   if "pretrained_model" in settings else "")
+        notes.append(f"--pretrained_model_path {config.pretrained_model_path} is ignored: a resumed run continues "
+                     f"from its checkpoint{started}")
     return notes
 
 
@@ -675,6 +680,7 @@ class _Run:
         # Recorded in the settings of its checkpoints and model: a resume replaces only a model file of its own run.
         # From os.urandom, so no RNG state of the training changes.
         self.run_id = secrets.token_hex(8)
+        self.pretrained_model = Path(config.pretrained_model_path).name if config.pretrained_model_path else None
         self.optimizer = torch.optim.Adam(optimizer_groups(self.network, config), lr=config.lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, config.precision))
         self.signature = signature
@@ -696,8 +702,9 @@ class _Run:
         self.state = TrainState.from_dict(checkpoint)
         set_rng_state(checkpoint["rng"], self.device)
         settings = checkpoint.get("settings")
-        if isinstance(settings, Mapping):  # the same run
+        if isinstance(settings, Mapping):  # the same run, started from the same model (not --pretrained_model_path)
             self.run_id = settings.get("run_id") or self.run_id
+            self.pretrained_model = settings.get("pretrained_model", self.pretrained_model)
 
     def total_steps(self) -> int:
         """Steps this run ends at: the rest of the epochs from the current position, capped by max_steps."""
@@ -722,8 +729,7 @@ class _Run:
                 "content_layers": config.content_layers, "style_layers": config.style_layers,
                 "image_size": config.image_size, "style_size": signature["style_size"],
                 "batch_size": config.batch_size, "world_size": self.ctx.world_size, "lr": config.lr,
-                "vgg_weights": signature["vgg_weights"],
-                "pretrained_model": Path(config.pretrained_model_path).name if config.pretrained_model_path else None,
+                "vgg_weights": signature["vgg_weights"], "pretrained_model": self.pretrained_model,
                 "seed": config.seed, "precision": config.precision, "arch": config.arch, "run_id": self.run_id,
                 **({"styles": self.style_names, "style_norm_lr_scale": config.style_norm_lr_scale}
                    if len(self.style_names) > 1 else {})}
