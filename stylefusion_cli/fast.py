@@ -149,7 +149,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     from stylefusion.training.loop import TrainConfig as T
 
     g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
-    g.add_argument("--content_dataset", default="data/train2014",
+    g.add_argument("--content_dataset", default="data/train2014", type=dataset_folder,
                    help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
                         "such as train2014/default_class); unreadable files are skipped and counted")
     g.add_argument("--model_save_path", default="models/new_model.pth", type=output_path,
@@ -202,6 +202,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="image-loading worker processes")
     add_live_args(parser)
+
+
+def dataset_folder(text: str) -> str:
+    """argparse type of --content_dataset: not empty, which would read the current folder (an unset shell
+    variable), every image under it a training image."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give the folder of training images")
+    return text
 
 
 def train_config_from(args: argparse.Namespace) -> "TrainConfig":  # noqa: F821 (imported inside: lazy)

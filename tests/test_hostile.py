@@ -383,6 +383,8 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "train-no-style": ("fast", TRAIN, "needs --style_image", 1),
     "train-style-missing": ("fast", [*TRAIN, "--style_image", "{b}/nope.png"], "not found", 1),
     "train-style-text": ("fast", [*TRAIN, "--style_image", "{b}/text.jpg"], "not an image", 1),
+    "train-dataset-empty-name": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_dataset", ""],
+                                 "argument --content_dataset: is empty", 2),  # was the current folder
     "train-dataset-empty": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_dataset", "{b}/emptydir"],
                             "no image files", 1),
     "train-image-size-100000": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--image_size", "100000"],
