@@ -260,9 +260,10 @@ def run_train(args: argparse.Namespace) -> int:
             raise Interrupted(signum)  # a second stop: abort now (checkpoints on disk are complete)
         first_signal.append(time.monotonic())
         stop.request(signal.Signals(signum).name)
-        if main_rank:
-            tqdm.write("stopping after this step and saving a checkpoint (press Ctrl-C again to abort)",
-                       file=sys.stderr)
+        if main_rank:  # a second one, after stop_signals' 2 s window, aborts
+            again = ("press Ctrl-C again" if signum == signal.SIGINT
+                     else f"send {signal.Signals(signum).name} again")
+            tqdm.write(f"stopping after this step and saving a checkpoint ({again} to abort)", file=sys.stderr)
 
     bar: list[tqdm] = []
     live = start_live(args, f"StyleFusion: training {Path(config.model_save_path).name}") if main_rank else None

@@ -668,6 +668,8 @@ def test_stop_signal(point, sig, base, tmp_path, monkeypatch, processes):
         assert f"stopped at step {1 if point == 'train-early' else 2}" in result.stderr, result.stderr
         assert tree(out / "m_checkpoints") == [f"checkpoint_step_0000000{1 if point == 'train-early' else 2}.pt"]
         assert not (out / "m.pth").exists()
+        again = "press Ctrl-C again" if sig == signal.SIGINT else "send SIGTERM again"  # what the handler takes
+        assert f"stopping after this step and saving a checkpoint ({again} to abort)" in result.lines, result.stderr
         return
     assert result.lines == [f"error: interrupted by {signal.Signals(sig).name}: stopped; what was finished is kept, "
                             "nothing half-written"], result.stderr
