@@ -402,6 +402,10 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                                       "{b}/models/nan.pth"], "NaN or infinite weights", 1),
     "train-model-over-the-style": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--model_save_path",
                                             "{b}/stripes.png"], "refusing to overwrite", 1),
+    # A PyTorch file under an .onnx name, written silently; x.onnx then x.pt also shared x_checkpoints.
+    "train-model-onnx": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--model_save_path", "{w}/out/m.onnx"],
+                         "--model_save_path must end in .pth or .pt (a PyTorch model file), got m.onnx: for ONNX, "
+                         "train to a .pth, then convert it with --mode export", 1),
     "train-model-path-is-a-folder": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--model_save_path",
                                               "{b}/imgs"], "is a directory", 1),
     "train-unknown-layer": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--style_layers", "relu9_9"],

@@ -51,6 +51,8 @@ from .dataset import ContentImages, EpochSampler, collate, find_images, ignore_s
 if TYPE_CHECKING:
     from .stability import CompoundRegularization
 
+# What --model_save_path may end in: a model file's names (ONNX and TorchScript come from --mode export).
+MODEL_SUFFIXES = (".pth", ".pt")
 # Training crops must reach relu4_3 (behind three 2x poolings) with at least 4x4 activations.
 MIN_IMAGE_SIDE = 32
 # A lower bound on training memory per crop pixel (network + VGG activations and gradients): measured about
@@ -282,7 +284,7 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
 
 
 def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
-    """Refuse a model path that is a folder, inside the dataset, or one of the inputs."""
+    """Refuse a model path that is a folder, inside the dataset, one of the inputs, or not a .pth/.pt name."""
     if paths.model.is_dir():
         raise OutputError(f"--model_save_path is a directory, expected a file name: {paths.model}")
     dataset = resolved(config.content_dataset)
@@ -292,6 +294,10 @@ def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
     inputs = [*style_images(config)] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
     ensure_not_input(paths.model, inputs)
     _check_by_products(config, paths, inputs)
+    if paths.model.suffix.lower() not in MODEL_SUFFIXES:  # after the checks above: their messages say more
+        raise ConfigError(f"--model_save_path must end in {' or '.join(MODEL_SUFFIXES)} (a PyTorch model file), got "
+                          f"{paths.model.name}: for ONNX, train to a .pth, then convert it with --mode export "
+                          f"--export_path NAME.onnx")
 
 
 # Files a run writes inside its folders: previews in the previews folder, checkpoints in the checkpoint folder.
