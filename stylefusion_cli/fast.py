@@ -153,8 +153,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                    help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
                         "such as train2014/default_class); unreadable files are skipped and counted")
     g.add_argument("--model_save_path", default="models/new_model.pth", type=output_path,
-                   help="where to write the trained model; its loss log (.csv), loss curve (.png) and previews "
-                        "go next to it")
+                   help="where to write the trained model (.pth or .pt; --mode export converts it to ONNX); its "
+                        "loss log (.csv), loss curve (.png) and previews go next to it")
     g.add_argument("--epochs", type=positive_int, default=T.epochs, help="passes over the content dataset")
     g.add_argument("--max_steps", type=positive_int, default=None,
                    help="stop after this many optimisation steps in total, counting resumed ones (unset: no limit)")
@@ -198,7 +198,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preview_interval", type=non_negative_int, default=T.preview_interval,
                    help="steps between preview images of a fixed content image (0: none)")
     g.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in --checkpoint_dir")
+                   help="continue exactly from the latest checkpoint in --checkpoint_dir (the same style images, "
+                        "photos and loss options); a model at --model_save_path is replaced only if that run wrote it")
     g.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="image-loading worker processes")
     add_live_args(parser)
