@@ -149,12 +149,12 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     from stylefusion.training.loop import TrainConfig as T
 
     g = parser.add_argument_group("train (also under torchrun --nproc_per_node N for several GPUs/processes)")
-    g.add_argument("--content_dataset", default="data/train2014",
+    g.add_argument("--content_dataset", default="data/train2014", type=dataset_folder,
                    help="folder of training images, searched recursively (flat, nested or ImageFolder layout "
                         "such as train2014/default_class); unreadable files are skipped and counted")
     g.add_argument("--model_save_path", default="models/new_model.pth", type=output_file,
-                   help="where to write the trained model; its loss log (.csv), loss curve (.png) and previews "
-                        "go next to it")
+                   help="where to write the trained model (.pth or .pt; --mode export converts it to ONNX); its "
+                        "loss log (.csv), loss curve (.png) and previews go next to it")
     g.add_argument("--epochs", type=positive_int, default=T.epochs, help="passes over the content dataset")
     g.add_argument("--max_steps", type=positive_int, default=None,
                    help="stop after this many optimisation steps in total, counting resumed ones (unset: no limit)")
@@ -198,10 +198,19 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preview_interval", type=non_negative_int, default=T.preview_interval,
                    help="steps between preview images of a fixed content image (0: none)")
     g.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in --checkpoint_dir")
+                   help="continue exactly from the latest checkpoint in --checkpoint_dir (the same style images, "
+                        "photos and loss options); a model at --model_save_path is replaced only if that run wrote it")
     g.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="image-loading worker processes")
     add_live_args(parser)
+
+
+def dataset_folder(text: str) -> str:
+    """argparse type of --content_dataset: not empty, which would read the current folder (an unset shell
+    variable), every image under it a training image."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give the folder of training images")
+    return text
 
 
 def train_config_from(args: argparse.Namespace) -> "TrainConfig":  # noqa: F821 (imported inside: lazy)
@@ -252,9 +261,10 @@ def run_train(args: argparse.Namespace) -> int:
             raise Interrupted(signum)  # a second stop: abort now (checkpoints on disk are complete)
         first_signal.append(time.monotonic())
         stop.request(signal.Signals(signum).name)
-        if main_rank:
-            tqdm.write("stopping after this step and saving a checkpoint (press Ctrl-C again to abort)",
-                       file=sys.stderr)
+        if main_rank:  # a second one, after stop_signals' 2 s window, aborts
+            again = ("press Ctrl-C again" if signum == signal.SIGINT
+                     else f"send {signal.Signals(signum).name} again")
+            tqdm.write(f"stopping after this step and saving a checkpoint ({again} to abort)", file=sys.stderr)
 
     bar: list[tqdm] = []
     live = start_live(args, f"StyleFusion: training {Path(config.model_save_path).name}") if main_rank else None

@@ -392,6 +392,8 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "train-no-style": ("fast", TRAIN, "needs --style_image", 1),
     "train-style-missing": ("fast", [*TRAIN, "--style_image", "{b}/nope.png"], "not found", 1),
     "train-style-text": ("fast", [*TRAIN, "--style_image", "{b}/text.jpg"], "not an image", 1),
+    "train-dataset-empty-name": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_dataset", ""],
+                                 "argument --content_dataset: is empty", 2),  # was the current folder
     "train-dataset-empty": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_dataset", "{b}/emptydir"],
                             "no image files", 1),
     "train-image-size-100000": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--image_size", "100000"],
@@ -409,6 +411,10 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                                       "{b}/models/nan.pth"], "NaN or infinite weights", 1),
     "train-model-over-the-style": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--model_save_path",
                                             "{b}/stripes.png"], "refusing to overwrite", 1),
+    # A PyTorch file under an .onnx name, written silently; x.onnx then x.pt also shared x_checkpoints.
+    "train-model-onnx": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--model_save_path", "{w}/out/m.onnx"],
+                         "--model_save_path must end in .pth or .pt (a PyTorch model file), got m.onnx: for ONNX, "
+                         "train to a .pth, then convert it with --mode export", 1),
     "train-model-path-is-a-folder": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--model_save_path",
                                               "{b}/imgs"], "is a directory", 1),
     "train-unknown-layer": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--style_layers", "relu9_9"],
@@ -481,6 +487,14 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
                                             "70000"], "0-65535", 2),
     "flags-live-port-70000-iterative": ("iter", [*ITER, *CONTENT, *STYLE, "--live", "--live_port", "70000"],
                                         "0-65535", 2),
+    # Every loss term weighed 0: a traceback from autograd at the first step; now one line before VGG is loaded.
+    "train-every-loss-weight-0": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_weight", "0",
+                                           "--style_weight", "0"],
+                                  "every loss weight is 0 (--content_weight 0, --style_weight 0, --tv_weight 0, "
+                                  "--stability_weight 0): nothing to train", 1),
+    "train-every-layer-weight-0": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_layers",
+                                            "relu2_2:0", "--style_weight", "0"],
+                                   "every loss weight is 0 (--content_layers relu2_2:0, --style_weight 0,", 1),
     "flags-unknown-mode": ("fast", ["--mode", "webcam2"], "invalid choice", 2),
     "flags-unknown-option": ("fast", ["--mode", "image", "--no_such_flag"], "unrecognized arguments", 2),
     "flags-no-mode": ("fast", [], "--mode", 2),
@@ -533,6 +547,8 @@ MUST_WORK: dict[str, tuple[str, list[str], str, str | None]] = {
                                       "{b}/masks/red.png"], "out/one.png", "is in colour: its grey level"),
     "iterative-red-mask-warns": ("iter", [*ITER, *CONTENT, *STYLE, "--style_masks", "{b}/masks/red.png"],
                                  "out/final.jpg", "is in colour: its grey level"),
+    "train-tv-weight-only": ("fast", [*TRAIN, "--style_image", "{b}/stripes.png", "--content_weight", "0",
+                                      "--style_weight", "0", "--tv_weight", "1"], "out/m.pth", None),
 }
 
 
@@ -665,6 +681,8 @@ def test_stop_signal(point, sig, base, tmp_path, monkeypatch, processes):
         assert f"stopped at step {1 if point == 'train-early' else 2}" in result.stderr, result.stderr
         assert tree(out / "m_checkpoints") == [f"checkpoint_step_0000000{1 if point == 'train-early' else 2}.pt"]
         assert not (out / "m.pth").exists()
+        again = "press Ctrl-C again" if sig == signal.SIGINT else "send SIGTERM again"  # what the handler takes
+        assert f"stopping after this step and saving a checkpoint ({again} to abort)" in result.lines, result.stderr
         return
     assert result.lines == [f"error: interrupted by {signal.Signals(sig).name}: stopped; what was finished is kept, "
                             "nothing half-written"], result.stderr

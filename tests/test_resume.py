@@ -12,7 +12,8 @@ from fast_train_data import IMAGE_SIZE, data, make_checks, make_dataset, make_st
 from stylefusion.core.errors import ConfigError, OutputError
 from stylefusion.training.loop import (CHECKPOINT_FORMAT, StopFlag, TrainConfig, find_latest_checkpoint,
                                        load_checkpoint, train, train_paths)
-from stylefusion.networks.model_files import load_model
+from stylefusion.networks.model_files import load_model, save_model
+from stylefusion.networks.transformer import TransformerNet
 
 # 9 files (8 readable + 1 broken) at batch 2: 5 steps per epoch, so N = 7 stops in the middle of epoch 1.
 N = 7
@@ -140,3 +141,89 @@ def test_resume_past_damaged_checkpoints_keeps_the_last_two_intact_ones(data, tm
         "checkpoint_step_00000999.pt.broken"]
     again = train(config(data, tmp_path, max_steps=6, checkpoint_interval=1, resume=True), warn=warnings.append)
     assert again.resumed_from.name == "checkpoint_step_00000005.pt" and len(warnings) == 1
+
+
+def test_resume_refuses_another_painting_or_photo_folder_under_the_same_names(data, tmp_path):
+    """The names and the image count matched, so another painting saved as the same file name, or another photo
+    folder as large, resumed silently. The checkpoint now records digests: of the style's bytes, of the names."""
+    import shutil
+
+    dataset, _ = data
+    painting = make_style(tmp_path / "a" / "style.png")
+    another = make_checks(tmp_path / "b" / "style.png")
+    train(config(data, tmp_path / "run", style_image=painting, max_steps=1))
+    with pytest.raises(ConfigError, match=r"the style image style\.png is not the one it was trained with"):
+        train(config(data, tmp_path / "run", style_image=another, max_steps=2, resume=True))
+    renamed = Path(shutil.copytree(dataset, tmp_path / "renamed"))
+    next(renamed.rglob("img_00.jpg")).rename(renamed / "default_class" / "img_99.jpg")
+    with pytest.raises(ConfigError, match=r"--content_dataset holds other files than the ones it was trained with"):
+        train(config(data, tmp_path / "run", style_image=painting, content_dataset=renamed, max_steps=2,
+                     resume=True))
+    moved = shutil.copytree(dataset, tmp_path / "moved")  # the same photos elsewhere: the same relative names
+    assert train(config(data, tmp_path / "run", style_image=painting, content_dataset=moved, max_steps=2,
+                        resume=True)).step == 2
+
+
+def test_checkpoints_without_digests_still_resume(data, tmp_path):
+    """Checkpoints written before the digests were recorded resume (nothing to compare them with)."""
+    first = train(config(data, tmp_path, max_steps=1))
+    state = torch.load(first.checkpoint, weights_only=True)
+    for key in ("style_digest", "dataset_digest"):
+        del state["signature"][key]
+    torch.save(state, first.checkpoint)
+    assert train(config(data, tmp_path, max_steps=2, resume=True)).step == 2
+
+
+def test_resume_replaces_only_a_model_file_of_its_own_run(data, tmp_path):
+    """--resume with another run's --checkpoint_dir replaced an unrelated model at --model_save_path silently;
+    without --resume such a file is protected. The run id in the checkpoints' and the model's settings tells."""
+    train(config(data, tmp_path / "full", max_steps=2))
+    precious = tmp_path / "in" / "precious.pth"
+    precious.parent.mkdir()
+    save_model(TransformerNet(), precious, {"style_image": "udnie.jpg"})
+    before = precious.read_bytes()
+    checkpoints = train_paths(config(data, tmp_path / "full")).checkpoint_dir
+    with pytest.raises(OutputError, match=r"precious\.pth exists and was not written by the run in .*full.*: resuming "
+                                          r"would replace it"):
+        train(config(data, tmp_path / "in", model_save_path=precious, checkpoint_dir=checkpoints, max_steps=3,
+                     resume=True))
+    assert precious.read_bytes() == before and sorted(p.name for p in precious.parent.iterdir()) == ["precious.pth"]
+    resumed = train(config(data, tmp_path / "full", max_steps=3, resume=True))  # its own model: replaced
+    assert load_model(resumed.model_path)[1]["steps"] == 3
+
+
+def test_a_checkpoint_without_a_run_id_replaces_a_model_of_the_same_settings(data, tmp_path):
+    """Checkpoints and models written before run ids: the model's run settings must match the checkpoint's."""
+    first = train(config(data, tmp_path, max_steps=1))
+    for path in (first.checkpoint, first.model_path):
+        state = torch.load(path, weights_only=True)
+        del state["settings"]["run_id"]
+        torch.save(state, path)
+    assert train(config(data, tmp_path, max_steps=2, resume=True)).step == 2
+
+
+def test_resume_with_the_epochs_used_up_says_so(data, tmp_path):
+    """A resume with every --epochs done saved the model "after 5 steps" with no word of why none was trained."""
+    assert train(config(data, tmp_path, epochs=1)).step == 5
+    notes: list[str] = []
+    assert train(config(data, tmp_path, epochs=1, max_steps=8, resume=True), note=notes.append).step == 5
+    assert notes == ["the checkpoint is at step 5, the end of --epochs 1: no step is trained; the model is saved from "
+                     "it (raise --epochs to train on)"]
+
+
+def test_resume_records_the_pretrained_model_the_run_started_from(data, tmp_path):
+    """A resume ignores --pretrained_model_path (the checkpoint's weights go on), so it records the checkpointed
+    run's starting model, not the one given (said in a note), nor none when none is given."""
+    start, other = tmp_path / "start.pth", tmp_path / "other.pth"
+    save_model(TransformerNet(), start)
+    save_model(TransformerNet(), other)
+    train(config(data, tmp_path / "run", pretrained_model_path=start, max_steps=1))
+    notes: list[str] = []
+    resumed = train(config(data, tmp_path / "run", pretrained_model_path=other, max_steps=2, resume=True),
+                    note=notes.append)
+    assert notes == [f"--pretrained_model_path {other} is ignored: a resumed run continues from its checkpoint, "
+                     "which started from start.pth"]
+    assert load_model(resumed.model_path)[1]["pretrained_model"] == "start.pth"
+    notes.clear()
+    again = train(config(data, tmp_path / "run", max_steps=3, resume=True), note=notes.append)
+    assert notes == [] and load_model(again.model_path)[1]["pretrained_model"] == "start.pth"

@@ -14,9 +14,11 @@ only rank 0 writes files; checkpoints hold the unwrapped network, so they resume
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import re
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -36,10 +38,11 @@ from ..core.losses import PerceptualLoss, check_weight, parse_layer_weights, sty
 from ..core.losslog import LossLog
 from ..core.memory import check_fits
 from ..core.vgg import load_vgg19
+from ..core.weights import load_weights
 from ..networks.cin import conditional_norms, make_conditional, select_style, state_style_count
 from ..networks.compact import MAX_COMPACT_CHANNELS, compact_channels
 from ..networks.model_files import ARCHITECTURES, architecture_of, build_network, load_model, save_model
-from ..networks.transformer import clean_state_dict
+from ..networks.transformer import MODEL_FORMAT, clean_state_dict
 from .checkpoint import (CHECKPOINT_FORMAT, TrainState, checkpoint_file, find_checkpoints,  # noqa: F401 (API)
                          find_latest_checkpoint, load_checkpoint, load_latest_checkpoint, prune_checkpoints, rng_state,
                          save_checkpoint, set_rng_state)
@@ -48,6 +51,8 @@ from .dataset import ContentImages, EpochSampler, collate, find_images, ignore_s
 if TYPE_CHECKING:
     from .stability import CompoundRegularization
 
+# What --model_save_path may end in: a model file's names (ONNX and TorchScript come from --mode export).
+MODEL_SUFFIXES = (".pth", ".pt")
 # Training crops must reach relu4_3 (behind three 2x poolings) with at least 4x4 activations.
 MIN_IMAGE_SIDE = 32
 # A lower bound on training memory per crop pixel (network + VGG activations and gradients): measured about
@@ -244,8 +249,28 @@ def validate_config(config: TrainConfig) -> tuple[dict[str, float], dict[str, fl
         check_weight(name, getattr(config, name))
     if not config.dist_timeout_s > 0:
         raise ConfigError(f"dist_timeout_s must be > 0, got {config.dist_timeout_s}")
-    return (parse_layer_weights(config.content_layers, "content_layers"),
-            parse_layer_weights(config.style_layers, "style_layers"))
+    content_layers = parse_layer_weights(config.content_layers, "content_layers")
+    style_layers = parse_layer_weights(config.style_layers, "style_layers")
+    _check_some_loss(config, content_layers, style_layers)
+    return content_layers, style_layers
+
+
+def _check_some_loss(config: TrainConfig, content_layers: dict[str, float], style_layers: dict[str, float]) -> None:
+    """Refuse a run in which every loss term weighs 0: the loss would not depend on the network (autograd fails on
+    the first step) or every step would leave it as it is. A term weighs 0 by its option or by all its layers'."""
+    def zero(name: str, weight: float, layers: dict[str, float] | None = None) -> str:
+        if weight == 0 or layers is None:
+            return f"--{name}_weight {weight:g}"
+        return f"--{name}_layers " + ",".join(f"{layer}:{w:g}" for layer, w in layers.items())
+
+    content = config.content_weight * sum(content_layers.values())
+    style = config.style_weight * sum(style_layers.values())
+    if content > 0 or style > 0 or config.tv_weight > 0 or config.stability_weight > 0:
+        return
+    terms = [zero("content", config.content_weight, content_layers), zero("style", config.style_weight, style_layers),
+             zero("tv", config.tv_weight), zero("stability", config.stability_weight)]
+    raise ConfigError(f"every loss weight is 0 ({', '.join(terms)}): nothing to train; give --content_weight, "
+                      "--style_weight, --tv_weight or --stability_weight a weight > 0")
 
 
 def check_training_memory(config: TrainConfig, device: torch.device) -> None:
@@ -259,7 +284,7 @@ def check_training_memory(config: TrainConfig, device: torch.device) -> None:
 
 
 def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
-    """Refuse a model path that is a folder, inside the dataset, or one of the inputs."""
+    """Refuse a model path that is a folder, inside the dataset, one of the inputs, or not a .pth/.pt name."""
     if paths.model.is_dir():
         raise OutputError(f"--model_save_path is a directory, expected a file name: {paths.model}")
     dataset = resolved(config.content_dataset)
@@ -269,6 +294,10 @@ def _check_model_path(config: TrainConfig, paths: TrainPaths) -> None:
     inputs = [*style_images(config)] + ([config.pretrained_model_path] if config.pretrained_model_path else [])
     ensure_not_input(paths.model, inputs)
     _check_by_products(config, paths, inputs)
+    if paths.model.suffix.lower() not in MODEL_SUFFIXES:  # after the checks above: their messages say more
+        raise ConfigError(f"--model_save_path must end in {' or '.join(MODEL_SUFFIXES)} (a PyTorch model file), got "
+                          f"{paths.model.name}: for ONNX, train to a .pth, then convert it with --mode export "
+                          f"--export_path NAME.onnx")
 
 
 # Files a run writes inside its folders: previews in the previews folder, checkpoints in the checkpoint folder.
@@ -293,11 +322,38 @@ def _check_by_products(config: TrainConfig, paths: TrainPaths, inputs: list[str 
                               + (" or --checkpoint_dir" if what == "checkpoint" else ""))
 
 
-def _check_model_not_there(config: TrainConfig, paths: TrainPaths) -> None:
-    """Refuse to replace a finished model (one shipped, or hours of one's own training) unless resuming its run."""
-    if paths.model.exists() and not config.resume:
+def _check_model_not_there(paths: TrainPaths, checkpoint: Mapping[str, Any] | None) -> None:
+    """Refuse to replace a finished model (one shipped, or hours of one's own training) unless it is the one the
+    resumed run (`checkpoint`'s) wrote: --resume with another run's --checkpoint_dir must not replace it either."""
+    if not paths.model.exists() or (checkpoint is not None and _written_by_run(paths.model, checkpoint)):
+        return
+    if checkpoint is None:
         raise OutputError(f"{paths.model} exists and training would replace it: give another --model_save_path, "
                           f"remove it first, or --resume to continue the run that wrote it")
+    raise OutputError(f"{paths.model} exists and was not written by the run in {paths.checkpoint_dir}: resuming "
+                      f"would replace it; give another --model_save_path or remove it first")
+
+
+# Settings that a run keeps over its resumes: a model file that agrees on all of them with a checkpoint that
+# records no run id (written before run ids) counts as that run's.
+_RUN_SETTINGS = ("style_image", "content_dataset", "content_weight", "style_weight", "tv_weight", "stability_weight",
+                 "content_layers", "style_layers", "image_size", "style_size", "vgg_weights", "seed", "arch")
+
+
+def _written_by_run(model: Path, checkpoint: Mapping[str, Any]) -> bool:
+    """Whether the model file was saved by the run `checkpoint` belongs to: the same run id in both settings (for
+    checkpoints from before run ids: the same run settings, and no run id in the model's)."""
+    try:
+        data = load_weights(model)
+    except Exception:  # unreadable, truncated, not a weights file: not this run's model
+        return False
+    saved = data.get("settings") if isinstance(data, dict) and data.get("format") == MODEL_FORMAT else None
+    recorded = checkpoint.get("settings")
+    if not isinstance(saved, Mapping) or not isinstance(recorded, Mapping):
+        return False
+    if recorded.get("run_id") is not None:
+        return saved.get("run_id") == recorded["run_id"]
+    return "run_id" not in saved and all(saved.get(key) == recorded.get(key) for key in _RUN_SETTINGS)
 
 
 def _new_outputs(config: TrainConfig, paths: TrainPaths) -> list[Path]:
@@ -436,16 +492,58 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
-def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: dict, dataset_size: int
+def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: dict, files: Sequence[Path]
                       ) -> dict[str, Any]:
-    """Options that must not change when resuming, or the continued run would be a different training."""
+    """Options that must not change when resuming, or the continued run would be a different training.
+
+    Besides the names, digests tell another painting saved under the same name (its bytes) and another photo
+    folder of the same size (its sorted relative file names: cheap, no photo is read).
+    """
     names = [path.name for path in style_images(config)]  # one style: a plain name, as before (old checkpoints)
+    root = Path(config.content_dataset)
+    listing = "\n".join(Path(f).relative_to(root).as_posix() for f in files)
     return {"style_image": names[0] if len(names) == 1 else names, "image_size": config.image_size,
             "style_size": config.style_size or config.image_size, "content_layers": content_layers,
             "style_layers": style_layers, "content_weight": config.content_weight,
             "style_weight": config.style_weight, "tv_weight": config.tv_weight,
-            "stability_weight": config.stability_weight, "seed": config.seed, "dataset_size": dataset_size,
-            "vgg_weights": Path(str(config.vgg_weights)).name}
+            "stability_weight": config.stability_weight, "seed": config.seed, "dataset_size": len(files),
+            "vgg_weights": Path(str(config.vgg_weights)).name,
+            "style_digest": [_file_digest(path) for path in style_images(config)],
+            "dataset_digest": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()}
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Signature entries that checkpoints written before they existed lack: then not compared.
+_DIGESTS = ("style_digest", "dataset_digest")
+
+
+def _check_signature(checkpoint: Mapping[str, Any], path: Path | None, signature: Mapping[str, Any]) -> None:
+    """Refuse, in one line naming what changed, to resume a checkpoint trained with other options or inputs."""
+    recorded = checkpoint.get("signature") or {}
+    for key, value in signature.items():
+        old = recorded.get(key)
+        if old == value or (key in _DIGESTS and old is None):
+            continue
+        if key == "style_digest":  # the names matched (checked before): the same name, other contents
+            names = signature["style_image"]
+            names = [names] if isinstance(names, str) else names
+            changed = [name for name, now, then in zip(names, value, old) if now != then] or names
+            raise ConfigError(f"cannot resume from {path}: the style image {', '.join(changed)} is not the one it "
+                              "was trained with (same name, other contents); use that image or another "
+                              "--checkpoint_dir")
+        if key == "dataset_digest":
+            raise ConfigError(f"cannot resume from {path}: --content_dataset holds other files than the ones it was "
+                              "trained with (as many, other names); use the same photos or another --checkpoint_dir")
+        raise ConfigError(f"cannot resume from {path}: it was trained with {key}={old}, now {value}; use the same "
+                          "options or another --checkpoint_dir")
 
 
 def _check_resume_arch(checkpoint: Mapping[str, Any], path: Path | None, arch: str, width: int | None = None
@@ -485,6 +583,27 @@ def resume_changes(config: TrainConfig, settings: Mapping[str, Any] | None) -> s
     return f"resuming with {now}; the checkpoint was trained with {then}"
 
 
+def _resume_notes(config: TrainConfig, checkpoint: Mapping[str, Any], dataset_size: int) -> list[str]:
+    """One-line notes on a resume: another --lr or --batch_size; --max_steps or --epochs already reached (no step
+    is trained); a --pretrained_model_path, which the checkpoint's weights override."""
+    settings = checkpoint.get("settings") if isinstance(checkpoint.get("settings"), Mapping) else {}
+    changes = resume_changes(config, settings)
+    notes = [changes] if changes is not None else []
+    done, epoch = int(checkpoint.get("step", 0)), int(checkpoint.get("epoch", 0))
+    if config.max_steps is not None and done >= config.max_steps:
+        notes.append(f"the checkpoint is at step {done}, at or past --max_steps {config.max_steps}: no step is "
+                     "trained; the model is saved from it")
+    elif epoch + (int(checkpoint.get("position", 0)) >= dataset_size) >= config.epochs:
+        notes.append(f"the checkpoint is at step {done}, the end of --epochs {config.epochs}: no step is trained; "
+                     "the model is saved from it (raise --epochs to train on)")
+    if config.pretrained_model_path and Path(config.pretrained_model_path).name != settings.get("pretrained_model"):
+        started = (f", which started from {settings['pretrained_model'] or 'random weights'}"
+                   if "pretrained_model" in settings else "")
+        notes.append(f"--pretrained_model_path {config.pretrained_model_path} is ignored: a resumed run continues "
+                     f"from its checkpoint{started}")
+    return notes
+
+
 def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None = None,
           stop: StopFlag | None = None, warn: Callable[[str], None] | None = None,
           note: Callable[[str], None] | None = None) -> TrainResult:
@@ -516,22 +635,14 @@ def train(config: TrainConfig, callback: Callable[[TrainProgress], None] | None 
     elif find_latest_checkpoint(paths.checkpoint_dir) is not None:
         raise ConfigError(f"{paths.checkpoint_dir} already holds checkpoints of an earlier run: pass --resume to "
                           "continue it, or choose another --checkpoint_dir")
-    _check_model_not_there(config, paths)  # after the checkpoints: their message names the run to resume
-    signature = _resume_signature(config, content_layers, style_layers, len(dataset))
+    _check_model_not_there(paths, checkpoint)  # after the checkpoints: their message names the run to resume
+    signature = _resume_signature(config, content_layers, style_layers, dataset.files)
     if checkpoint is not None:
         _check_resume_arch(checkpoint, checkpoint_path, config.arch, config.compact_width)
-        for key, value in signature.items():
-            old = (checkpoint.get("signature") or {}).get(key)
-            if old != value:
-                raise ConfigError(f"cannot resume from {checkpoint_path}: it was trained with {key}={old}, now "
-                                  f"{value}; use the same options or another --checkpoint_dir")
-        changes = resume_changes(config, checkpoint.get("settings"))
-        if changes is not None and note is not None:
-            note(changes)
-        done = int(checkpoint.get("step", 0))
-        if config.max_steps is not None and done >= config.max_steps and note is not None:
-            note(f"the checkpoint is at step {done}, at or past --max_steps {config.max_steps}: no step is trained; "
-                 f"the model is saved from it")
+        _check_signature(checkpoint, checkpoint_path, signature)
+        for line in _resume_notes(config, checkpoint, len(dataset)):
+            if note is not None:
+                note(line)
     pretrained = _load_pretrained(config.pretrained_model_path, config.arch, config.compact_width) \
         if config.pretrained_model_path and checkpoint is None else None
     # Truncated at the deepest layer used; loaded before any output folder is made (WeightsError).
@@ -572,6 +683,10 @@ class _Run:
         network = _new_network(config.arch, len(styles), pretrained, like, config.compact_width).to(device)
         self.network = network.to(memory_format=self.memory_format).train()
         self.style_names = [path.name for path in style_images(config)]
+        # Recorded in the settings of its checkpoints and model: a resume replaces only a model file of its own run.
+        # From os.urandom, so no RNG state of the training changes.
+        self.run_id = secrets.token_hex(8)
+        self.pretrained_model = Path(config.pretrained_model_path).name if config.pretrained_model_path else None
         self.optimizer = torch.optim.Adam(optimizer_groups(self.network, config), lr=config.lr)
         self.scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, config.precision))
         self.signature = signature
@@ -592,6 +707,10 @@ class _Run:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState.from_dict(checkpoint)
         set_rng_state(checkpoint["rng"], self.device)
+        settings = checkpoint.get("settings")
+        if isinstance(settings, Mapping):  # the same run, started from the same model (not --pretrained_model_path)
+            self.run_id = settings.get("run_id") or self.run_id
+            self.pretrained_model = settings.get("pretrained_model", self.pretrained_model)
 
     def total_steps(self) -> int:
         """Steps this run ends at: the rest of the epochs from the current position, capped by max_steps."""
@@ -616,9 +735,8 @@ class _Run:
                 "content_layers": config.content_layers, "style_layers": config.style_layers,
                 "image_size": config.image_size, "style_size": signature["style_size"],
                 "batch_size": config.batch_size, "world_size": self.ctx.world_size, "lr": config.lr,
-                "vgg_weights": signature["vgg_weights"],
-                "pretrained_model": Path(config.pretrained_model_path).name if config.pretrained_model_path else None,
-                "seed": config.seed, "precision": config.precision, "arch": config.arch,
+                "vgg_weights": signature["vgg_weights"], "pretrained_model": self.pretrained_model,
+                "seed": config.seed, "precision": config.precision, "arch": config.arch, "run_id": self.run_id,
                 **({"styles": self.style_names, "style_norm_lr_scale": config.style_norm_lr_scale}
                    if len(self.style_names) > 1 else {})}
 
