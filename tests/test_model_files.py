@@ -75,3 +75,15 @@ def test_saving_into_a_missing_folder_is_one_line(tmp_path):
     with pytest.raises(OutputError, match=r"cannot write model .*x\.pth: No such file or directory"):
         save_model(TransformerNet(), tmp_path / "missing" / "x.pth")
     assert not (tmp_path / "missing").exists()
+
+
+def test_an_any_painting_network_as_a_pretrained_model_says_it_is_not_trained_here(tmp_path):
+    from stylefusion.core.errors import ConfigError
+    from stylefusion.networks.arbitrary import ArbitraryNet
+    from stylefusion.training.loop import _load_pretrained
+
+    path = tmp_path / "painting.pth"
+    save_model(ArbitraryNet(), path)
+    with pytest.raises(ConfigError, match=r"is an any-painting \(arbitrary\) network, which is not trained here: "
+                                          r"give a standard or compact model"):
+        _load_pretrained(path, "standard", None)

@@ -33,7 +33,7 @@ from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_
 from ..core.distributed import DistContext, any_process, all_reduce_sum, barrier, gather_ints, process_group
 from ..core.errors import ConfigError, DeviceError, ModelError, OutputError, not_found, resolved
 from ..core.images import (ensure_not_input, first_missing, load_image, load_pil, prepare_output_dir, remove_empty_tree,
-                           save_image, scaled_size, write_failure)
+                           save_image, scaled_size)
 from ..core.losses import PerceptualLoss, check_weight, parse_layer_weights, style_grams
 from ..core.losslog import LossLog
 from ..core.memory import check_fits
@@ -416,6 +416,9 @@ def _load_pretrained(path: str | os.PathLike, arch: str, width: int | None = Non
         raise ModelError(not_found("pretrained model", path, " (fetch the released models with --mode download, or "
                                    "leave out --pretrained_model_path to train from scratch)"))
     network, _ = load_model(path)  # ModelError for another architecture or a corrupt file
+    if network.ARCH not in ARCHITECTURES:  # Magenta's arbitrary network: its weights are not trained here
+        raise ConfigError(f"--pretrained_model_path {path} is an any-painting ({network.ARCH}) network, which is not "
+                          f"trained here: give a {' or '.join(ARCHITECTURES)} model, or leave the option out")
     if network.ARCH != arch:
         raise ConfigError(f"--pretrained_model_path {path} is a {network.ARCH} network and this run trains "
                           f"--arch {arch}: pass --arch {network.ARCH} or another model")
@@ -809,11 +812,7 @@ class _Run:
                 settings = self.settings()
                 settings.update(steps=state.step, epochs=state.epoch + state.position / len(self.dataset),
                                 images_seen=state.images_seen)
-                try:
-                    save_model(self.network, self.paths.model, settings)
-                except (OSError, RuntimeError) as exc:
-                    raise OutputError(f"cannot write model {self.paths.model}: "
-                                      f"{write_failure(self.paths.model, exc)}") from None
+                save_model(self.network, self.paths.model, settings)  # OutputError in one line when it fails
                 model_path = self.paths.model
         barrier(self.ctx)  # the other ranks wait until rank 0's files are complete
         return model_path
