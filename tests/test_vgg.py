@@ -134,3 +134,13 @@ def test_torchvision_source_offline_gives_one_line_error(monkeypatch):
     monkeypatch.setattr(type(VGG19_Weights.IMAGENET1K_V1), "get_state_dict", no_network)
     with pytest.raises(WeightsError, match="download.pytorch.org"):
         load_vgg19(["relu1_1"], "torchvision")
+
+
+def test_a_weights_file_with_nan_is_refused_at_load(tmp_path, caffe):
+    """A damaged --vgg_weights file: named at load, not blamed later on --lr or the precision."""
+    save_vgg19_state(caffe, tmp_path / "vgg.pth")
+    state = torch.load(tmp_path / "vgg.pth", weights_only=True)
+    state["features.2.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(WeightsError, match=r"holds NaN or infinite weights \(layer features.2\)"):
+        load_vgg19(["relu2_1"], str(tmp_path / "nan.pth"))

@@ -211,6 +211,8 @@ def _from_features_state(state: dict, what: str) -> list[tuple[torch.Tensor, tor
                 or tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
             raise WeightsError(f"{what} is not a VGG-19 state dict "
                                f"(layer {prefix}{index} missing or of the wrong shape)")
+        if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(b).all())):  # every loss would be NaN
+            raise WeightsError(f"{what} holds NaN or infinite weights (layer {prefix}{index}): the file is damaged")
         weights.append((w.float(), b.float()))
     return weights
 
