@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import warnings
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from stylefusion import __version__
 from stylefusion.core.errors import (ConfigError, DatasetError, InputImageError, ModelError, StyleFusionError,
@@ -87,6 +87,35 @@ def info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class _StatusStream:
+    """stderr for status lines that a failing write never stops: a reader gone (`2>&1 | head`) or a full device
+    (`2>/dev/full`) turns the rest of the run's messages into nothing, not into a failed run."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def _failed(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.close()  # its buffered text would fail again at exit
+        self.stream = open(os.devnull, "w")
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):  # ValueError: a stream closed under us
+            self._failed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            self._failed()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding ... of the stream in use
+        return getattr(self.stream, name)
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run `main`, mapping library errors and interrupts to a one-line message and an exit code.
 
@@ -96,6 +125,7 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     for name in ("stdout", "stderr"):  # closed (`2>&-`): None, so print() would write to stdout and tqdm fail
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))
+    status = sys.stderr = _StatusStream(sys.stderr)
     try:
         with stop_signals():
             return main(argv)
@@ -119,6 +149,8 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
             raise
         error(out_of_memory_line(exc))
         return EXIT_ERROR
+    finally:
+        sys.stderr = status.stream  # the caller's stream again (the null device if it failed)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

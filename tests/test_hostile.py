@@ -881,6 +881,19 @@ def test_a_closed_stderr_still_writes_the_result_and_keeps_stdout_clean(base, tm
     assert (tmp_path / "out" / "one.png").is_file()
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_stderr_that_cannot_be_written_does_not_stop_the_run(base, tmp_path):
+    # 2>/dev/full (or a reader gone: 2>&1 | head): the first status line failed and the run stopped, exit 1.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(REPO / "stylefusion.py"), "--content_image", str(base / "one.png"),
+                               "--style_image", str(base / "style.png"), "--image_size", "32", "--epochs", "2",
+                               "--steps_per_epoch", "1", "--output_dir", str(tmp_path / "out")], env=ENV,
+                              stdout=subprocess.PIPE, stderr=full, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["epoch_001.jpg", "epoch_002.jpg", "final.jpg",
+                                                                    "loss_log.csv"]
+
+
 def test_a_deleted_current_folder_is_one_line_not_a_library_load_failure(tmp_path):
     gone = tmp_path / "gone"
 
