@@ -183,6 +183,8 @@ class IterativeConfig:
 
     def __post_init__(self) -> None:
         self.style_images = path_list(self.style_images)  # one path given bare is one style image
+        if self.style_masks is not None:  # and one mask (its characters were counted as masks); None: no masks
+            self.style_masks = path_list(self.style_masks)
 
 
 @dataclass
