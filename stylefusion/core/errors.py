@@ -76,10 +76,18 @@ def is_finite_non_negative(value: object) -> bool:
     return isinstance(value, (int, float)) and not (math.isnan(value) or math.isinf(value)) and value >= 0
 
 
+def shown(value: object) -> str:
+    """`value` as a message shows it: a number as itself, anything else by its repr, text marked as text ("got '1'
+    (text)"), so that a library caller's string "1" is not mistaken for the number it looks like."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return f"{value!r} (text)" if isinstance(value, str) else repr(value)
+
+
 def check_non_negative(what: str, value: object) -> float:
     """`value` as a float when it is a finite number >= 0; else ConfigError naming `what`."""
     if not is_finite_non_negative(value):
-        raise ConfigError(f"{what} must be a finite number >= 0, got {value}")
+        raise ConfigError(f"{what} must be a finite number >= 0, got {shown(value)}")
     return float(value)
 
 

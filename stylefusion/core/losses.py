@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, check_non_negative
+from .errors import ConfigError, check_non_negative, shown
 from .vgg import VGG19Features, check_layers
 
 _EPS = 1e-8
@@ -39,6 +39,8 @@ def check_blend_weights(blend_weights: Sequence[float] | None, count: int) -> li
         return [1.0 / count] * count
     if isinstance(blend_weights, (str, bytes)):  # its characters would be counted as weights
         raise ConfigError(f"blend weights must be a list of numbers, got the text {blend_weights!r}")
+    if not isinstance(blend_weights, Iterable):  # one weight given bare: list() would raise a bare TypeError
+        raise ConfigError(f"blend weights must be a list of numbers, one per style image, got {shown(blend_weights)}")
     blend_weights = list(blend_weights)
     if len(blend_weights) != count:
         raise ConfigError(f"{count} style images but {len(blend_weights)} blend weights")

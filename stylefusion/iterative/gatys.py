@@ -8,20 +8,21 @@ Progress is reported through a callback with an IterativeProgress; the CLI turns
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..core import color
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
-from ..core.errors import ConfigError, InputImageError, check_non_negative
+from ..core.errors import ConfigError, InputImageError, check_non_negative, shown
 from ..core.guided_filter import box_mean, guided_filter
 from ..core.images import (ensure_not_input, load_image, path_list, prepare_output_dir, resize_to, save_image,
                            scaled_size)
@@ -184,6 +185,8 @@ class IterativeConfig:
 
     def __post_init__(self) -> None:
         self.style_images = path_list(self.style_images)  # one path given bare is one style image
+        if self.style_masks is not None:  # and one mask (its characters were counted as masks); None: no masks
+            self.style_masks = path_list(self.style_masks)
 
 
 @dataclass
@@ -244,28 +247,79 @@ def epoch_scales(epochs: int, scales: list[int]) -> list[int]:
 
 
 def validate(config: IterativeConfig) -> None:
-    """Check options before any heavy work, raising ConfigError with a one-line message."""
+    """Check options before any heavy work, raising ConfigError with a one-line message.
+
+    Types too: a library caller's wrong type (text for a number, True for a count, "off" for multiscale) would
+    otherwise fail deep inside with a bare TypeError, or worse, run with another meaning.
+    """
     if not isinstance(config, IterativeConfig):
         raise ConfigError(f"stylize takes an IterativeConfig, got {type(config).__name__}")
+    _check_paths(config)
+    _check_counts(config)
+    _check_numbers(config)
+    _check_schedule(config)
+    _check_choices(config)
+
+
+def _is_int(value: object) -> bool:
+    """An integer that is not a bool (True is an int to Python, but no count is meant by it)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A finite real number (a numpy float too) that is not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(config: IterativeConfig, name: str, low: int, high: int | None = None, optional: bool = False,
+               unit: str = "") -> None:
+    """The integer option `name` lies in [low, high] (None allowed where `optional`)."""
+    value = getattr(config, name)
+    if (optional and value is None) or (_is_int(value) and value >= low and (high is None or value <= high)):
+        return
+    bounds = f">= {low}" if high is None else f"from {low} to {high}"
+    raise ConfigError(f"{name} must be an integer {bounds}{unit}, got {shown(value)}")
+
+
+def _check_paths(config: IterativeConfig) -> None:
+    """The images, masks and output folder are paths (a str or os.PathLike), and blend weights and masks are one
+    per style image."""
     for name in ("content_image", "output_dir"):
         if not isinstance(getattr(config, name), (str, os.PathLike)):
             raise ConfigError(f"{name} must be a path, got {getattr(config, name)!r}")
-    if config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
-    for name in ("epochs", "image_size"):
-        if isinstance(getattr(config, name), bool) or not isinstance(getattr(config, name), int):
-            raise ConfigError(f"{name} must be an integer, got {getattr(config, name)!r}")
-    if config.epochs < 1 or (config.steps_per_epoch is not None and config.steps_per_epoch < 1):
-        raise ConfigError("epochs and steps_per_epoch must be >= 1")
+    if not config.style_images:
+        raise ConfigError("at least one style image is needed")
+    for name in ("style_images", "style_masks"):
+        for item in getattr(config, name) or ():
+            if not isinstance(item, (str, os.PathLike)):
+                raise ConfigError(f"{name} must be paths, got {item!r} among them")
+    check_blend_weights(config.style_blend_weights, len(config.style_images))
+    check_mask_count(config.style_masks, len(config.style_images))
+
+
+def _check_counts(config: IterativeConfig) -> None:
+    """The integer options: sizes, step counts, levels, the seed."""
+    if not _is_int(config.image_size):
+        raise ConfigError(f"image_size must be an integer, got {shown(config.image_size)}")
+    if config.image_size < MIN_WORKING_SIDE:
+        raise ConfigError(f"image_size must be at least {MIN_WORKING_SIDE} px")
+    _check_int(config, "epochs", 1)
     if config.epochs > MAX_EPOCHS:  # the plan lists every epoch: 10^9 of them filled the memory before step 1
         raise ConfigError(f"epochs must be at most {MAX_EPOCHS} (an image is saved after each); give more "
                           f"steps_per_epoch instead")
-    if not isinstance(config.seed, int) or not 0 <= config.seed < 2 ** 63:
-        raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {config.seed}")
-    if config.image_size < MIN_WORKING_SIDE:
-        raise ConfigError(f"image_size must be at least {MIN_WORKING_SIDE} px")
-    if config.output_format not in ("jpg", "png"):
-        raise ConfigError(f"unknown output format '{config.output_format}' (choose jpg or png)")
+    _check_int(config, "steps_per_epoch", 1, optional=True)
+    if not _is_int(config.seed) or not 0 <= config.seed < 2 ** 63:
+        raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {shown(config.seed)}")
+    _check_int(config, "lbfgs_history", 1)
+    _check_int(config, "content_boost_steps", 0, optional=True)
+    _check_int(config, "stroke_steps", 0)
+    _check_int(config, "pyramid_levels", 1, MAX_PYRAMID_LEVELS, optional=True)
+    _check_int(config, "num_scales", 1, optional=True)
+    _check_int(config, "tile_size", 16, optional=True, unit=" (px)")
+
+
+def _check_numbers(config: IterativeConfig) -> None:
+    """The real-valued options: loss weights, style scale, learning rate, memory budget, convergence tolerance."""
     for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
         check_weight(name, getattr(config, name))
     if config.content_weight == config.style_weight == config.tv_weight == 0:
@@ -274,52 +328,76 @@ def validate(config: IterativeConfig) -> None:
         raise ConfigError("style_scale must be > 0")
     if config.lr is not None and not check_non_negative("lr", config.lr) > 0:
         raise ConfigError(f"lr must be a finite number > 0, got {config.lr}")
-    if not config.style_images:
-        raise ConfigError("at least one style image is needed")
-    check_blend_weights(config.style_blend_weights, len(config.style_images))
-    check_mask_count(config.style_masks, len(config.style_images))
-    color.check_mode(config.preserve_color)
-    parse_layer_weights(config.content_layers, "content_layers")
-    parse_layer_weights(style_layer_spec(config), "style_layers")
-    if not isinstance(config.lbfgs_history, int) or config.lbfgs_history < 1:
-        raise ConfigError(f"lbfgs_history must be an integer >= 1, got {config.lbfgs_history}")
-    boost = config.content_boost_steps
-    if boost is not None and (not isinstance(boost, int) or boost < 0):
-        raise ConfigError(f"content_boost_steps must be an integer >= 0, got {boost}")
-    strokes = config.stroke_steps
-    if not isinstance(strokes, int) or isinstance(strokes, bool) or strokes < 0:
-        raise ConfigError(f"stroke_steps must be an integer >= 0, got {strokes}")
-    levels = config.pyramid_levels
-    if levels is not None and (not isinstance(levels, int) or not 1 <= levels <= MAX_PYRAMID_LEVELS):
-        raise ConfigError(f"pyramid_levels must be an integer from 1 to {MAX_PYRAMID_LEVELS}, got {levels}")
-    if levels is not None and levels > 1 and config.optimizer != "lbfgs":
-        raise ConfigError("--pyramid_levels is for L-BFGS only: Adam clamps the pixels after each step, so it "
-                          "optimises them directly (leave out --pyramid_levels or use --optimizer lbfgs)")
-    if config.num_scales is not None and config.num_scales < 1:
-        raise ConfigError("num_scales must be >= 1")
+    memory = config.max_memory
+    if memory is not None and not (_is_real(memory) and memory > 0):
+        raise ConfigError(f"max_memory must be a number of GB > 0, got {shown(memory)}")
+    tol = config.tol
+    if tol is not None and not (_is_real(tol) and 0 < tol < 1):
+        raise ConfigError(f"tol must be a relative loss change between 0 and 1 (e.g. 0.001), got {shown(tol)}")
+
+
+def _check_schedule(config: IterativeConfig) -> None:
+    """multiscale, num_scales and scale_steps: of the right types, and no scale below MIN_WORKING_SIDE."""
+    multiscale = config.multiscale
+    if isinstance(multiscale, str):  # "off" is a non-empty string, so true: it ran multi-scale
+        raise ConfigError(f"multiscale must be True or False, got the text {multiscale!r} (on/off is the command "
+                          f"line's spelling)")
+    if not isinstance(multiscale, bool):
+        raise ConfigError(f"multiscale must be True or False, got {multiscale!r}")
     if config.multiscale and config.num_scales and config.image_size / 2 ** (config.num_scales - 1) < MIN_WORKING_SIDE:
         most = int(math.log2(config.image_size / MIN_WORKING_SIDE)) + 1
         raise ConfigError(f"{config.num_scales} scales halve image_size {config.image_size} below "
                           f"{MIN_WORKING_SIDE} px: give num_scales {most} or fewer")
-    if config.scale_steps is not None:
-        if not config.scale_steps or any(not isinstance(n, int) or n < 1 for n in config.scale_steps):
-            raise ConfigError(f"scale_steps must be integers >= 1, got {list(config.scale_steps)}")
-        if config.image_size / 2 ** (len(config.scale_steps) - 1) < MIN_WORKING_SIDE:
-            raise ConfigError(f"{len(config.scale_steps)} scales halve image_size {config.image_size} below "
-                              f"{MIN_WORKING_SIDE} px: give fewer scale_steps")
-    if config.tile_size is not None and config.tile_size < 16:
-        raise ConfigError(f"tile_size must be at least 16 px, got {config.tile_size}")
-    if config.max_memory is not None and not (math.isfinite(config.max_memory) and config.max_memory > 0):
-        raise ConfigError(f"max_memory must be a number of GB > 0, got {config.max_memory}")
-    if config.tol is not None and not (math.isfinite(config.tol) and 0 < config.tol < 1):
-        raise ConfigError(f"tol must be a relative loss change between 0 and 1 (e.g. 0.001), got {config.tol}")
+    steps = config.scale_steps
+    if steps is None:
+        return
+    if not isinstance(steps, (list, tuple)) or not steps or not all(_is_int(n) and n >= 1 for n in steps):
+        raise ConfigError(f"scale_steps must be a list of integers >= 1 (steps per scale, coarse to fine), "
+                          f"got {shown(steps)}")
+    if config.image_size / 2 ** (len(steps) - 1) < MIN_WORKING_SIDE:
+        raise ConfigError(f"{len(steps)} scales halve image_size {config.image_size} below "
+                          f"{MIN_WORKING_SIDE} px: give fewer scale_steps")
+
+
+def _check_layer_spec(name: str, spec: object) -> None:
+    """A layer list is text ('relu1_1,relu2_1:0.5'), a collection of such texts, or a {layer: weight} dict (what
+    parse_layer_weights reads; not an iterator: it is read twice, here and when the run starts)."""
+    if isinstance(spec, (str, Mapping)):
+        return
+    if isinstance(spec, Iterable) and not isinstance(spec, Iterator) and all(isinstance(s, str) for s in spec):
+        return
+    raise ConfigError(f"{name} must be text such as 'relu4_2' or 'relu1_1,relu2_1:0.5', got {shown(spec)}")
+
+
+def _check_choices(config: IterativeConfig) -> None:
+    """The named choices: optimizer, output format, style balance, colour, layers, start, VGG weights, device."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{config.optimizer}' (choose {', '.join(OPTIMIZERS)})")
+    if config.pyramid_levels is not None and config.pyramid_levels > 1 and config.optimizer != "lbfgs":
+        raise ConfigError("--pyramid_levels is for L-BFGS only: Adam clamps the pixels after each step, so it "
+                          "optimises them directly (leave out --pyramid_levels or use --optimizer lbfgs)")
+    if config.output_format not in ("jpg", "png"):
+        raise ConfigError(f"unknown output format '{config.output_format}' (choose jpg or png)")
     if config.style_balance not in STYLE_BALANCES:
         raise ConfigError(f"unknown style balance '{config.style_balance}' (choose {', '.join(STYLE_BALANCES)})")
-    if config.init == "arbitrary" and config.style_masks:
+    color.check_mode(config.preserve_color)
+    _check_layer_spec("content_layers", config.content_layers)
+    if config.style_layers is not None:
+        _check_layer_spec("style_layers", config.style_layers)
+    parse_layer_weights(config.content_layers, "content_layers")
+    parse_layer_weights(style_layer_spec(config), "style_layers")
+    init = config.init
+    if init == "arbitrary" and config.style_masks:
         raise ConfigError("--init arbitrary renders the whole photo in the styles' blend and cannot follow "
                           "--style_masks: leave out --init (auto starts from the photo there) or use content")
-    if config.init not in INITS and not Path(config.init).is_file():
-        raise ConfigError(f"--init must be {', '.join(INITS)} or an existing image file, got '{config.init}'")
+    if not isinstance(init, (str, os.PathLike)) or (init not in INITS and not Path(init).is_file()):
+        given = f"'{init}'" if isinstance(init, (str, os.PathLike)) else repr(init)
+        raise ConfigError(f"--init must be {', '.join(INITS)} or an existing image file, got {given}")
+    if not isinstance(config.vgg_weights, (str, os.PathLike)):
+        raise ConfigError(f"vgg_weights must be caffe, torchvision or a weights file's path, "
+                          f"got {config.vgg_weights!r}")
+    if not isinstance(config.device, str):
+        raise ConfigError(f"device must be a name (auto, cpu, cuda, cuda:N or mps), got {config.device!r}")
 
 
 def style_layer_spec(config: IterativeConfig) -> str:
