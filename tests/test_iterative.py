@@ -281,6 +281,7 @@ def test_loss_log_keeps_its_name_columns_and_formats(tmp_path, images):
     (dict(lr=0.0), "lr must be a finite number > 0"),
     (dict(lr=-1.0), "lr must be a finite number >= 0"),
     (dict(lr=float("nan")), "lr must be a finite number"),
+    (dict(lr=1e39), "lr must be at most 1e"),  # a traceback from torch.optim before
     (dict(style_blend_weights=[1.0, 2.0]), "1 style images but 2 blend weights"),
     (dict(style_blend_weights=[0.0]), "must not all be zero"),
     (dict(style_blend_weights=[float("inf")]), "style blend weight must be a finite number"),

@@ -246,6 +246,11 @@ def epoch_scales(epochs: int, scales: list[int]) -> list[int]:
     return plan + [scales[-1]] * (epochs - coarse)
 
 
+# The largest learning rate: far past any useful one (0.1-10), and under float32's largest number (3.4e38), past which
+# torch.optim's L-BFGS and Adam steps overflowed in a traceback.
+MAX_LR = 1e30
+
+
 def validate(config: IterativeConfig) -> None:
     """Check options before any heavy work, raising ConfigError with a one-line message.
 
@@ -328,6 +333,8 @@ def _check_numbers(config: IterativeConfig) -> None:
         raise ConfigError("style_scale must be > 0")
     if config.lr is not None and not check_non_negative("lr", config.lr) > 0:
         raise ConfigError(f"lr must be a finite number > 0, got {config.lr}")
+    if config.lr is not None and config.lr > MAX_LR:  # the optimisers' float32 steps overflowed (a traceback)
+        raise ConfigError(f"lr must be at most {MAX_LR:g}, got {config.lr:g}")
     memory = config.max_memory
     if memory is not None and not (_is_real(memory) and memory > 0):
         raise ConfigError(f"max_memory must be a number of GB > 0, got {shown(memory)}")
