@@ -411,6 +411,16 @@ def add_live_args(parser: argparse.ArgumentParser) -> None:
                    help="address the live page listens on (0.0.0.0 makes it reachable from other machines)")
 
 
+def live_unused(args: argparse.Namespace) -> list[str]:
+    """A warning for --live_port / --live_host given without --live (no page is served)."""
+    defaults = (("--live_port", "live_port", 0), ("--live_host", "live_host", "127.0.0.1"))
+    given = [flag for flag, dest, default in defaults if getattr(args, dest, default) != default]
+    if getattr(args, "live", False) or not given:
+        return []
+    verb = "applies" if len(given) == 1 else "apply"
+    return [f"warning: {' and '.join(given)} {verb} only with --live (no page is served): ignored"]
+
+
 def start_live(args: argparse.Namespace, title: str):  # -> stylefusion.live.LiveServer | None
     """Start the live page when --live was given, printing its URL once; None otherwise."""
     if not getattr(args, "live", False):

@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, in_range, info,
-                     is_main_process, positive_int, require_model, run_cli, start_live, mask_warnings,
+                     is_main_process, live_unused, positive_int, require_model, run_cli, start_live, mask_warnings,
                      first_frame_warnings, WeightList)
 from .paintings import (add_painting_args, add_sheet_args, paintings_or_model, run_sheet, say_paintings,
                         style_size)
@@ -594,7 +594,8 @@ def run_webcam(args: argparse.Namespace) -> int:
 
         raise Interrupted(stopped_by[0])
     recorded = f"; recorded to {result.output}" if result.output else ""
-    info(f"{result.frames} frame{'' if result.frames == 1 else 's'} at {result.width}x{result.height}, {result.fps:.2f} frames/s, latency "
+    info(f"{result.frames} frame{'' if result.frames == 1 else 's'} at {result.width}x{result.height}, "
+         f"{result.fps:.2f} frames/s, latency "
          f"{result.latency_mean_s * 1000:.0f} ms mean, {result.dropped} of {result.captured} camera frames "
          f"dropped ({result.stop_reason}){recorded}")
     return 128 + stopped_by[0] if stopped_by else 0
@@ -781,9 +782,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ignored = ignored_options(parser, args)
     if ignored and is_main_process():  # under torchrun: said once
-
         info(f"warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --mode "
              f"{args.mode} and {'is' if len(ignored) == 1 else 'are'} ignored")
+    for line in live_unused(args) if args.mode in MODE_OPTIONS["live"] and is_main_process() else ():
+        info(line)
     painting_only = [flag for flag, dest in (("--style_size", "style_size"), ("--stroke_scale", "stroke_scale"))
                      if getattr(args, dest) != parser.get_default(dest)]
     if args.mode != "train" and args.model_path is not None and not args.style_image and painting_only:

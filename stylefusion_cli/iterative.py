@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .common import (HelpFormatter, OneLineParser, add_live_args, add_version_arg, apply_pixel_limit, fraction, info,
                      non_negative_float, non_negative_int, output_path, positive_float, positive_int, run_cli,
-                     start_live, mask_warnings, first_frame_warnings, in_range, seed, WeightList)
+                     start_live, mask_warnings, first_frame_warnings, in_range, live_unused, seed, WeightList)
 
 if TYPE_CHECKING:
     from stylefusion.iterative.gatys import IterativeProgress
@@ -132,7 +132,8 @@ def _add_optimisation_args(p: argparse.ArgumentParser, C: type) -> None:
                      help=f"an image is saved after each epoch (default: {C.epochs}; the demo: {DEMO_EPOCHS})")
     opt.add_argument("--steps_per_epoch", type=positive_int, default=None,
                      help=f"optimisation steps per epoch; given, the run does exactly epochs x this many "
-                          f"(default: a budget split over the epochs: {ARBITRARY_STEPS} steps from the arbitrary "
+                          f"(default: a budget split over the epochs in equal whole steps, rounded up, so "
+                          f"--epochs 7 runs 7 x 15: {ARBITRARY_STEPS} steps from the arbitrary "
                           f"start, a fifth of neural-style-pt's 500 and by then at or near its quality on eight "
                           f"measured pairs; "
                           f"{DEFAULT_STEPS} from any other; the demo: {DEMO_STEPS_PER_EPOCH})")
@@ -189,11 +190,16 @@ def epochs_arg(text: str) -> int:
 
 
 def scale_steps_overrides(args: argparse.Namespace) -> list[str]:
-    """A warning for options --scale_steps replaces (it sets every scale's steps: one epoch each)."""
+    """A warning for options --scale_steps replaces (it sets every scale's steps: one epoch each), or for
+    --num_scales without the multi-scale run it sets."""
     given = [flag for flag, value in (("--epochs", args.epochs), ("--steps_per_epoch", args.steps_per_epoch),
                                       ("--num_scales", args.num_scales)) if value is not None]
     given += ["--multiscale on"] if args.multiscale == "on" else []
-    if args.scale_steps is None or not given:
+    if args.scale_steps is None:
+        if args.num_scales is not None and args.multiscale != "on":
+            return ["warning: --num_scales applies only with --multiscale on: ignored"]
+        return []
+    if not given:
         return []
     return [f"warning: {', '.join(given)} not used: --scale_steps sets the scales and their steps (one epoch each)"]
 
@@ -240,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     unused, upscale = multiscale_unused(config), style_upscale(config)
     warnings = (first_frame_warnings([config.content_image, *config.style_images])
                 + mask_warnings(config.style_masks or ())
-                + [f"warning: --{line}" for line in (unused, upscale) if line] + scale_steps_overrides(args))
+                + [f"warning: --{line}" for line in (unused, upscale) if line] + scale_steps_overrides(args)
+                + live_unused(args))
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")
     output_dir = Path(config.output_dir)

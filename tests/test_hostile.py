@@ -354,8 +354,9 @@ BAD: dict[str, tuple[str, list[str], str, int | None]] = {
     "iterative-output-tilde": ("iter", [*ITER, *CONTENT, *STYLE, "--output_dir", "~/stylefusion-out"], "starts with ~",
                                2),
     "iterative-content-url": ("iter", [*ITER, "--content_image", "https://example.com/a.jpg", *STYLE], "a URL?", 1),
-    "video-input-file-url": ("fast", ["--mode", "video", "--video_input", "file:///tmp/sf-no-such/a.mp4", "--model_path",
-                                      GOOD], "a file:// URL: give the path itself, /tmp/sf-no-such/a.mp4", 1),
+    "video-input-file-url": ("fast", ["--mode", "video", "--video_input", "file:///tmp/sf-no-such/a.mp4",
+                                      "--model_path", GOOD], "a file:// URL: give the path itself, /tmp/sf-no-such/a.mp4",
+                             1),
     "video-output-is-input": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
                                        "--video_output", "{b}/clip.mp4"], "refusing to overwrite", 1),
     "video-output-is-a-folder": ("fast", ["--mode", "video", "--video_input", "{b}/clip.mp4", "--model_path", GOOD,
@@ -805,6 +806,17 @@ def test_export_with_masks_does_not_offer_one_model_per_mask(base, tmp_path):
                              "--mask", f"{b}/one.png", f"{b}/one.png", "--export_path", str(tmp_path / "x.onnx")])
     assert result.rc == 2 and result.lines[0] == "warning: --mask does not apply to --mode export and is ignored"
     assert "--mode export takes one --model_path, got 2 (" in result.lines[1], result.lines
+
+
+@pytest.mark.parametrize("extra, line", [
+    (["--num_scales", "3"], "warning: --num_scales applies only with --multiscale on: ignored"),
+    (["--live_port", "5000"], "warning: --live_port applies only with --live (no page is served): ignored"),
+])
+def test_iterative_options_that_do_nothing_here_are_named(base, tmp_path, extra, line):
+    b = str(base)
+    result = invoke("iter", ["--content_image", f"{b}/one.png", "--style_image", f"{b}/style.png", "--image_size", "32",
+                             "--epochs", "1", "--steps_per_epoch", "1", "--output_dir", str(tmp_path / "o"), *extra])
+    assert result.rc == 0 and line in result.lines, result.lines
 
 
 def test_painting_options_with_a_model_are_named_in_one_warning(base, tmp_path):

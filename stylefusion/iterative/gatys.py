@@ -123,7 +123,8 @@ class IterativeConfig:
     style_masks: Sequence[str | os.PathLike] | None = None
     epochs: int = 10
     # None: the default budget for the start (default_steps: ARBITRARY_STEPS from Magenta's rendering, else
-    # DEFAULT_STEPS) split over the epochs; a number: exactly epochs x steps_per_epoch steps.
+    # DEFAULT_STEPS) split over the epochs in equal whole steps, rounded up (at least 1 each); a number: exactly
+    # epochs x steps_per_epoch steps.
     steps_per_epoch: int | None = None
     image_size: int = 512          # longest side of the result
     style_scale: float = 1.0       # style image size relative to the working image
