@@ -1,6 +1,7 @@
 """Iterative style transfer with the real bundled VGG-19 at <= 64 px."""
 
 import csv
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -413,3 +414,14 @@ def test_a_run_stopped_before_its_first_image_leaves_the_earlier_log_as_it_was(t
         stylize(config(tmp_path, content, style, steps_per_epoch=5), stop)
     assert log.read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["epoch_001.png", "final.png", "loss_log.csv"]
+
+
+def test_after_step_reports_each_step_once_with_its_losses(tmp_path, images):
+    """README's callback prints the reports with after_step: in a tiled run, tiles and epoch images report too."""
+    content, style, _ = images
+    reports = []
+    stylize(config(tmp_path, content, style, epochs=2, steps_per_epoch=2, tile_size=32), reports.append)
+    assert any(p.tile is not None for p in reports) and any(p.saved is not None for p in reports)
+    steps = [p for p in reports if p.after_step]
+    assert [p.step for p in steps] == [1, 2, 3, 4]
+    assert all(math.isfinite(p.total_loss) for p in steps)

@@ -212,6 +212,12 @@ class IterativeProgress:
     # `step` is 0 and the losses are NaN there (those steps optimise another objective).
     strokes: tuple[int, int] | None = None
 
+    @property
+    def after_step(self) -> bool:
+        """Whether this is the one report of a finished optimisation step (not an epoch's image, a tile, a stroke
+        step): what a loss printout or curve wants, each step once, with its losses."""
+        return self.saved is None and self.tile is None and self.strokes is None
+
 
 @dataclass
 class IterativeResult:
