@@ -425,3 +425,17 @@ def test_after_step_reports_each_step_once_with_its_losses(tmp_path, images):
     steps = [p for p in reports if p.after_step]
     assert [p.step for p in steps] == [1, 2, 3, 4]
     assert all(math.isfinite(p.total_loss) for p in steps)
+
+
+def test_a_folder_named_like_the_final_image_is_refused_before_any_work(tmp_path, images):
+    content, style, _ = images
+    (tmp_path / "out" / "final.png").mkdir(parents=True)
+    with pytest.raises(OutputError, match="final.png is a folder, where the run writes its final image"):
+        stylize(config(tmp_path, content, style, steps_per_epoch=1))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["final.png"]
+
+
+def test_a_style_image_given_as_a_number_is_a_config_error(tmp_path, images):
+    content, style, _ = images
+    with pytest.raises(ConfigError, match="style_images must be paths, got 5"):
+        stylize(config(tmp_path, content, style, style_images=5))  # a bare number: not a list of paths

@@ -356,7 +356,12 @@ def path_list(paths: Any) -> tuple:
     characters: "image not found: d"), None an empty one."""
     if paths is None:
         return ()
-    return (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
+    if isinstance(paths, (str, os.PathLike)):
+        return (paths,)
+    try:
+        return tuple(paths)
+    except TypeError:  # a number, say: validate() then names the field
+        return (paths,)
 
 
 def ensure_not_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..core import color
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
-from ..core.errors import ConfigError, InputImageError, check_non_negative, shown
+from ..core.errors import ConfigError, InputImageError, OutputError, check_non_negative, shown
 from ..core.guided_filter import box_mean, guided_filter
 from ..core.images import (ensure_not_input, load_image, path_list, prepare_output_dir, resize_to, save_image,
                            scaled_size)
@@ -900,6 +900,10 @@ def _check_output_names(output_dir: Path, output_format: str, epochs: int, input
                 if (m := re.fullmatch(pattern, p.name)) and 1 <= int(m[1]) <= epochs]
     for name in ("loss_log.csv", *existing, f"final.{output_format}"):
         ensure_not_input(output_dir / name, inputs)
+        if (output_dir / name).is_dir():  # found only when writing it, after every step
+            raise OutputError(f"{output_dir / name} is a folder, where the run writes its "
+                              f"{'loss log' if name.endswith('.csv') else 'final image'}: move it or choose another "
+                              "output folder")
 
 
 def _prepare(config: IterativeConfig) -> _Setup:
