@@ -528,7 +528,7 @@ def run_webcam(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from stylefusion.core.errors import ConfigError, not_found
+    from stylefusion.core.errors import ConfigError, require_file
 
     if args.no_window and not args.video_output:
         raise ConfigError("--no_window needs --video_output (otherwise nothing is shown or saved)")
@@ -548,8 +548,7 @@ def run_webcam(args: argparse.Namespace) -> int:
         args.model_path = path
         require_model(args, "webcam")
     for path in paintings:
-        if not os.path.isfile(path):
-            raise ConfigError(not_found("style image", path))
+        require_file(path, "style image", ConfigError)
     from stylefusion.run.webcam import WebcamConfig, WebcamFrame, command_for_key, run_webcam as run
 
     config = WebcamConfig(camera=args.camera, model_paths=models, style_images=paintings,

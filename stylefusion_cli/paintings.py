@@ -51,17 +51,14 @@ def add_sheet_args(parser: argparse.ArgumentParser) -> None:
 
 def paintings_or_model(args: argparse.Namespace, mode: str) -> tuple[list[str], object]:
     """(paintings, model path(s)) of an image/video/webcam/export run: one of them, never both (one line)."""
-    from stylefusion.core.errors import ConfigError, not_found
+    from stylefusion.core.errors import ConfigError, require_file
 
     paintings = list(args.style_image or [])
     if paintings and args.model_path is not None:
         raise ConfigError("give --style_image (any painting, now) or --model_path (a trained model), not both")
     if paintings:
-        for path in paintings:
-            if Path(path).is_dir():
-                raise ConfigError(f"style image is a directory, not an image file: {path}")
-            if not Path(path).is_file():
-                raise ConfigError(not_found("style image", path))
+        for path in paintings:  # missing, a folder, a device, empty: said before any work
+            require_file(path, "style image", ConfigError)
         return paintings, None
     hint = "a trained model, e.g. models/udnie.pth) or --style_image (any painting, now"
     return [], require_model(args, mode, hint)

@@ -255,6 +255,7 @@ def test_greyscale_transparent_and_cmyk_paintings_just_work(files, painting) -> 
     (["--style_image", "{one_px.png}"], "one_px.png is too small (1x1)"),  # which of the paintings
     (["--style_image", "{huge_header.png}"], "too large"),
     (["--style_image", "{nope.png}"], "not found"),
+    (["--style_image", "/dev/zero"], "style image path is a device or pipe, not a file"),  # was "not found"
     (["--style_image", "{}"], "is a directory"),  # the test folder itself
     (["--style_image", "{stripes.png}", "--style_size", "100000"], "from 16 to 2048"),  # was a 120 GB allocation
     (["--style_image", "{stripes.png}", "{grey.png}", "--style_weights", "1,2,3"], "3 value(s) for 2"),
