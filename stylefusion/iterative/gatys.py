@@ -960,8 +960,7 @@ def stylize(config: IterativeConfig,
     total_steps = sum(steps for _, steps in plan)
     convergence = Convergence(config.tol)
     result_paths: list[Path] = []
-    start = time.perf_counter()
-    step = 0
+    start, step = time.perf_counter(), 0
     image: torch.Tensor | None = None
     current_size: tuple[int, int] | None = None
     converged_size: tuple[int, int] | None = None
