@@ -43,3 +43,10 @@ def test_a_cgroup_v1_limit_counts_where_there_is_no_v2_one(tmp_path, monkeypatch
     assert available_memory(CPU) <= 2 << 30
     (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
     assert memory._cgroup_headroom() is None
+
+
+def test_format_bytes_reads_at_every_size():
+    from stylefusion.core.memory import format_bytes
+
+    assert [format_bytes(n) for n in (1, 1536, 5 * 1024 ** 3, 2.5 * 1024 ** 4)] == ["1 B", "1.5 KB", "5.0 GB", "2.5 TB"]
+    assert format_bytes(240106601268053.1 * 1024 ** 4) == "240,106,601,268,053 TB"  # not "240106601268053.1 TB"

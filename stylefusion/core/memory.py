@@ -74,12 +74,12 @@ def memory_budget(requested: float | None, device: torch.device) -> int:
 
 
 def format_bytes(count: float) -> str:
-    """1536 -> '1.5 KB' (powers of 1024, one decimal)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if count < 1024 or unit == "TB":
+    """1536 -> '1.5 KB' (powers of 1024, one decimal; whole TB with thousands marked past 1000 TB)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
-    return f"{count:.1f} TB"  # unreachable
+    return f"{count:.1f} TB" if count < 1000 else f"{count:,.0f} TB"
 
 
 def check_fits(needed: int, device: torch.device, what: str, hint: str) -> None:
