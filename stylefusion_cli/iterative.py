@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from stylefusion.core.images import first_missing, remove_empty_tree
-    from stylefusion.iterative.gatys import (IterativeConfig, IterativeProgress, multiscale_unused, style_upscale,
-                                             stylize)
+    from stylefusion.iterative.gatys import (INITS, IterativeConfig, IterativeProgress, multiscale_unused,
+                                             style_upscale, stylize)
     from stylefusion.live import report_iterative
 
     demo = args.content_image is None and args.style_image is None
@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
         tile_size=args.tile_size, tol=args.tol)
     unused, upscale = multiscale_unused(config), style_upscale(config)
-    warnings = (first_frame_warnings([config.content_image, *config.style_images])
+    init = [config.init] if config.init not in INITS else []  # an image's path
+    warnings = (first_frame_warnings([config.content_image, *config.style_images, *(config.style_masks or ()), *init])
                 + mask_warnings(config.style_masks or ())
                 + [f"warning: --{line}" for line in (unused, upscale) if line] + scale_steps_overrides(args)
                 + live_unused(args))

@@ -162,6 +162,14 @@ def test_an_animated_style_image_is_named_and_its_first_frame_used(files, tmp_pa
     assert (tmp_path / "out" / "final.jpg").is_file()
 
 
+def test_an_animated_init_image_is_named_too(files, tmp_path):
+    init = tmp_path / "start.gif"
+    scene((48, 40)).save(init, save_all=True, append_images=[stripes((48, 40))])  # 2 frames, the content's shape
+    r = run_script("stylefusion.py", *args(files, tmp_path / "out", "--init", init, "--epochs", "1"))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {init} holds 2 frames" in r.stderr, r.stderr
+
+
 def test_a_shorter_rerun_names_the_earlier_runs_images(files, tmp_path):
     # Re-running into the same folder with fewer epochs leaves the longer run's later epochs: said, not mixed in.
     out = tmp_path / "out"
