@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stylefusion.core.images import first_missing, remove_empty_tree
     from stylefusion.iterative.gatys import (INITS, IterativeConfig, IterativeProgress, multiscale_unused,
-                                             style_upscale, stylize)
+                                             strokes_unused, style_upscale, stylize)
     from stylefusion.live import report_iterative
 
     demo = args.content_image is None and args.style_image is None
@@ -243,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         pooling=args.pooling, vgg_weights=args.vgg_weights, device=args.device, precision=args.precision,
         output_format=args.output_format, scale_steps=args.scale_steps, max_memory=args.max_memory,
         tile_size=args.tile_size, tol=args.tol)
-    unused, upscale = multiscale_unused(config), style_upscale(config)
+    unused, upscale, strokes = multiscale_unused(config), style_upscale(config), strokes_unused(config)
     init = [config.init] if config.init not in INITS else []  # an image's path
     warnings = (first_frame_warnings([config.content_image, *config.style_images, *(config.style_masks or ()), *init])
                 + mask_warnings(config.style_masks or ())
-                + [f"warning: --{line}" for line in (unused, upscale) if line] + scale_steps_overrides(args)
+                + [f"warning: --{line}" for line in (unused, upscale, strokes) if line] + scale_steps_overrides(args)
                 + live_unused(args))
     if demo:
         info(f"demo: {config.content_image} in the style of {config.style_images[0]} -> {config.output_dir}")

@@ -811,6 +811,8 @@ def test_export_with_masks_does_not_offer_one_model_per_mask(base, tmp_path):
 @pytest.mark.parametrize("extra, line", [
     (["--num_scales", "3"], "warning: --num_scales applies only with --multiscale on: ignored"),
     (["--live_port", "5000"], "warning: --live_port applies only with --live (no page is served): ignored"),
+    (["--stroke_steps", "2", "--style_layers", "relu4_1,relu5_1"],
+     "warning: --stroke_steps do nothing without a style layer up to relu3_1: no stroke step is taken"),
 ])
 def test_iterative_options_that_do_nothing_here_are_named(base, tmp_path, extra, line):
     b = str(base)

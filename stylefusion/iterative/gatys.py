@@ -38,7 +38,7 @@ from ..networks.arbitrary import arbitrary_network
 from .content_boost import ContentBoost, content_boost
 from .memory_plan import GB, MemoryPlan, plan_memory
 from .pyramid import ImagePyramid
-from .strokes import stroke_loss
+from .strokes import STROKE_DEPTH, stroke_layers, stroke_loss
 from .tiled_features import tiled_content_targets, tiled_loss, tiled_region_style_grams, tiled_style_grams
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -605,6 +605,18 @@ def multiscale_unused(config: IterativeConfig) -> str | None:
         return (f"multiscale runs only at the full size: image_size {config.image_size} leaves no coarser scale "
                 f"of at least {MIN_SCALE} px (num_scales sets their number)")
     return "multiscale runs only at the full size: the coarse scales take half the epochs, and 1 epoch has no half"
+
+
+def strokes_unused(config: IterativeConfig) -> str | None:
+    """Why the run's stroke steps would do nothing (None when they run or none are asked): a line for the CLI. They
+    optimise the style layers no deeper than STROKE_DEPTH, so they need a style weight and such a layer."""
+    if config.stroke_steps == 0:
+        return None
+    if config.style_weight == 0:
+        return "stroke_steps do nothing with style_weight 0: no stroke step is taken"
+    if not stroke_layers(parse_layer_weights(style_layer_spec(config), "style_layers")):
+        return f"stroke_steps do nothing without a style layer up to {STROKE_DEPTH}: no stroke step is taken"
+    return None
 
 
 def memory_plans(config: IterativeConfig, plan: list[tuple[int, int]], content_hw: tuple[int, int],
