@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputImageError, OutputError, first_line, require_file, resolved
+from .errors import InputImageError, OutputError, first_line, is_link_loop, require_file, resolved
 from .memory import format_bytes
 
 # The files a folder is searched for: photo and painting formats Pillow reads (.jfif: what Windows and browsers
@@ -296,13 +296,22 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, quali
     return path
 
 
-def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """Create the output directory if needed and check it is writable."""
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Refuse an output directory that is a file, a loop of symbolic links or a link to a missing folder (before
+    anything checks the names inside it, whose messages would name a file in it)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"output directory is a file: {path}")
+    if is_link_loop(path):
+        raise OutputError(f"output directory is a loop of symbolic links: {path}")
     if path.is_symlink() and not path.exists():
         raise OutputError(f"output directory is a symbolic link to a missing folder: {path} -> {os.readlink(path)}")
+    return path
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output directory if needed and check it is writable."""
+    path = check_output_folder(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -24,8 +24,8 @@ from ..core import color
 from ..core.device import autocast, check_precision, needs_grad_scaler, resolve_device, resolve_precision
 from ..core.errors import ConfigError, InputImageError, OutputError, check_non_negative, shown
 from ..core.guided_filter import box_mean, guided_filter
-from ..core.images import (ensure_not_input, load_image, path_list, prepare_output_dir, resize_to, save_image,
-                           scaled_size)
+from ..core.images import (check_output_folder, ensure_not_input, load_image, path_list, prepare_output_dir,
+                           resize_to, save_image, scaled_size)
 from ..core.losses import (GuidedPerceptualLoss, LossTerms, PerceptualLoss, check_blend_weights, check_weight,
                            gram_loss, gram_matrix, parse_layer_weights, raw_layer_weights, region_style_grams,
                            style_grams)
@@ -907,6 +907,7 @@ def _check_output_names(output_dir: Path, output_format: str, epochs: int, input
     its inputs (an --init image from an earlier run, say); each save checks again."""
     # Only a name that exists can be an input (or a link to one): the epoch images already there, not every one the
     # run could write (a loop over 10^9 epochs would outlast the run).
+    check_output_folder(output_dir)
     pattern = rf"epoch_(\d{{3,}})\.{re.escape(output_format)}"
     existing = [p.name for p in (output_dir.glob(f"epoch_*.{output_format}") if output_dir.is_dir() else ())
                 if (m := re.fullmatch(pattern, p.name)) and 1 <= int(m[1]) <= epochs]
