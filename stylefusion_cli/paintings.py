@@ -101,13 +101,16 @@ def run_sheet(args: argparse.Namespace) -> int:
                          tile=args.max_size or TILE,
                          device=resolve_device(args.device), precision=args.precision)
     warnings = first_frame_warnings([config.photo, *config.style_images])
-    with tqdm(total=len(config.style_images) + len(models), unit="style", desc="sheet", disable=None) as bar:
+    captions: list[str] = []
+    # No total: a model of several styles gets a cell per style, known once it is loaded.
+    with tqdm(unit="style", desc="sheet", disable=None) as bar:
 
         def on_done(caption: str) -> None:
             while warnings:  # after the first picture: the run has passed its checks
                 bar.write(warnings.pop(0), file=sys.stderr)
+            captions.append(caption)
             bar.update(1)
 
         written = make_sheet(config, on_done)
-    info(f"wrote {written}: {args.input_images_dir} in {bar.total} style(s)")
+    info(f"wrote {written}: {args.input_images_dir} in {len(captions)} style(s)")
     return 0

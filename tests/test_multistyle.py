@@ -101,3 +101,32 @@ def test_a_one_group_checkpoint_from_before_resumes_exactly(files: dict, tmp_pat
     expected = whole.network.state_dict()
     for name, value in resumed.network.state_dict().items():
         assert torch.allclose(value, expected[name], rtol=1e-5, atol=1e-6), name
+
+
+def test_the_sheet_shows_every_style_of_a_model_of_several(tmp_path: Path) -> None:
+    """A sheet is for choosing: a two-style model gets a cell per style, captioned with its style image's name."""
+    import numpy as np
+    from PIL import Image
+
+    from stylefusion.networks.cin import conditional_norms
+    from stylefusion.networks.model_files import load_model, save_model
+    from stylefusion.run.sheet import GAP_PX, MIN_CELL_PX, SheetConfig, make_sheet
+    from tests.helpers import REPO, scene
+
+    network = make_conditional(load_model(REPO / "models" / "udnie.pth")[0], 2)  # udnie twice ...
+    with torch.no_grad():
+        for norm in conditional_norms(network):
+            norm.beta[1].add_(1.0)  # ... but the second style shifts every norm: another picture
+    save_model(network, tmp_path / "two.pth", {"styles": ["stripes.png", "checks.png"]})
+    scene((48, 32)).save(tmp_path / "photo.png")
+    captions: list[str] = []
+    out = make_sheet(SheetConfig(photo=tmp_path / "photo.png", output=tmp_path / "sheet.png",
+                                 model_paths=[tmp_path / "two.pth"], device="cpu", precision="fp32"), captions.append)
+    assert captions == ["two.pth: stripes.png", "two.pth: checks.png"]
+    sheet = torch.from_numpy(np.array(Image.open(out).convert("RGB"))).float()
+
+    def tile(column: int) -> torch.Tensor:  # photo, style 0, style 1 in one row of MIN_CELL_PX cells, centred
+        x = GAP_PX + column * (MIN_CELL_PX + GAP_PX) + (MIN_CELL_PX - 48) // 2
+        return sheet[GAP_PX:GAP_PX + 32, x:x + 48]
+
+    assert (tile(1) - tile(2)).abs().mean() > 5

@@ -19,6 +19,7 @@ from ..core.errors import ConfigError, OutputError
 from ..core.images import (SAVE_FORMATS, ensure_not_input, load_pil, no_empty_folders_on_failure, path_list,
                            pil_to_uint8, prepare_output_dir, resize_longest, save_image, tensor_to_pil)
 from ..networks.arbitrary import STYLE_SIZE
+from ..networks.cin import select_style, style_count
 from ..networks.model_files import load_model
 from .painting import Paintings, each_painting
 from .stylizer import Stylizer, check_image_size
@@ -49,14 +50,23 @@ class SheetConfig:
 
 
 def _renderers(config: SheetConfig) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
-    """(caption, stylizer) for every painting, then every model."""
+    """(caption, stylizer) for every painting, then every model (every style of a model of several)."""
     found: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = []
     if config.style_images:
         paintings = Paintings(tuple(config.style_images), None, config.style_size, stroke_scale=config.stroke_scale)
         stylizers = each_painting(paintings, device=config.device, precision=config.precision)
         found += [(Path(p).name, s) for p, s in zip(config.style_images, stylizers)]
     for path in config.model_paths:
-        found.append((Path(path).name, Stylizer(load_model(path)[0], config.device, config.precision)))
+        network, settings = load_model(path)
+        count = style_count(network)
+        if count == 1:
+            found.append((Path(path).name, Stylizer(network, config.device, config.precision)))
+            continue
+        names = settings.get("styles") if isinstance(settings.get("styles"), list) else []
+        for index in range(count):  # a model of several styles: a cell each, to choose among them too
+            select_style(network, index)  # each Stylizer keeps its own copy, with this style fixed
+            name = names[index] if index < len(names) else f"style {index}"
+            found.append((f"{Path(path).name}: {name}", Stylizer(network, config.device, config.precision)))
     return found
 
 
