@@ -13,6 +13,7 @@ import stylefusion as sf
 from stylefusion.core.errors import ConfigError, DeviceError
 from stylefusion.networks.transformer import TransformerNet
 from stylefusion.run.control import Control
+from stylefusion.run.sheet import SheetConfig, make_sheet
 from tests.helpers import REPO
 
 UDNIE, CITY = str(REPO / "data" / "udnie.jpg"), str(REPO / "data" / "city.jpg")
@@ -35,6 +36,12 @@ CASES = {
         content_image=CITY, style_images=[UDNIE, CITY], style_blend_weights="0.7,0.3", output_dir="unused")),
         ConfigError, "got the text '0.7,0.3'"),
     "strength as text": (lambda: Control(strength="0.5").validate(), ConfigError, "--strength must be a number"),
+    # what video, webcam and image modes' paintings go through: an AttributeError ('getbands') before
+    "a number for a painting": (lambda: sf.arbitrary_network([5]), ConfigError,
+                                "a style image must be a path, a Pillow image or a (3, H, W) tensor, got 5"),
+    "a number for the sheet's paintings": (lambda: make_sheet(SheetConfig(photo=CITY, output="no/such/sheet.jpg",
+                                                                          style_images=5)),
+                                           ConfigError, "the sheet's photo, paintings and models are paths, got 5"),
 }
 if NO_CUDA:
     CASES["cuda without cuda (paintings)"] = (lambda: sf.arbitrary_network([UDNIE], device="cuda"), DeviceError,

@@ -194,6 +194,8 @@ def _as_tensor(image: StyleImage) -> torch.Tensor:
     if isinstance(image, (str, os.PathLike)):
         # refused from its header when it could not even be decoded in the memory available
         return pil_to_tensor(load_pil(image, max_bytes=default_budget(torch.device("cpu"))))
+    if not hasattr(image, "getbands"):
+        raise ConfigError(f"a style image must be a path, a Pillow image or a (3, H, W) tensor, got {image!r}")
     if "A" in image.getbands() or "transparency" in image.info:  # as load_pil does: alpha over white
         from PIL import Image
 

@@ -91,6 +91,9 @@ def make_sheet(config: SheetConfig, on_tile: Callable[[str], None] | None = None
     """Render the photo in every painting and model and write the labelled sheet to config.output; its path."""
     if not config.style_images and not config.model_paths:
         raise ConfigError("the sheet needs paintings (--style_image) or models (--model_path) to compare")
+    for item in (config.photo, *config.style_images, *config.model_paths):
+        if not isinstance(item, (str, os.PathLike)):
+            raise ConfigError(f"the sheet's photo, paintings and models are paths, got {item!r}")
     if not isinstance(config.tile, int) or config.tile < 16:
         raise ConfigError(f"the sheet's tile side must be at least 16 px, got {config.tile}")
     output = Path(config.output)
